@@ -1,0 +1,167 @@
+using Multimodal.Common;
+using Multimodal.Language;
+using Multimodal.Language.Opt;
+using Multimodal.Loading;
+using Multimodal.Loading.KeyMaps;
+using Multimodal.QFormer;
+using Multimodal.Vision;
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace Multimodal.Blip2;
+
+/// <summary>BLIP-2 for image-conditioned text (Li et al. 2023, "BLIP-2: Bootstrapping Language-Image
+/// Pre-training with Frozen Image Encoders and Large Language Models"), mirroring transformers v4.45.1
+/// <c>Blip2ForConditionalGeneration</c> (modeling_blip_2.py): frozen ViT → Q-Former with learned query
+/// tokens → linear projection → frozen language model.</summary>
+/// <remarks>
+/// Field names mirror the published keys (<c>vision_model</c>, <c>query_tokens</c>, <c>qformer</c>,
+/// <c>language_projection</c>, <c>language_model</c>), so <c>state_dict()</c> is the published name list.
+/// Load a checkpoint folder with <see cref="FromPretrained"/>.
+/// </remarks>
+public sealed class Blip2ForConditionalGeneration : nn.Module
+{
+    [ComponentName(Name = "vision_model")] private readonly Blip2VisionModel _visionModel;
+    [ComponentName(Name = "query_tokens")] private readonly Parameter _queryTokens;
+    [ComponentName(Name = "qformer")] private readonly QFormerModel _qformer;
+    [ComponentName(Name = "language_projection")] private readonly Linear _languageProjection;
+    [ComponentName(Name = "language_model")] private readonly nn.Module _languageModel;
+
+    /// <summary>The configuration the model was built from.</summary>
+    public Blip2Config Config { get; }
+
+    /// <summary>Where the parameters live.</summary>
+    public Device Device { get; }
+
+    /// <summary>The parameters' dtype.</summary>
+    public ScalarType DType { get; }
+
+    internal ICausalLanguageModel LanguageModel => (ICausalLanguageModel)_languageModel;
+
+    /// <summary>Builds the model with uninitialised-for-inference weights directly on
+    /// <paramref name="device"/> in <paramref name="dtype"/> (default CPU, float32).</summary>
+    /// <exception cref="NotSupportedException">the text model type, device or dtype is not supported.</exception>
+    public Blip2ForConditionalGeneration(Blip2Config config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(Blip2ForConditionalGeneration))
+    {
+        Config = config.Normalize();
+        Device = DeviceCheck.Resolve(device);
+        DType = DeviceCheck.Resolve(dtype);
+        config = Config;
+        _visionModel = new Blip2VisionModel(config.VisionConfig, Device, DType);
+        _queryTokens = new Parameter(
+            zeros(1, config.NumQueryTokens, config.QformerConfig.HiddenSize, dtype: DType, device: Device), requires_grad: false);
+        _qformer = new QFormerModel(config.QformerConfig, Device, DType);
+        _languageModel = config.TextConfig switch
+        {
+            OptConfig opt => new OptForCausalLM(opt, Device, DType),
+            var other => throw new NotSupportedException(
+                $"BLIP-2 with text_config.model_type \"{other.ModelType}\" is not implemented yet" +
+                (other.ModelType == "t5" ? " (T5ForConditionalGeneration)." : "; supported: opt.")),
+        };
+        int lmWidth = config.TextConfig is OptConfig o ? o.HiddenSize : 0;
+        _languageProjection = nn.Linear(config.QformerConfig.HiddenSize, lmWidth, device: Device, dtype: DType);
+        RegisterComponents();
+        eval();
+        foreach (var p in parameters()) p.requires_grad = false;
+    }
+
+    /// <summary>Loads a published checkpoint folder (<c>config.json</c> + <c>model.safetensors</c> or
+    /// sharded safetensors with their index) straight into <paramref name="dtype"/> on
+    /// <paramref name="device"/>, one tensor at a time.</summary>
+    /// <param name="folder">the checkpoint folder, e.g. a download of Salesforce/blip2-opt-2.7b.</param>
+    /// <param name="device">CPU (default) or CUDA.</param>
+    /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
+    /// <param name="progress">receives a report after each tensor.</param>
+    /// <exception cref="ConfigException">config.json is malformed or not BLIP-2.</exception>
+    /// <exception cref="CheckpointException">a weight file is malformed or does not match the model;
+    /// the message lists every missing, unexpected and mis-shaped tensor.</exception>
+    public static Blip2ForConditionalGeneration FromPretrained(string folder, Device? device = null,
+        ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    {
+        using var checkpoint = CheckpointFolder.Open(folder);
+        var config = Blip2Config.Load(checkpoint.ConfigPath);
+        var model = new Blip2ForConditionalGeneration(config, device, dtype);
+        try
+        {
+            StateDictLoader.Load(model, checkpoint, Blip2KeyMap.For(model.Config), nameof(Blip2ForConditionalGeneration), progress);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Runs the whole model once (no generation) and returns every step's output.</summary>
+    /// <param name="pixelValues">(B, 3, H, W) preprocessed images.</param>
+    /// <param name="inputIds">(B, T) int64 prompt ids; in the <c>image_token_index</c> layout they include
+    /// <c>num_query_tokens</c> image tokens per row.</param>
+    /// <param name="attentionMask">(B, T) 1 for real tokens, 0 for (left) padding; all ones when null.</param>
+    public Blip2ForwardOutput Forward(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask = null)
+    {
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        var vision = EncodeImage(pixelValues);                                          // step 1
+        var queries = RunQFormer(vision.LastHiddenState);                               // step 2
+        var projected = _languageProjection.forward(queries);                           // step 3
+        var (embeds, mask) = BuildLanguageInputs(projected, inputIds, attentionMask);
+        var logits = LanguageModel.Forward(embeds, mask, null);
+        var output = new Blip2ForwardOutput(vision.LastHiddenState, vision.PoolerOutput, queries, projected, embeds, mask, logits);
+        foreach (var t in output.ByReferenceName.Values) t.MoveToOuterDisposeScope();
+        return output;
+    }
+
+    /// <summary>Step 1: the frozen image encoder.</summary>
+    internal VisionOutput EncodeImage(Tensor pixelValues)
+    {
+        Shape.Require(pixelValues, "pixel_values", -1, 3, Config.VisionConfig.ImageSize, Config.VisionConfig.ImageSize);
+        return _visionModel.forward(pixelValues.to(DType, Device));
+    }
+
+    /// <summary>Step 2: the learned queries attend to the image features. (B, S, Dv) → (B, Q, Dq).</summary>
+    internal Tensor RunQFormer(Tensor imageEmbeds)
+    {
+        using var scope = NewDisposeScope();
+        var queryTokens = _queryTokens.expand(imageEmbeds.shape[0], -1, -1);
+        return _qformer.Forward(queryTokens, imageEmbeds, Config.NumQueryTokens).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Step 3 (after the projection): the LM's input embeddings and mask, in the layout the
+    /// config selects. With <c>image_token_index</c> the query embeddings replace the image tokens'
+    /// embeddings row-major (upstream's boolean-index assignment); otherwise (the original layout) they
+    /// are concatenated in front of the prompt and the mask gains Q ones.</summary>
+    internal (Tensor Embeds, Tensor Mask) BuildLanguageInputs(Tensor projected, Tensor inputIds, Tensor? attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        long b = projected.shape[0];
+        Shape.Require(inputIds, "input_ids", b, -1);
+        if (inputIds.dtype != ScalarType.Int64) throw new ArgumentException($"input_ids must be int64, not {inputIds.dtype}.", nameof(inputIds));
+        int vocab = Config.TextConfig is OptConfig opt ? opt.VocabSize : int.MaxValue;
+        if (inputIds.numel() > 0 && (inputIds.min().item<long>() < 0 || inputIds.max().item<long>() >= vocab))
+            throw new ArgumentException($"input_ids must lie in [0, {vocab}); got [{inputIds.min().item<long>()}, {inputIds.max().item<long>()}].", nameof(inputIds));
+        var ids = inputIds.to(Device);
+        var mask = attentionMask is null ? ones_like(ids) : attentionMask.to(ScalarType.Int64, Device);
+        Shape.Require(mask, "attention_mask", ids.shape[0], ids.shape[1]);
+        var embeds = LanguageModel.EmbedTokens(ids);
+        if (Config.ImageTokenIndex is int imageToken)
+        {
+            var isImage = ids.eq(imageToken);                                              // (B, T)
+            var perRow = isImage.sum(1);
+            if (!perRow.eq(Config.NumQueryTokens).all().item<bool>())
+                throw new ArgumentException(
+                    $"Each row of input_ids must hold exactly {Config.NumQueryTokens} image tokens (id {imageToken}); got [{string.Join(", ", perRow.data<long>().ToArray())}].",
+                    nameof(inputIds));
+            embeds = embeds.masked_scatter(isImage.unsqueeze(-1).expand_as(embeds), projected.to(embeds.dtype));
+        }
+        else
+        {
+            embeds = cat([projected.to(embeds.dtype), embeds], 1);                          // (B, Q + T, E)
+            mask = cat([ones(b, projected.shape[1], ScalarType.Int64, Device), mask], 1);   // (B, Q + T)
+        }
+        return (embeds.MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope());
+    }
+}

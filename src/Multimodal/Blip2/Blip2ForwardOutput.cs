@@ -1,0 +1,40 @@
+using static TorchSharp.torch;
+
+namespace Multimodal.Blip2;
+
+/// <summary>What <see cref="Blip2ForConditionalGeneration.Forward"/> computes, step by step. The caller
+/// owns the tensors; disposing the output disposes them all.</summary>
+/// <param name="VisionLastHiddenState">(B, 1 + patches, Dv), after <c>post_layernorm</c>.</param>
+/// <param name="VisionPoolerOutput">(B, Dv): <c>post_layernorm</c> applied again to the CLS row (upstream does this).</param>
+/// <param name="QFormerLastHiddenState">(B, Q, Dq) query outputs.</param>
+/// <param name="LanguageProjectionOutput">(B, Q, E) queries projected into the LM's embedding space.</param>
+/// <param name="LmInputsEmbeds">(B, T', E) what the LM receives (queries spliced or prepended).</param>
+/// <param name="LmAttentionMask">(B, T') int64 mask the LM receives.</param>
+/// <param name="Logits">(B, T', V).</param>
+public sealed record Blip2ForwardOutput(
+    Tensor VisionLastHiddenState,
+    Tensor VisionPoolerOutput,
+    Tensor QFormerLastHiddenState,
+    Tensor LanguageProjectionOutput,
+    Tensor LmInputsEmbeds,
+    Tensor LmAttentionMask,
+    Tensor Logits) : IDisposable
+{
+    /// <summary>Tensors by the names the upstream reference files use.</summary>
+    public IReadOnlyDictionary<string, Tensor> ByReferenceName => new Dictionary<string, Tensor>
+    {
+        ["vision_last_hidden_state"] = VisionLastHiddenState,
+        ["vision_pooler_output"] = VisionPoolerOutput,
+        ["qformer_last_hidden_state"] = QFormerLastHiddenState,
+        ["language_projection_output"] = LanguageProjectionOutput,
+        ["lm_inputs_embeds"] = LmInputsEmbeds,
+        ["lm_attention_mask"] = LmAttentionMask,
+        ["logits"] = Logits,
+    };
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var t in ByReferenceName.Values) t.Dispose();
+    }
+}

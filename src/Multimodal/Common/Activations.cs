@@ -1,0 +1,23 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Multimodal.Common;
+
+/// <summary>The activation functions named by upstream configs (<c>hidden_act</c>,
+/// <c>activation_function</c>), as transformers' <c>ACT2FN</c> defines them.</summary>
+internal static class Activations
+{
+    /// <summary>Returns the activation for an upstream name, or throws naming the config key.</summary>
+    public static Func<Tensor, Tensor> Get(string name, string configKey) => name switch
+    {
+        "gelu" => x => nn.functional.gelu(x),
+        "relu" => x => nn.functional.relu(x),
+        "silu" or "swish" => x => nn.functional.silu(x),
+        // transformers' NewGELUActivation, written out as upstream does.
+        "gelu_new" or "gelu_pytorch_tanh" => x => 0.5 * x * (1.0 + torch.tanh(Math.Sqrt(2.0 / Math.PI) * (x + 0.044715 * torch.pow(x, 3.0)))),
+        "quick_gelu" => x => x * torch.sigmoid(1.702 * x),
+        "tanh" => x => torch.tanh(x),
+        _ => throw new NotSupportedException(
+            $"{configKey} = \"{name}\" is not supported; expected one of gelu, gelu_new, gelu_pytorch_tanh, relu, silu, quick_gelu, tanh."),
+    };
+}

@@ -1,0 +1,67 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Multimodal.Common;
+
+/// <summary>Shared attention functions: head split/merge, scaled dot-product attention and the
+/// additive masks transformers builds in <c>modeling_attn_mask_utils.py</c>.</summary>
+/// <remarks>Masks are additive with <c>finfo(dtype).min</c> at masked positions, exactly as the eager
+/// upstream paths use: a query row whose keys are all masked then gets a uniform softmax (never NaN),
+/// which is what upstream computes at left-padding positions.</remarks>
+internal static class Attention
+{
+    /// <summary>(B, T, H·d) → (B, H, T, d).</summary>
+    public static Tensor SplitHeads(Tensor x, int heads)
+    {
+        long b = x.shape[0], t = x.shape[1], d = x.shape[2] / heads;
+        return x.view(b, t, heads, d).transpose(1, 2);
+    }
+
+    /// <summary>(B, H, T, d) → (B, T, H·d).</summary>
+    public static Tensor MergeHeads(Tensor x)
+    {
+        long b = x.shape[0], h = x.shape[1], t = x.shape[2], d = x.shape[3];
+        return x.transpose(1, 2).reshape(b, t, h * d);
+    }
+
+    /// <summary>softmax(q·kᵀ/√d + mask)·v over (B, H, T, d) tensors; <paramref name="additiveMask"/>
+    /// broadcasts to (B, H, Tq, Tk) and has q's dtype.</summary>
+    public static Tensor ScaledDotProduct(Tensor q, Tensor k, Tensor v, Tensor? additiveMask) =>
+        nn.functional.scaled_dot_product_attention(q, k, v, additiveMask);
+
+    /// <summary>The most negative finite value of a floating dtype (<c>torch.finfo(dtype).min</c>).</summary>
+    public static double MinValue(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float16 => -65504.0,
+        ScalarType.BFloat16 => -3.3895313892515355e38,
+        ScalarType.Float64 => double.MinValue,
+        _ => float.MinValue,
+    };
+
+    /// <summary>Causal + padding mask (B, 1, Tq, Tk) for decoder self-attention.</summary>
+    /// <param name="attentionMask">(B, Tk) with 1 for real tokens, covering the cached prefix and the new ones.</param>
+    /// <param name="queryLength">new tokens Tq; they sit at positions Tk − Tq … Tk − 1.</param>
+    /// <param name="dtype">dtype of the attention scores.</param>
+    public static Tensor CausalPaddingMask(Tensor attentionMask, long queryLength, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        long keyLength = attentionMask.shape[1];
+        var device = attentionMask.device;
+        var queryPos = arange(keyLength - queryLength, keyLength, device: device).unsqueeze(1); // (Tq, 1)
+        var keyPos = arange(keyLength, device: device).unsqueeze(0);                              // (1, Tk)
+        var allowed = keyPos.le(queryPos).unsqueeze(0).unsqueeze(0)                                // (1, 1, Tq, Tk)
+            .logical_and(attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));             // (B, 1, Tq, Tk)
+        return AllowedToAdditive(allowed, dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Padding-only mask (B, 1, 1, Tk) for bidirectional attention.</summary>
+    public static Tensor PaddingMask(Tensor attentionMask, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var allowed = attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
+        return AllowedToAdditive(allowed, dtype).MoveToOuterDisposeScope();
+    }
+
+    private static Tensor AllowedToAdditive(Tensor allowed, ScalarType dtype) =>
+        zeros(allowed.shape, dtype, allowed.device).masked_fill(allowed.logical_not(), MinValue(dtype));
+}

@@ -1,0 +1,22 @@
+using Multimodal.Generation;
+using static TorchSharp.torch;
+
+namespace Multimodal.Language;
+
+/// <summary>What a multimodal wrapper and the generator need from a decoder-only language model:
+/// token embeddings in, logits out, with an explicit KV cache.</summary>
+internal interface ICausalLanguageModel
+{
+    /// <summary>Embedding lookup, (B, T) int64 → (B, T, E).</summary>
+    Tensor EmbedTokens(Tensor inputIds);
+
+    /// <summary>Logits for new positions.</summary>
+    /// <param name="inputsEmbeds">(B, Tnew, E) embeddings of the new positions.</param>
+    /// <param name="attentionMask">(B, Tpast + Tnew), 1 for real tokens, covering the cache too.</param>
+    /// <param name="cache">the cache to read and extend, or null for a cache-less pass.</param>
+    /// <returns>(B, Tnew, V) logits.</returns>
+    Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache);
+
+    /// <summary>An empty cache sized for this model.</summary>
+    KvCache NewCache();
+}

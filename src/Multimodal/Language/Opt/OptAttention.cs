@@ -1,0 +1,48 @@
+using Multimodal.Common;
+using Multimodal.Generation;
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace Multimodal.Language.Opt;
+
+/// <summary>transformers v4.45.1 <c>OPTAttention</c> (modeling_opt.py): causal self-attention with
+/// separate projections. Upstream pre-scales q by 1/√d; scaled dot-product attention applies the same
+/// factor, so q goes in unscaled.</summary>
+internal sealed class OptAttention : nn.Module
+{
+    [ComponentName(Name = "k_proj")] private readonly Linear _kProj;
+    [ComponentName(Name = "v_proj")] private readonly Linear _vProj;
+    [ComponentName(Name = "q_proj")] private readonly Linear _qProj;
+    [ComponentName(Name = "out_proj")] private readonly Linear _outProj;
+    private readonly int _heads;
+    private readonly int _layerIndex;
+
+    public OptAttention(OptConfig config, int layerIndex, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(OptAttention))
+    {
+        int d = config.HiddenSize;
+        _heads = config.NumAttentionHeads;
+        _layerIndex = layerIndex;
+        _kProj = nn.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _vProj = nn.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _qProj = nn.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _outProj = nn.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <param name="hidden">(B, Tnew, D).</param>
+    /// <param name="mask">additive (B, 1, Tnew, Tpast + Tnew).</param>
+    /// <param name="cache">extended with this layer's new keys and values, when given.</param>
+    public Tensor Forward(Tensor hidden, Tensor mask, KvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        var q = Attention.SplitHeads(_qProj.forward(hidden), _heads);   // (B, H, Tnew, d)
+        var k = Attention.SplitHeads(_kProj.forward(hidden), _heads);
+        var v = Attention.SplitHeads(_vProj.forward(hidden), _heads);
+        if (cache is not null) (k, v) = cache.Update(_layerIndex, k, v); // (B, H, Tpast + Tnew, d)
+        var context = Attention.ScaledDotProduct(q, k, v, mask);
+        return _outProj.forward(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,52 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Multimodal.Common;
+using Multimodal.Language.Opt;
+
+namespace Multimodal.Language;
+
+/// <summary>Base of the language-model configs a multimodal config nests as <c>text_config</c>; the
+/// concrete type is chosen by <c>model_type</c>, as transformers' <c>CONFIG_MAPPING</c> does.</summary>
+public abstract record TextConfig : PretrainedConfig
+{
+    /// <summary>The upstream <c>model_type</c> ("opt", "t5", ...).</summary>
+    public abstract string ModelType { get; init; }
+
+    /// <summary>Whether the LM is decoder-only (<c>MODEL_FOR_CAUSAL_LM_MAPPING</c>) rather than encoder-decoder.</summary>
+    [JsonIgnore] public abstract bool IsDecoderOnly { get; }
+}
+
+/// <summary>A <c>text_config</c> whose <c>model_type</c> has no implementation yet; kept so the config
+/// still reads, and rejected with a clear message when a model is built from it.</summary>
+public sealed record UnsupportedTextConfig : TextConfig
+{
+    /// <inheritdoc/>
+    public override string ModelType { get; init; } = "";
+
+    /// <inheritdoc/>
+    [JsonIgnore] public override bool IsDecoderOnly => false;
+}
+
+/// <summary>Picks the <see cref="TextConfig"/> subtype from <c>model_type</c> (default "opt", as
+/// <c>Blip2Config</c> does when it is absent).</summary>
+internal sealed class TextConfigConverter : JsonConverter<TextConfig>
+{
+    public override TextConfig? Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        using var doc = JsonDocument.ParseValue(ref reader);
+        var element = doc.RootElement;
+        if (element.ValueKind == JsonValueKind.Null) return null;
+        if (element.ValueKind != JsonValueKind.Object) throw new JsonException("text_config must be an object.");
+        string modelType = element.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String
+            ? mt.GetString()!
+            : "opt";
+        return modelType switch
+        {
+            "opt" => element.Deserialize<OptConfig>(options),
+            _ => element.Deserialize<UnsupportedTextConfig>(options),
+        };
+    }
+
+    public override void Write(Utf8JsonWriter writer, TextConfig value, JsonSerializerOptions options) =>
+        JsonSerializer.Serialize(writer, value, value.GetType(), options);
+}

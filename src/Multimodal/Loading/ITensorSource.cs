@@ -1,0 +1,24 @@
+using static TorchSharp.torch;
+
+namespace Multimodal.Loading;
+
+/// <summary>A stored tensor: its published name, safetensors dtype name, shape and the file it lives in.</summary>
+public sealed record TensorInfo(string Name, string DType, long[] Shape, string Origin);
+
+/// <summary>Named tensors stored somewhere (one safetensors file, a sharded folder, a composition of
+/// several sources), read one at a time.</summary>
+public interface ITensorSource : IDisposable
+{
+    /// <summary>Where the tensors come from, for messages.</summary>
+    string Description { get; }
+
+    /// <summary>Every stored tensor, by published name.</summary>
+    IReadOnlyDictionary<string, TensorInfo> Tensors { get; }
+
+    /// <summary>Reads a tensor into a new CPU tensor of its stored dtype.</summary>
+    Tensor Read(string name);
+
+    /// <summary>Copies a tensor into <paramref name="destination"/>, a contiguous CPU tensor of the
+    /// stored dtype and element count, without an intermediate copy.</summary>
+    void CopyTo(string name, Tensor destination);
+}

@@ -1,0 +1,31 @@
+using Multimodal.Blip2;
+using static TorchSharp.torch;
+
+namespace Multimodal.Loading.KeyMaps;
+
+/// <summary>Published BLIP-2 tensor names → <see cref="Blip2ForConditionalGeneration"/> keys. Module
+/// fields mirror transformers' names, so the HF layout needs no renames; this table holds only the
+/// legacy forms of real published checkpoints.</summary>
+internal static class Blip2KeyMap
+{
+    /// <summary>Key of the tied LM head and the embedding it shares.</summary>
+    public const string LmHead = "language_model.lm_head.weight";
+    public const string EmbedTokens = "language_model.model.decoder.embed_tokens.weight";
+
+    public static WeightMap For(Blip2Config config) => new()
+    {
+        Composites =
+        [
+            // LAVIS-converted ViTs store q_bias and v_bias; transformers builds qkv.bias = (q, 0, v)
+            // because EVA's attention has no key bias.
+            new CompositeRule(
+                "vision_model.encoder.layers.*.self_attn.qkv.bias",
+                ["vision_model.encoder.layers.*.self_attn.q_bias", "vision_model.encoder.layers.*.self_attn.v_bias"],
+                parts => cat([parts[0], zeros_like(parts[1]), parts[1]]),
+                shapes => shapes[0].Length == 1 && shapes[0].SequenceEqual(shapes[1]) ? [3 * shapes[0][0]] : [-1]),
+        ],
+        Tied = config.UseDecoderOnlyLanguageModel && config.TieWordEmbeddings
+            ? new Dictionary<string, string> { [LmHead] = EmbedTokens }
+            : new Dictionary<string, string>(),
+    };
+}
