@@ -11,7 +11,7 @@ namespace Multimodal.Common;
 public abstract record PretrainedConfig
 {
     /// <summary><c>_name_or_path</c>.</summary>
-    [JsonPropertyName("_name_or_path")] public string? NameOrPath { get; init; }
+    [JsonPropertyName("_name_or_path")] public string NameOrPath { get; init; } = "";
 
     /// <summary>Upstream class names the checkpoint was saved from.</summary>
     public IReadOnlyList<string>? Architectures { get; init; }
