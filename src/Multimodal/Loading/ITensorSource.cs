@@ -18,7 +18,7 @@ public interface ITensorSource : IDisposable
     /// <summary>Reads a tensor into a new CPU tensor of its stored dtype.</summary>
     Tensor Read(string name);
 
-    /// <summary>Copies a tensor into <paramref name="destination"/>, a contiguous CPU tensor of the
-    /// stored dtype and element count, without an intermediate copy.</summary>
+    /// <summary>Copies a tensor into <paramref name="destination"/>, a contiguous tensor of the same
+    /// element count on any device and of any floating dtype, streaming it in bounded chunks.</summary>
     void CopyTo(string name, Tensor destination);
 }

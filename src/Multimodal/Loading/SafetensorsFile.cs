@@ -26,9 +26,9 @@ public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, l
 /// <remarks>
 /// The header is validated completely when the file is opened (size bound, JSON, dtype names,
 /// shape × dtype size = byte span, offsets inside the data section, no overlaps); every problem is
-/// listed in one <see cref="CheckpointFormatException"/>. Tensor data is mapped per tensor and unmapped
-/// after the copy, so reading a checkpoint keeps at most one tensor's pages resident, and a tensor may
-/// exceed 2 GiB.
+/// listed in one <see cref="CheckpointFormatException"/>. Tensor data is mapped a chunk at a time and
+/// unmapped after the copy, so reading a checkpoint keeps at most one chunk's pages resident, and a
+/// tensor may exceed 2 GiB.
 /// </remarks>
 public sealed class SafetensorsFile : IDisposable
 {
@@ -182,13 +182,15 @@ public sealed class SafetensorsFile : IDisposable
         return entry;
     }
 
+    /// <summary>Bytes mapped (and, when converting, staged) at a time: bounds the memory a load needs
+    /// beyond the model itself, whatever the size of the largest tensor.</summary>
+    public const long ChunkBytes = 16L << 20;
+
     /// <summary>Reads a tensor into a new CPU tensor of its stored dtype.</summary>
     public Tensor Read(string name)
     {
         var entry = GetEntry(name);
-        var dtype = SafetensorsDType.ToTorch(entry.DType)
-            ?? throw new NotSupportedException($"{Path}: tensor {name} has dtype {entry.DType}, which TorchSharp cannot hold.");
-        var result = empty(entry.Shape, dtype);
+        var result = empty(entry.Shape, TorchType(entry));
         try
         {
             CopyTo(entry, result);
@@ -201,37 +203,46 @@ public sealed class SafetensorsFile : IDisposable
         }
     }
 
-    /// <summary>Copies a tensor's bytes into <paramref name="destination"/>, a contiguous CPU tensor of
-    /// the stored dtype and element count.</summary>
+    /// <summary>Copies a tensor into <paramref name="destination"/>, a contiguous tensor with the same
+    /// number of elements on any device and of any dtype (values are converted as <c>copy_</c> does).
+    /// The file is mapped <see cref="ChunkBytes"/> at a time; a CPU destination of the stored dtype
+    /// receives the bytes directly, any other through a chunk-sized staging tensor.</summary>
     public unsafe void CopyTo(SafetensorsEntry entry, Tensor destination)
     {
-        if (destination.device_type != DeviceType.CPU || !destination.is_contiguous()
-            || destination.numel() != entry.ElementCount
-            || destination.ElementSize != SafetensorsDType.SizeOf(entry.DType))
-            throw new ArgumentException($"destination for {entry.Name} must be a contiguous CPU tensor of {entry.ElementCount} {entry.DType} elements.");
-        if (entry.ByteLength == 0) return;
-        using var accessor = _map!.CreateViewAccessor(_dataStart + entry.Begin, entry.ByteLength, MemoryMappedFileAccess.Read);
-        byte* basePtr = null;
-        accessor.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
-        try
+        var storedType = TorchType(entry);
+        if (!destination.is_contiguous() || destination.numel() != entry.ElementCount)
+            throw new ArgumentException($"destination for {entry.Name} must be a contiguous tensor of {entry.ElementCount} elements.");
+        if (entry.ElementCount == 0) return;
+        using var scope = NewDisposeScope();
+        bool direct = destination.device_type == DeviceType.CPU && destination.dtype == storedType;
+        long elementSize = SafetensorsDType.SizeOf(entry.DType);
+        long chunkElements = Math.Max(1, ChunkBytes / elementSize);
+        var flat = destination.view(-1);
+        var staging = direct ? null : empty(Math.Min(chunkElements, entry.ElementCount), storedType);
+        for (long start = 0; start < entry.ElementCount; start += chunkElements)
         {
-            byte* source = basePtr + accessor.PointerOffset;
-            using var flat = destination.view(-1);
-            // Tensor.bytes is a Span, so at most 2 GiB per call: copy in chunks of whole elements.
-            long elementSize = destination.ElementSize;
-            long chunkElements = (1L << 30) / elementSize;
-            for (long start = 0; start < entry.ElementCount; start += chunkElements)
+            long count = Math.Min(chunkElements, entry.ElementCount - start);
+            var target = direct ? flat.narrow(0, start, count) : staging!.narrow(0, 0, count);
+            using (var view = _map!.CreateViewAccessor(_dataStart + entry.Begin + start * elementSize, count * elementSize, MemoryMappedFileAccess.Read))
             {
-                long count = Math.Min(chunkElements, entry.ElementCount - start);
-                using var chunk = flat.narrow(0, start, count);
-                new ReadOnlySpan<byte>(source + start * elementSize, checked((int)(count * elementSize))).CopyTo(chunk.bytes);
+                byte* basePtr = null;
+                view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
+                try
+                {
+                    new ReadOnlySpan<byte>(basePtr + view.PointerOffset, checked((int)(count * elementSize))).CopyTo(target.bytes);
+                }
+                finally
+                {
+                    view.SafeMemoryMappedViewHandle.ReleasePointer();
+                }
             }
-        }
-        finally
-        {
-            accessor.SafeMemoryMappedViewHandle.ReleasePointer();
+            if (!direct) flat.narrow(0, start, count).copy_(target);
         }
     }
+
+    private ScalarType TorchType(SafetensorsEntry entry) =>
+        SafetensorsDType.ToTorch(entry.DType)
+        ?? throw new NotSupportedException($"{Path}: tensor {entry.Name} has dtype {entry.DType}, which TorchSharp cannot hold.");
 
     private SafetensorsEntry GetEntry(string name) =>
         Entries.TryGetValue(name, out var entry)

@@ -17,7 +17,8 @@ public readonly record struct LoadProgress(string Tensor, int Loaded, int Total,
 /// converts silently). All problems are reported together in one
 /// <see cref="CheckpointMismatchException"/>.</summary>
 /// <remarks>Tensors are streamed one at a time straight into the module's (already allocated) parameters,
-/// which live in the target dtype on the target device: peak memory is the model plus one tensor.</remarks>
+/// which live in the target dtype on the target device, in chunks of <see cref="SafetensorsFile.ChunkBytes"/>:
+/// peak memory is the model plus two chunks (mapped and staged), whatever the largest tensor.</remarks>
 public static class StateDictLoader
 {
     private abstract record Plan(long[] Shape);
@@ -112,13 +113,7 @@ public static class StateDictLoader
             switch (plan)
             {
                 case Direct direct:
-                    var info = source.Tensors[direct.Published];
-                    if (target.device_type == DeviceType.CPU && target.is_contiguous()
-                        && SafetensorsDType.ToTorch(info.DType) == target.dtype)
-                        source.CopyTo(direct.Published, target);
-                    else
-                        using (var stored = source.Read(direct.Published))
-                            target.copy_(stored);
+                    source.CopyTo(direct.Published, target);
                     break;
                 case Composite composite:
                     using (var scope = NewDisposeScope())

@@ -86,9 +86,11 @@ internal sealed class OptForCausalLM : nn.Module, ICausalLanguageModel
     {
         Config = config;
         _model = new OptModel(config, device, dtype);
-        _lmHead = nn.Linear(config.EmbedDim, config.VocabSize, hasBias: false, device: device, dtype: dtype);
-        // One Parameter under two names: state_dict() lists lm_head.weight like upstream, and the
-        // loader treats it as tied (absent from files, or a duplicate that is not copied).
+        // Tied: one Parameter under two names, so state_dict() lists lm_head.weight like upstream and the
+        // loader treats it as tied (absent from files, or a duplicate that is not copied). The head is
+        // built on the meta device first so its own vocab × width matrix is never allocated.
+        _lmHead = nn.Linear(config.EmbedDim, config.VocabSize, hasBias: false,
+            device: config.TieWordEmbeddings ? META : device, dtype: dtype);
         if (config.TieWordEmbeddings) _lmHead.weight = _model.Decoder.EmbedTokensWeight;
         RegisterComponents();
     }
