@@ -5,10 +5,6 @@ using Multimodal.Loading;
 using Multimodal.Loading.KeyMaps;
 using Multimodal.QFormer;
 using Multimodal.Vision;
-using TorchSharp;
-using TorchSharp.Modules;
-using TorchSharp.Utils;
-using static TorchSharp.torch;
 
 namespace Multimodal.Blip2;
 

@@ -1,5 +1,4 @@
 using Multimodal.Generation;
-using static TorchSharp.torch;
 
 namespace Multimodal.Language;
 

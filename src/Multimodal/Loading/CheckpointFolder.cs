@@ -1,5 +1,4 @@
 using System.Text.Json;
-using static TorchSharp.torch;
 
 namespace Multimodal.Loading;
 

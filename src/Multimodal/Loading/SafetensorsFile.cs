@@ -1,8 +1,6 @@
 using System.IO.MemoryMappedFiles;
 using System.Text;
 using System.Text.Json;
-using TorchSharp;
-using static TorchSharp.torch;
 
 namespace Multimodal.Loading;
 

@@ -1,5 +1,4 @@
 using System.Text.RegularExpressions;
-using static TorchSharp.torch;
 
 namespace Multimodal.Loading;
 

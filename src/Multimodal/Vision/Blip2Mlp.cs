@@ -1,8 +1,4 @@
 using Multimodal.Common;
-using TorchSharp;
-using TorchSharp.Modules;
-using TorchSharp.Utils;
-using static TorchSharp.torch;
 
 namespace Multimodal.Vision;
 

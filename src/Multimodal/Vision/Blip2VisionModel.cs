@@ -1,7 +1,3 @@
-using TorchSharp;
-using TorchSharp.Modules;
-using TorchSharp.Utils;
-using static TorchSharp.torch;
 
 namespace Multimodal.Vision;
 

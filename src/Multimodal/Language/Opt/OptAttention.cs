@@ -1,9 +1,5 @@
 using Multimodal.Common;
 using Multimodal.Generation;
-using TorchSharp;
-using TorchSharp.Modules;
-using TorchSharp.Utils;
-using static TorchSharp.torch;
 
 namespace Multimodal.Language.Opt;
 

@@ -1,5 +1,4 @@
 using Multimodal.Blip2;
-using static TorchSharp.torch;
 
 namespace Multimodal.Loading.KeyMaps;
 
