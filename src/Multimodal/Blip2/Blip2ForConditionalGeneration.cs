@@ -1,4 +1,5 @@
 using Multimodal.Common;
+using Multimodal.Generation;
 using Multimodal.Language;
 using Multimodal.Language.Opt;
 using Multimodal.Loading;
@@ -109,6 +110,49 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var output = new Blip2ForwardOutput(vision.LastHiddenState, vision.PoolerOutput, queries, projected, embeds, mask, logits);
         foreach (var t in output.ByReferenceName.Values) t.MoveToOuterDisposeScope();
         return output;
+    }
+
+    /// <summary>Generates text ids for images and prompts, as transformers v4.45.1
+    /// <c>Blip2ForConditionalGeneration.generate</c> does: the language model is driven by the prompt
+    /// embeddings, and BOS is prepended to the new tokens of a decoder-only model.</summary>
+    /// <param name="pixelValues">(B, 3, H, W) preprocessed images.</param>
+    /// <param name="inputIds">(B, T) prompt ids (left-padded); may be (B, 0) for plain captioning in the original layout.</param>
+    /// <param name="attentionMask">(B, T), or null for all ones.</param>
+    /// <param name="options">decoding options; null for greedy with 20 new tokens.</param>
+    /// <param name="cancellationToken">checked before every step.</param>
+    public GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask = null,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        Generate(pixelValues, inputIds, attentionMask, options ?? new GenerationOptions(), null, null, cancellationToken);
+
+    internal GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    {
+        options.Validate();
+        var text = Config.TextConfig as OptConfig
+                   ?? throw new NotSupportedException($"Generation with text_config.model_type \"{Config.TextConfig.ModelType}\" is not implemented yet.");
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        var vision = EncodeImage(pixelValues);
+        var projected = _languageProjection.forward(RunQFormer(vision.LastHiddenState));
+        var (embeds, mask) = BuildLanguageInputs(projected, inputIds, attentionMask);
+
+        bool legacy = Config.ImageTokenIndex is null;
+        int prompt = (int)embeds.shape[1];
+        // Blip2ForConditionalGeneration.generate shifts max/min_length by the queries in the original
+        // layout; transformers then subtracts the prompt-embedding length (no input_ids are passed).
+        int maxNew = options.MaxNewTokens
+                     ?? (options.MaxLength is int maxLength ? maxLength + (legacy ? Config.NumQueryTokens - 1 : 0) - prompt : 20);
+        if (maxNew <= 0)
+            throw new ArgumentException($"MaxLength {options.MaxLength} leaves no room for new tokens after {prompt} prompt positions; set MaxNewTokens instead.");
+        int minNew = Math.Max(options.MinNewTokens, Math.Max(options.MinLength + (legacy ? Config.NumQueryTokens : 0) - prompt, 0));
+        var eos = (options.EosTokenIds ?? [text.EosTokenId]).ToArray();
+        long pad = options.PadTokenId ?? text.PadTokenId;
+
+        var request = new GenerationRequest(LanguageModel, embeds, mask, options, maxNew, minNew, eos, pad,
+            decode, onTokens, cancellationToken);
+        var output = Generation.Generator.Generate(request);
+        var withBos = output.Sequences.Select(row => row.Prepend(text.BosTokenId).ToArray()).ToArray();
+        return output with { Sequences = withBos };
     }
 
     /// <summary>Step 1: the frozen image encoder.</summary>

@@ -1,0 +1,103 @@
+namespace Multimodal.Generation;
+
+/// <summary>When beam search stops (transformers' <c>early_stopping</c>).</summary>
+public enum BeamEarlyStopping
+{
+    /// <summary><c>early_stopping=False</c> (default): stop a row when no open beam can beat the worst
+    /// finished hypothesis at the current length.</summary>
+    Heuristic,
+
+    /// <summary><c>early_stopping=True</c>: stop a row as soon as it has <c>NumBeams</c> finished hypotheses.</summary>
+    Immediate,
+
+    /// <summary><c>early_stopping="never"</c>: stop only when no better hypothesis is possible at all.</summary>
+    Never,
+}
+
+/// <summary>How text is generated; defaults are transformers v4.45.1's <c>GenerationConfig</c> defaults
+/// except where noted. Greedy search unless <see cref="DoSample"/> or <see cref="NumBeams"/> &gt; 1.</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>Most new tokens to generate (not counting the BOS BLIP-2 prepends). When neither this nor
+    /// <see cref="MaxLength"/> is set, 20 new tokens (upstream's <c>max_length=20</c> counts differently
+    /// for BLIP-2: see <see cref="MaxLength"/>). Wins over <see cref="MaxLength"/> when both are set.</summary>
+    public int? MaxNewTokens { get; init; }
+
+    /// <summary>Upstream's <c>max_length</c> as BLIP-2's <c>generate</c> interprets it: in the original
+    /// layout it adds <c>num_query_tokens − 1</c>, then transformers subtracts the prompt-embedding
+    /// length, leaving <c>max_length − 1 − prompt tokens</c> new tokens.</summary>
+    public int? MaxLength { get; init; }
+
+    /// <summary>Upstream's <c>min_length</c>, adjusted like <see cref="MaxLength"/> (in the original
+    /// layout BLIP-2 adds <c>num_query_tokens</c>, then the prompt-embedding length is subtracted):
+    /// EOS is forbidden until that many new tokens exist. 0 (default) means no minimum.</summary>
+    public int MinLength { get; init; }
+
+    /// <summary>EOS is forbidden until this many new tokens exist (<c>min_new_tokens</c>).</summary>
+    public int MinNewTokens { get; init; }
+
+    /// <summary>Sample from the distribution instead of taking the most likely token.</summary>
+    public bool DoSample { get; init; }
+
+    /// <summary>Beams for beam search; 1 = no beam search.</summary>
+    public int NumBeams { get; init; } = 1;
+
+    /// <summary>Beam score = sum of log-probs / length^LengthPenalty.</summary>
+    public double LengthPenalty { get; init; } = 1.0;
+
+    /// <summary>When beam search stops.</summary>
+    public BeamEarlyStopping EarlyStopping { get; init; } = BeamEarlyStopping.Heuristic;
+
+    /// <summary>Sampling temperature (only with <see cref="DoSample"/>).</summary>
+    public double Temperature { get; init; } = 1.0;
+
+    /// <summary>Keep only the k most likely tokens when sampling; 0 disables.</summary>
+    public int TopK { get; init; } = 50;
+
+    /// <summary>Keep the smallest set of tokens whose probability reaches p when sampling; 1 disables.</summary>
+    public double TopP { get; init; } = 1.0;
+
+    /// <summary>Seed of the sampler; the same seed, prompt and options give the same text. Null: random.</summary>
+    public ulong? Seed { get; init; }
+
+    /// <summary>Divides positive (multiplies negative) scores of tokens already generated; 1 disables.</summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
+
+    /// <summary>Tokens that end a sequence; null uses the model's <c>eos_token_id</c>.</summary>
+    public IReadOnlyList<long>? EosTokenIds { get; init; }
+
+    /// <summary>Token written after a sequence has ended; null uses the model's <c>pad_token_id</c>.</summary>
+    public long? PadTokenId { get; init; }
+
+    /// <summary>A sequence also ends when its decoded text contains one of these (the text keeps it, as upstream's <c>stop_strings</c>).</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    /// <summary>Reuse keys and values of earlier positions (default). Off recomputes the whole sequence
+    /// at every step; only useful to measure what the cache saves.</summary>
+    public bool UseCache { get; init; } = true;
+
+    /// <summary>Keep each step's processed scores (B, steps, V) in the output.</summary>
+    public bool OutputScores { get; init; }
+
+    /// <summary>Checks the options, naming the first wrong one.</summary>
+    /// <exception cref="ArgumentException">an option is out of range or options conflict.</exception>
+    public void Validate()
+    {
+        static void Require(bool ok, string message)
+        {
+            if (!ok) throw new ArgumentException(message);
+        }
+        Require(MaxNewTokens is null or > 0, $"MaxNewTokens must be positive (got {MaxNewTokens}).");
+        Require(MaxLength is null or > 0, $"MaxLength must be positive (got {MaxLength}).");
+        Require(MinLength >= 0 && MinNewTokens >= 0, "MinLength and MinNewTokens must not be negative.");
+        Require(NumBeams >= 1, $"NumBeams must be at least 1 (got {NumBeams}).");
+        Require(!(DoSample && NumBeams > 1), "Beam sampling (DoSample with NumBeams > 1) is not supported; use one or the other.");
+        Require(Temperature > 0 && double.IsFinite(Temperature), $"Temperature must be a positive number (got {Temperature}).");
+        Require(TopK >= 0, $"TopK must not be negative (got {TopK}).");
+        Require(TopP > 0 && TopP <= 1, $"TopP must be in (0, 1] (got {TopP}).");
+        Require(RepetitionPenalty > 0 && double.IsFinite(RepetitionPenalty), $"RepetitionPenalty must be a positive number (got {RepetitionPenalty}).");
+        Require(double.IsFinite(LengthPenalty), $"LengthPenalty must be finite (got {LengthPenalty}).");
+        Require(EosTokenIds is null || EosTokenIds.Count > 0, "EosTokenIds, when given, must not be empty.");
+        Require(StopStrings.All(s => !string.IsNullOrEmpty(s)), "StopStrings must not contain empty strings.");
+    }
+}

@@ -1,0 +1,53 @@
+namespace Multimodal.Generation;
+
+/// <summary>transformers v4.45.1 logits processors and warpers (generation/logits_process.py), applied
+/// in <c>_get_logits_processor</c>'s order: repetition penalty, min length, min new tokens, then —
+/// when sampling — temperature, top-k, top-p.</summary>
+internal static class LogitsProcessors
+{
+    /// <param name="tokens">(N, t) ids generated so far (what upstream's running <c>input_ids</c> holds
+    /// when the LM is driven by embeddings).</param>
+    /// <param name="scores">(N, V) float32 scores of the next token.</param>
+    /// <param name="options">the options.</param>
+    /// <param name="eos">EOS ids.</param>
+    /// <param name="minNewTokens">effective minimum of new tokens (min_length already adjusted).</param>
+    /// <param name="minTokensToKeep">1, or 2 under beam search (upstream's warper argument).</param>
+    public static Tensor Apply(Tensor tokens, Tensor scores, GenerationOptions options, long[] eos, int minNewTokens, int minTokensToKeep = 1)
+    {
+        using var scope = NewDisposeScope();
+        long generated = tokens.shape[1];
+        if (options.RepetitionPenalty != 1.0 && generated > 0)
+        {
+            // RepetitionPenaltyLogitsProcessor: every id present (once or more) is penalised once.
+            var picked = scores.gather(1, tokens);
+            picked = where(picked.lt(0), picked * options.RepetitionPenalty, picked / options.RepetitionPenalty);
+            scores = scores.scatter(1, tokens, picked);
+        }
+        if (generated < minNewTokens)
+        {
+            // MinLengthLogitsProcessor / MinNewTokensLengthLogitsProcessor.
+            scores = scores.clone();
+            foreach (var id in eos) scores[.., id] = double.NegativeInfinity;
+        }
+        if (options.DoSample)
+        {
+            if (options.Temperature != 1.0) scores = scores / options.Temperature;
+            if (options.TopK > 0)
+            {
+                long k = Math.Min(Math.Max(options.TopK, minTokensToKeep), scores.shape[1]);
+                var kth = scores.topk((int)k).values.narrow(1, k - 1, 1);
+                scores = scores.masked_fill(scores.lt(kth), double.NegativeInfinity);
+            }
+            if (options.TopP < 1.0)
+            {
+                var (sorted, order) = scores.sort(-1, descending: false);
+                var cumulative = sorted.softmax(-1).cumsum(-1);
+                var removeSorted = cumulative.le(1 - options.TopP);
+                removeSorted.narrow(1, removeSorted.shape[1] - minTokensToKeep, minTokensToKeep).fill_(false);
+                var remove = removeSorted.scatter(1, order, removeSorted);
+                scores = scores.masked_fill(remove, double.NegativeInfinity);
+            }
+        }
+        return scores.MoveToOuterDisposeScope();
+    }
+}
