@@ -1,0 +1,85 @@
+using Multimodal.Blip2;
+
+namespace Multimodal.Processing;
+
+/// <summary>Model inputs for a batch: (B, 3, H, W) pixels, (B, T) ids and mask. Disposing disposes the tensors.</summary>
+public sealed record Blip2Inputs(Tensor PixelValues, Tensor InputIds, Tensor AttentionMask) : IDisposable
+{
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        PixelValues.Dispose();
+        InputIds.Dispose();
+        AttentionMask.Dispose();
+    }
+}
+
+/// <summary>transformers v4.45.1 <c>Blip2Processor</c> (processing_blip_2.py): the image processor and the
+/// tokenizer of a checkpoint folder, and the prompt layout the model expects. Prompts are tokenized with
+/// BOS and left-padded (generation reads the last position); when the config has
+/// <c>image_token_index</c>, <c>num_query_tokens</c> image tokens go in front of each row, so the padding
+/// sits between them and the text, as upstream's processor produces.</summary>
+public sealed class Blip2Processor
+{
+    private readonly int? _imageToken;
+    private readonly int _queryTokens;
+
+    /// <summary>The image processor.</summary>
+    public BlipImageProcessor ImageProcessor { get; }
+
+    /// <summary>The tokenizer.</summary>
+    public ITextTokenizer Tokenizer { get; }
+
+    /// <summary>Creates a processor for a model configuration.</summary>
+    public Blip2Processor(BlipImageProcessor imageProcessor, ITextTokenizer tokenizer, Blip2Config config)
+    {
+        ImageProcessor = imageProcessor;
+        Tokenizer = tokenizer;
+        _imageToken = config.ImageTokenIndex;
+        _queryTokens = config.NumQueryTokens;
+    }
+
+    /// <summary>Reads <c>preprocessor_config.json</c> and the tokenizer files of a checkpoint folder.</summary>
+    /// <exception cref="FileNotFoundException">a processor or tokenizer file is missing.</exception>
+    /// <exception cref="NotSupportedException">the tokenizer class is not supported.</exception>
+    public static Blip2Processor FromFolder(string folder, Blip2Config config)
+    {
+        string configPath = Path.Combine(folder, "tokenizer_config.json");
+        if (File.Exists(configPath))
+        {
+            var text = File.ReadAllText(configPath);
+            using var doc = System.Text.Json.JsonDocument.Parse(text);
+            if (doc.RootElement.TryGetProperty("tokenizer_class", out var cls) && cls.GetString() is string name
+                && name is not ("GPT2Tokenizer" or "GPT2TokenizerFast"))
+                throw new NotSupportedException($"{configPath}: tokenizer_class \"{name}\" is not supported yet; BLIP-2 OPT uses GPT2Tokenizer.");
+        }
+        return new Blip2Processor(BlipImageProcessor.FromFolder(folder), Gpt2Tokenizer.FromFolder(folder), config);
+    }
+
+    /// <summary>Builds the inputs for images and their prompts (one prompt per image; "" for plain captioning).</summary>
+    public Blip2Inputs Process(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts)
+    {
+        if (images.Count != prompts.Count)
+            throw new ArgumentException($"{images.Count} images but {prompts.Count} prompts; give one prompt per image.", nameof(prompts));
+        long pad = Tokenizer.PadTokenId ?? 1;
+        var rows = prompts.Select(p => Tokenizer.Encode(p)).ToList();
+        int width = rows.Max(r => r.Count);
+        int prefix = _imageToken is null ? 0 : _queryTokens;
+        var ids = new long[images.Count * (prefix + width)];
+        var mask = new long[ids.Length];
+        for (int b = 0; b < rows.Count; b++)
+        {
+            int o = b * (prefix + width);
+            for (int i = 0; i < prefix; i++) { ids[o + i] = _imageToken!.Value; mask[o + i] = 1; }
+            int padding = width - rows[b].Count;
+            for (int i = 0; i < width; i++)
+            {
+                bool real = i >= padding;
+                ids[o + prefix + i] = real ? rows[b][i - padding] : pad;
+                mask[o + prefix + i] = real ? 1 : 0;
+            }
+        }
+        var pixels = ImageProcessor.Preprocess(images);
+        return new Blip2Inputs(pixels, tensor(ids, [images.Count, prefix + width]), tensor(mask, [images.Count, prefix + width]));
+    }
+}
