@@ -1,69 +1,107 @@
-// Loads a BLIP-2 (OPT) checkpoint folder and runs one forward pass on a synthetic image and a BOS
-// prompt, printing what was loaded and the most likely next tokens. Captioning (image decoding,
-// tokenizer, generator) arrives in the next release; see README.md.
-using System.Diagnostics;
+// Multimodal.Caption: caption images, or answer a question about them, with a BLIP-2 checkpoint folder.
+//   dotnet run --project samples/Multimodal.Caption -- --model <folder> image.jpg [more.png ...]
+//       [--prompt "a photo of"] [--question "what is on the table?"] [--max-new-tokens 30] [--min-new-tokens 0] [--beams 1]
+//       [--device cpu|cuda] [--dtype float32|float16|bfloat16]
+// Captions stream as they are generated (greedy); with --beams > 1 each appears when finished.
+using System.CommandLine;
 using Multimodal.Blip2;
 using Multimodal.Common;
-using Multimodal.Language.Opt;
+using Multimodal.Generation;
 using Multimodal.Loading;
+using Multimodal.Processing;
 using static TorchSharp.torch;
 
-string? model = null, deviceName = "cpu", dtypeName = "float32";
-for (int i = 0; i < args.Length; i++)
+var model = new Option<string?>("--model") { Description = "BLIP-2 checkpoint folder (config.json, *.safetensors, tokenizer and preprocessor files)" };
+var images = new Argument<string[]>("images") { Description = "image files to caption", Arity = ArgumentArity.ZeroOrMore };
+var prompt = new Option<string>("--prompt") { Description = "text the caption starts with, e.g. \"a photo of\"", DefaultValueFactory = _ => "" };
+var question = new Option<string?>("--question") { Description = "ask this question about each image instead of captioning" };
+var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "most tokens to generate", DefaultValueFactory = _ => 30 };
+var minNewTokens = new Option<int>("--min-new-tokens") { Description = "fewest tokens to generate before the end token is allowed", DefaultValueFactory = _ => 0 };
+var beams = new Option<int>("--beams") { Description = "beam search width (1 = greedy, streamed)", DefaultValueFactory = _ => 1 };
+var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
+
+var root = new RootCommand("Caption images or answer questions about them with BLIP-2, in .NET.")
 {
-    string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
-    switch (args[i])
+    model, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype,
+};
+root.SetAction(async (parse, cancellationToken) =>
+{
+    string? folder = parse.GetValue(model);
+    if (folder is null)
     {
-        case "--model": model = Value(); break;
-        case "--device": deviceName = Value(); break;
-        case "--dtype": dtypeName = Value(); break;
-        case "-h" or "--help":
-            Console.WriteLine("usage: Multimodal.Caption --model <checkpoint folder> [--device cpu|cuda] [--dtype float32|float16|bfloat16]");
-            return 0;
-        default:
-            Console.Error.WriteLine($"error: unknown argument '{args[i]}' (see --help)");
-            return 2;
+        Console.Error.WriteLine("error: no --model given. Download a BLIP-2 checkpoint folder as models/README.md explains " +
+                                "(Salesforce/blip2-opt-2.7b), or try the pipeline with the tiny random-weight folder: --model models/blip2-opt-tiny-random");
+        return 2;
     }
-}
-if (model is null)
-{
-    Console.Error.WriteLine("error: no --model given. Pass a BLIP-2 checkpoint folder (config.json + *.safetensors); " +
-                            "models/README.md says which files of Salesforce/blip2-opt-2.7b to download.");
-    return 2;
-}
-
-try
-{
-    var device = DeviceCheck.Parse(deviceName);
-    var dtype = dtypeName switch
+    var files = parse.GetValue(images) ?? [];
+    if (files.Length == 0)
     {
-        "float32" => ScalarType.Float32, "float16" => ScalarType.Float16, "bfloat16" => ScalarType.BFloat16,
-        _ => throw new ArgumentException($"--dtype '{dtypeName}': expected float32, float16 or bfloat16"),
-    };
-    var clock = Stopwatch.StartNew();
-    using var blip2 = Blip2ForConditionalGeneration.FromPretrained(model, device, dtype);
-    long parameters = blip2.state_dict().Where(kv => kv.Key != "language_model.lm_head.weight").Sum(kv => kv.Value.numel());
-    Console.WriteLine($"Loaded {Path.GetFullPath(model)}: {parameters:N0} parameters, {dtype} on {device.type}, {clock.ElapsedMilliseconds} ms");
+        Console.Error.WriteLine("error: give at least one image file to caption.");
+        return 2;
+    }
+    bool midLine = false;
+    try
+    {
+        var options = new GenerationOptions
+        {
+            MaxNewTokens = parse.GetValue(maxNewTokens), MinNewTokens = parse.GetValue(minNewTokens), NumBeams = parse.GetValue(beams),
+        };
+        options.Validate();
+        var target = DeviceCheck.Parse(parse.GetValue(device)!);
+        var type = parse.GetValue(dtype) switch
+        {
+            "float32" => ScalarType.Float32,
+            "float16" => ScalarType.Float16,
+            "bfloat16" => ScalarType.BFloat16,
+            var other => throw new ArgumentException($"--dtype '{other}': expected float32, float16 or bfloat16."),
+        };
+        var decoded = files.Select(f => (File: f, Image: ImageDecoder.Decode(f))).ToList(); // fail early on a bad image
+        using var blip2 = Blip2Captioner.FromPretrained(folder, target, type, new ConsoleProgress());
+        string text = parse.GetValue(question) is string q ? Blip2Captioner.QuestionPrompt(q) : parse.GetValue(prompt)!;
+        foreach (var (file, image) in decoded)
+        {
+            Console.Write($"{file}: {text}");
+            midLine = true;
+            if (options.NumBeams == 1)
+            {
+                bool first = true;
+                await foreach (var piece in blip2.CaptionStreamAsync(image, text, options, cancellationToken))
+                {
+                    Console.Write(first && text.Length == 0 ? piece.TrimStart() : piece);
+                    first = false;
+                }
+                Console.WriteLine();
+                midLine = false;
+            }
+            else
+            {
+                var result = await blip2.CaptionAsync(image, text, options, cancellationToken);
+                Console.WriteLine((text.Length == 0 ? "" : " ") + result.Text);
+                midLine = false;
+            }
+        }
+        return 0;
+    }
+    catch (Exception e) when (e is ConfigException or CheckpointException or ImageDecodeException or FileNotFoundException
+                                or DirectoryNotFoundException or NotSupportedException or ArgumentException or InvalidDataException)
+    {
+        if (midLine) Console.WriteLine();
+        Console.Error.WriteLine($"error: {e.Message.Split('\n')[0]}");
+        return 1;
+    }
+});
+return await root.Parse(args).InvokeAsync();
 
-    var config = blip2.Config;
-    var text = (OptConfig)config.TextConfig;
-    int size = config.VisionConfig.ImageSize;
-    using var pixels = randn(1, 3, size, size, generator: new Generator(0));
-    var prompt = Enumerable.Repeat((long)(config.ImageTokenIndex ?? 0), config.ImageTokenIndex is null ? 0 : config.NumQueryTokens)
-        .Append(text.BosTokenId).ToArray();
-    using var ids = tensor(prompt).unsqueeze(0);
-    clock.Restart();
-    using var output = blip2.Forward(pixels, ids);
-    using var last = output.Logits[0, -1].to(ScalarType.Float32).softmax(0);
-    var (probs, tokens) = last.topk(5);
-    Console.WriteLine($"Forward pass: logits {string.Join("x", output.Logits.shape)} in {clock.ElapsedMilliseconds} ms");
-    Console.WriteLine("Most likely first tokens: " + string.Join(", ",
-        tokens.data<long>().ToArray().Zip(probs.data<float>().ToArray(), (t, p) => $"{t} ({p:P1})")));
-    return 0;
-}
-catch (Exception e) when (e is ConfigException or CheckpointException or FileNotFoundException
-                            or DirectoryNotFoundException or NotSupportedException or ArgumentException)
+/// <summary>A loading bar on a terminal; nothing when output is redirected.</summary>
+sealed class ConsoleProgress : IProgress<LoadProgress>
 {
-    Console.Error.WriteLine($"error: {e.Message}");
-    return 1;
+    public void Report(LoadProgress value)
+    {
+        if (Console.IsErrorRedirected) return;
+        const int width = 30;
+        int filled = (int)(width * value.BytesLoaded / Math.Max(1, value.TotalBytes));
+        Console.Error.Write($"\rLoading weights [{new string('#', filled)}{new string(' ', width - filled)}] {value.Loaded}/{value.Total} tensors, {value.BytesLoaded / 1e6:F0} MB");
+        if (value.Loaded == value.Total) Console.Error.WriteLine();
+    }
 }

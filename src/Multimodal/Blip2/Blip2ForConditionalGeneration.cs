@@ -124,7 +124,16 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         Generate(pixelValues, inputIds, attentionMask, options ?? new GenerationOptions(), null, null, cancellationToken);
 
-    internal GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
+    /// <summary>Generates as <see cref="Generate(Tensor, Tensor, Tensor?, GenerationOptions?, CancellationToken)"/>, with hooks.</summary>
+    /// <param name="pixelValues">(B, 3, H, W) preprocessed images.</param>
+    /// <param name="inputIds">(B, T) prompt ids (left-padded).</param>
+    /// <param name="attentionMask">(B, T), or null for all ones.</param>
+    /// <param name="options">decoding options.</param>
+    /// <param name="decode">turns a row's new ids into text; needed for <see cref="GenerationOptions.StopStrings"/>.</param>
+    /// <param name="onTokens">called after every step with each row's new id (beam search: the current best
+    /// beam's) and whether the row was still open before it.</param>
+    /// <param name="cancellationToken">checked before every step.</param>
+    public GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
         Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
     {
         options.Validate();
