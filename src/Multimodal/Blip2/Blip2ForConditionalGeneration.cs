@@ -157,7 +157,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var eos = (options.EosTokenIds ?? [text.EosTokenId]).ToArray();
         long pad = options.PadTokenId ?? text.PadTokenId;
 
-        var request = new GenerationRequest(LanguageModel, embeds, mask, options, maxNew, minNew, eos, pad,
+        var request = new GenerationRequest(LanguageModel, embeds, mask, null, options, maxNew, minNew, eos, pad,
             decode, onTokens, cancellationToken);
         var output = Generation.Generator.Generate(request);
         var withBos = output.Sequences.Select(row => row.Prepend(text.BosTokenId).ToArray()).ToArray();

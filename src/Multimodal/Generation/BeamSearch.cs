@@ -64,6 +64,7 @@ internal static class BeamSearch
         using var cache = options.UseCache ? request.Model.NewCache() : null;
         var embeds = request.PromptEmbeds.repeat_interleave(nb, 0);                     // (B·nb, T, E)
         var mask = request.PromptMask.repeat_interleave(nb, 0);                         // (B·nb, T)
+        var promptIds = request.PromptIds?.repeat_interleave(nb, 0);                    // (B·nb, T) or null
         var beamScores = zeros(batch, nb, ScalarType.Float32, device);
         beamScores[.., 1..] = -1e9;                                                    // only beam 0 is live at first
         beamScores = beamScores.view(-1);
@@ -77,8 +78,9 @@ internal static class BeamSearch
         {
             request.Cancel.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
-            var logits = request.NextLogits(embeds, mask, tokens, cache);
-            var processed = LogitsProcessors.Apply(tokens, logits.log_softmax(-1), options, request.Eos, request.MinNewTokens, minTokensToKeep: 2);
+            var logits = request.NextLogits(embeds, mask, tokens, cache, promptIds);
+            var processed = LogitsProcessors.Apply(GenerationRequest.PenaltyIds(promptIds, tokens), logits.log_softmax(-1), options,
+                request.Eos, request.MinNewTokens, generated: step, minTokensToKeep: 2);
             if (options.OutputScores) stepScores.Add(processed.cpu().MoveToOuterDisposeScope());
             long vocab = processed.shape[1];
             var total = (processed + beamScores.unsqueeze(1)).view(batch, nb * vocab);

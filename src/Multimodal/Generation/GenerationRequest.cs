@@ -7,6 +7,9 @@ namespace Multimodal.Generation;
 /// <param name="Model">the decoder-only language model.</param>
 /// <param name="PromptEmbeds">(B, T, E) embeddings of the prompt (BLIP-2: queries and text).</param>
 /// <param name="PromptMask">(B, T) int64 mask, 1 for real positions.</param>
+/// <param name="PromptIds">(B, T) ids of the prompt when it is made of tokens (Flamingo): they are fed to
+/// the model with the embeddings, and the repetition penalty sees them, as upstream's running
+/// <c>input_ids</c> holds them; null when the prompt is embeddings only (BLIP-2).</param>
 /// <param name="Options">the caller's options (validated).</param>
 /// <param name="MaxNewTokens">resolved limit of new tokens.</param>
 /// <param name="MinNewTokens">resolved minimum of new tokens before EOS is allowed.</param>
@@ -19,6 +22,7 @@ internal sealed record GenerationRequest(
     ICausalLanguageModel Model,
     Tensor PromptEmbeds,
     Tensor PromptMask,
+    Tensor? PromptIds,
     GenerationOptions Options,
     int MaxNewTokens,
     int MinNewTokens,
@@ -30,17 +34,33 @@ internal sealed record GenerationRequest(
 {
     /// <summary>(N, V) float32 logits for the next position. The first step feeds the prompt; later
     /// steps feed only the last token when the cache holds the rest, or everything again without it.</summary>
-    public Tensor NextLogits(Tensor promptEmbeds, Tensor mask, Tensor tokens, KvCache? cache)
+    public Tensor NextLogits(Tensor promptEmbeds, Tensor mask, Tensor tokens, KvCache? cache, Tensor? promptIds)
     {
         using var scope = NewDisposeScope();
         long step = tokens.shape[1];
         Tensor input;
-        if (step == 0) input = promptEmbeds;
-        else if (cache is not null) input = Model.EmbedTokens(tokens.narrow(1, step - 1, 1));
-        else input = cat([promptEmbeds, Model.EmbedTokens(tokens).to(promptEmbeds.dtype)], 1);
-        var logits = Model.Forward(input.to(promptEmbeds.dtype), mask, cache);
+        Tensor? ids;
+        if (step == 0)
+        {
+            input = promptEmbeds;
+            ids = promptIds;
+        }
+        else if (cache is not null)
+        {
+            ids = tokens.narrow(1, step - 1, 1);
+            input = Model.EmbedTokens(ids);
+        }
+        else
+        {
+            input = cat([promptEmbeds, Model.EmbedTokens(tokens).to(promptEmbeds.dtype)], 1);
+            ids = promptIds is null ? null : cat([promptIds, tokens], 1);
+        }
+        var logits = Model.Forward(input.to(promptEmbeds.dtype), mask, cache, ids);
         return logits.select(1, logits.shape[1] - 1).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
+
+    /// <summary>The ids the repetition penalty looks at: the prompt's (when it has ids) and the new ones.</summary>
+    public static Tensor PenaltyIds(Tensor? promptIds, Tensor tokens) => promptIds is null ? tokens : cat([promptIds, tokens], 1);
 
     /// <summary>Whether a row's decoded text contains a stop string.</summary>
     public bool HitsStopString(IReadOnlyList<long> rowTokens)

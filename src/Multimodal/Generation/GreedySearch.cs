@@ -25,8 +25,8 @@ internal static class GreedySearch
         {
             request.Cancel.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
-            var logits = request.NextLogits(request.PromptEmbeds, mask, tokens, cache);
-            var scores = LogitsProcessors.Apply(tokens, logits, options, request.Eos, request.MinNewTokens);
+            var logits = request.NextLogits(request.PromptEmbeds, mask, tokens, cache, request.PromptIds);
+            var scores = LogitsProcessors.Apply(GenerationRequest.PenaltyIds(request.PromptIds, tokens), logits, options, request.Eos, request.MinNewTokens, generated: step);
             if (options.OutputScores) stepScores.Add(scores.cpu().MoveToOuterDisposeScope());
             var logProbs = scores.log_softmax(-1);
             var next = options.DoSample

@@ -5,18 +5,18 @@ namespace Multimodal.Generation;
 /// when sampling — temperature, top-k, top-p.</summary>
 internal static class LogitsProcessors
 {
-    /// <param name="tokens">(N, t) ids generated so far (what upstream's running <c>input_ids</c> holds
-    /// when the LM is driven by embeddings).</param>
+    /// <param name="tokens">(N, t) the ids upstream's running <c>input_ids</c> holds: the new ones, preceded
+    /// by the prompt's when the prompt is tokens.</param>
     /// <param name="scores">(N, V) float32 scores of the next token.</param>
     /// <param name="options">the options.</param>
     /// <param name="eos">EOS ids.</param>
     /// <param name="minNewTokens">effective minimum of new tokens (min_length already adjusted).</param>
+    /// <param name="generated">new tokens so far.</param>
     /// <param name="minTokensToKeep">1, or 2 under beam search (upstream's warper argument).</param>
-    public static Tensor Apply(Tensor tokens, Tensor scores, GenerationOptions options, long[] eos, int minNewTokens, int minTokensToKeep = 1)
+    public static Tensor Apply(Tensor tokens, Tensor scores, GenerationOptions options, long[] eos, int minNewTokens, int generated, int minTokensToKeep = 1)
     {
         using var scope = NewDisposeScope();
-        long generated = tokens.shape[1];
-        if (options.RepetitionPenalty != 1.0 && generated > 0)
+        if (options.RepetitionPenalty != 1.0 && tokens.shape[1] > 0)
         {
             // RepetitionPenaltyLogitsProcessor: every id present (once or more) is penalised once.
             var picked = scores.gather(1, tokens);

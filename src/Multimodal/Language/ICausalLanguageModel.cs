@@ -13,8 +13,10 @@ internal interface ICausalLanguageModel
     /// <param name="inputsEmbeds">(B, Tnew, E) embeddings of the new positions.</param>
     /// <param name="attentionMask">(B, Tpast + Tnew), 1 for real tokens, covering the cache too.</param>
     /// <param name="cache">the cache to read and extend, or null for a cache-less pass.</param>
+    /// <param name="inputIds">(B, Tnew) ids of the new positions when they are tokens (models that locate
+    /// media by token, like Flamingo, need them); null when the positions are embeddings only.</param>
     /// <returns>(B, Tnew, V) logits.</returns>
-    Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache);
+    Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null);
 
     /// <summary>An empty cache sized for this model.</summary>
     KvCache NewCache();

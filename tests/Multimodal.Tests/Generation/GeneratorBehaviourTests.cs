@@ -73,7 +73,7 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         using var inference = inference_mode();
         var embeds = randn(2, 6, 32);
         var mask = ones(2, 6, ScalarType.Int64);
-        var request = new GenerationRequest(counting, embeds, mask, new GenerationOptions(), 8, 0, [-1], 1, null, null, default);
+        var request = new GenerationRequest(counting, embeds, mask, null, new GenerationOptions(), 8, 0, [-1], 1, null, null, default);
         using var result = Multimodal.Generation.Generator.Generate(request);
         output.WriteLine("positions fed per step: " + string.Join(", ", counting.Lengths));
         Assert.Equal([6L, 1, 1, 1, 1, 1, 1, 1], counting.Lengths);
@@ -177,7 +177,7 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         public Tensor EmbedTokens(Tensor inputIds) => inner.EmbedTokens(inputIds);
         public KvCache NewCache() => inner.NewCache();
 
-        public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache)
+        public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
         {
             Lengths.Add(inputsEmbeds.shape[1]);
             return inner.Forward(inputsEmbeds, attentionMask, cache);

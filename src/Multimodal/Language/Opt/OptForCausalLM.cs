@@ -95,7 +95,7 @@ internal sealed class OptForCausalLM : nn.Module, ICausalLanguageModel
 
     public Tensor EmbedTokens(Tensor inputIds) => _model.Decoder.EmbedTokens(inputIds);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
     {
         using var scope = NewDisposeScope();
         var hidden = _model.Decoder.Forward(inputsEmbeds, attentionMask, cache);
