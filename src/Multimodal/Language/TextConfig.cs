@@ -43,6 +43,7 @@ internal sealed class TextConfigConverter : JsonConverter<TextConfig>
         return modelType switch
         {
             "opt" => element.Deserialize<OptConfig>(options),
+            "mpt" => element.Deserialize<Mpt.MptConfig>(options),
             _ => element.Deserialize<UnsupportedTextConfig>(options),
         };
     }

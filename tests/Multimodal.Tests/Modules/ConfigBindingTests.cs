@@ -10,7 +10,7 @@ namespace Multimodal.Tests.Modules;
 /// files are diffs against those defaults).</summary>
 public sealed class ConfigBindingTests(ITestOutputHelper output)
 {
-    public static TheoryData<string> Cases => FixtureCase.Ids();
+    public static TheoryData<string> Cases => FixtureCase.Ids("blip2");
 
     [SkippableTheory]
     [MemberData(nameof(Cases))]

@@ -21,10 +21,13 @@ public sealed class Blip2GenerationParityTests(ITestOutputHelper output)
         ["greedy_cache"] = "greedy_cache_kwargs",
     };
 
-    public static TheoryData<string, string> Variants()
+    public static TheoryData<string, string> Variants() => VariantsOf("blip2");
+
+    /// <summary>(case, variant) for every <c>generate_&lt;variant&gt;_ids</c> of the family's cases.</summary>
+    internal static TheoryData<string, string> VariantsOf(string family)
     {
         var data = new TheoryData<string, string>();
-        foreach (var fixture in FixtureCase.All())
+        foreach (var fixture in FixtureCase.All().Where(f => f.Family == family))
             foreach (var name in fixture.Tensors.Keys.Where(n => n.StartsWith("generate_", StringComparison.Ordinal) && n.EndsWith("_ids", StringComparison.Ordinal)))
                 data.Add(fixture.Id, name["generate_".Length..^"_ids".Length]);
         return data;
@@ -36,24 +39,34 @@ public sealed class Blip2GenerationParityTests(ITestOutputHelper output)
     {
         var fixture = FixtureCase.Get(caseId);
         SupportedModels.SkipUnlessSupported(fixture);
-        Assert.True(KwargsOf.TryGetValue(variant, out var kwargsKey), $"no kwargs mapping for variant {variant}");
-        var kwargs = fixture.Manifest.GetProperty("generation").GetProperty(kwargsKey);
-        var options = ToOptions(kwargs) with { OutputScores = true };
-
+        var (kwargs, options) = OptionsFor(fixture, variant);
         using var model = Blip2ForConditionalGeneration.FromPretrained(fixture.Path);
         using var reference = fixture.OpenReference();
         using var pixels = reference.Read("pixel_values");
         using var ids = reference.Read("input_ids");
         using var mask = reference.Read("attention_mask");
         using var result = model.Generate(pixels, ids, mask, options);
+        output.WriteLine($"case {caseId}, {variant}: {kwargs}");
+        CompareGeneration(fixture, reference, variant, result, output);
+    }
 
-        output.WriteLine($"case {caseId}, {variant}: {kwargs.GetRawText()}");
+    /// <summary>The manifest's kwargs for a variant, as options that keep the per-step scores.</summary>
+    internal static (string Kwargs, GenerationOptions Options) OptionsFor(FixtureCase fixture, string variant)
+    {
+        Assert.True(KwargsOf.TryGetValue(variant, out var kwargsKey), $"no kwargs mapping for variant {variant}");
+        var kwargs = fixture.Manifest.GetProperty("generation").GetProperty(kwargsKey);
+        return (kwargs.GetRawText(), ToOptions(kwargs) with { OutputScores = true });
+    }
+
+    /// <summary>Ids exactly; per-step scores and beam sequence scores to 1e-4, where the case has them.</summary>
+    internal static void CompareGeneration(FixtureCase fixture, Multimodal.Loading.SafetensorsFile reference, string variant,
+        GenerationOutput result, ITestOutputHelper output)
+    {
         using var expectedIds = reference.Read($"generate_{variant}_ids");
         using var actualIds = result.ToTensor();
         output.WriteLine($"  expected ids {Format(expectedIds)}");
         output.WriteLine($"  actual   ids {Format(actualIds)}");
         TensorAssert.Close(expectedIds, actualIds, $"generate_{variant}_ids", output);
-
         if (fixture.Tensors.ContainsKey($"generate_{variant}_scores"))
         {
             using var expectedScores = reference.Read($"generate_{variant}_scores");

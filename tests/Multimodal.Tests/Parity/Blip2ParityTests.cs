@@ -11,7 +11,7 @@ namespace Multimodal.Tests.Parity;
 /// loading against the upstream reference tensors.</summary>
 public sealed class Blip2ParityTests(ITestOutputHelper output)
 {
-    public static TheoryData<string> Cases => FixtureCase.Ids();
+    public static TheoryData<string> Cases => FixtureCase.Ids("blip2");
 
     [SkippableTheory]
     [MemberData(nameof(Cases))]

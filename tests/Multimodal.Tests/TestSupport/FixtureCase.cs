@@ -31,6 +31,15 @@ public sealed class FixtureCase
     public IReadOnlyList<string> Classes =>
         Manifest.GetProperty("upstream").GetProperty("classes").EnumerateArray().Select(c => c.GetString()!).ToList();
 
+    /// <summary>The model family, from the first upstream class: "blip2", "flamingo", "idefics", or "unknown".</summary>
+    public string Family => Classes.FirstOrDefault() switch
+    {
+        string c when c.StartsWith("Blip2", StringComparison.Ordinal) => "blip2",
+        string c when c.StartsWith("open_flamingo.", StringComparison.Ordinal) => "flamingo",
+        string c when c.StartsWith("Idefics", StringComparison.Ordinal) => "idefics",
+        _ => "unknown",
+    };
+
     /// <summary>Reference tensor names the manifest lists, with what produced them.</summary>
     public IReadOnlyDictionary<string, string> Tensors =>
         Manifest.GetProperty("tensors").EnumerateObject().ToDictionary(
@@ -71,11 +80,11 @@ public sealed class FixtureCase
             ? Directory.EnumerateDirectories(root).Where(d => File.Exists(System.IO.Path.Combine(d, "manifest.json"))).Order(StringComparer.Ordinal)
             : [];
 
-    /// <summary>Case ids as theory data.</summary>
-    public static TheoryData<string> Ids()
+    /// <summary>Case ids as theory data, optionally of one family.</summary>
+    public static TheoryData<string> Ids(string? family = null)
     {
         var data = new TheoryData<string>();
-        foreach (var c in All()) data.Add(c.Id);
+        foreach (var c in All().Where(c => family is null || c.Family == family)) data.Add(c.Id);
         return data;
     }
 }

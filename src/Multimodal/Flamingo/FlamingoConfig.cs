@@ -1,0 +1,132 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Multimodal.Common;
+using Multimodal.Language;
+using Multimodal.Vision;
+
+namespace Multimodal.Flamingo;
+
+/// <summary>open_flamingo 2.0.1 <c>PerceiverResampler</c> constructor arguments; defaults are upstream's.</summary>
+public sealed record PerceiverConfig
+{
+    /// <summary>Width (the vision width).</summary>
+    public int Dim { get; init; } = 1024;
+    /// <summary>Layers (6 in published checkpoints).</summary>
+    public int Depth { get; init; } = 6;
+    /// <summary>Head width.</summary>
+    public int DimHead { get; init; } = 64;
+    /// <summary>Heads.</summary>
+    public int Heads { get; init; } = 8;
+    /// <summary>Latents per image (64 in published checkpoints).</summary>
+    public int NumLatents { get; init; } = 64;
+    /// <summary>Media-time embeddings (unused by OpenFlamingo v2).</summary>
+    public int? MaxNumMedia { get; init; }
+    /// <summary>Frame embeddings (unused by OpenFlamingo v2).</summary>
+    public int? MaxNumFrames { get; init; }
+    /// <summary>FFN width / width.</summary>
+    public int FfMult { get; init; } = 4;
+}
+
+/// <summary>open_flamingo 2.0.1 <c>GatedCrossAttentionBlock</c> constructor arguments; defaults are upstream's.</summary>
+public sealed record GatedCrossAttentionConfig
+{
+    /// <summary>Text width.</summary>
+    public int Dim { get; init; } = 2048;
+    /// <summary>Visual width.</summary>
+    public int DimVisual { get; init; } = 1024;
+    /// <summary>Head width (64 whatever the model width).</summary>
+    public int DimHead { get; init; } = 64;
+    /// <summary>Heads (8 whatever the model width).</summary>
+    public int Heads { get; init; } = 8;
+    /// <summary>FFN width / width.</summary>
+    public int FfMult { get; init; } = 4;
+    /// <summary>Tokens see only the last image at or before them.</summary>
+    public bool OnlyAttendImmediateMedia { get; init; } = true;
+}
+
+/// <summary>An open_clip model config (<c>open_clip/model_configs/*.json</c> format).</summary>
+public sealed record OpenClipModelConfig
+{
+    /// <summary>CLIP embedding width (the output of <c>visual.proj</c>).</summary>
+    public int EmbedDim { get; init; } = 512;
+    /// <summary>QuickGELU (OpenAI-trained towers).</summary>
+    public bool QuickGelu { get; init; }
+    /// <summary>The vision tower.</summary>
+    public OpenClipVisionConfig VisionCfg { get; init; } = new();
+    /// <summary>The text tower (not used by Flamingo).</summary>
+    public JsonElement? TextCfg { get; init; }
+
+    /// <summary>The vision settings with the model-level values folded in.</summary>
+    public OpenClipVisionConfig Vision => VisionCfg with { OutputDim = EmbedDim, QuickGelu = QuickGelu };
+}
+
+/// <summary>Every constructor argument of an OpenFlamingo model (open_flamingo 2.0.1
+/// <c>create_model_and_transforms</c> + <c>Flamingo</c>). OpenFlamingo publishes no config file: this
+/// record is what our <c>config.json</c> for a Flamingo folder holds, and what
+/// <c>FlamingoModel.FromParts</c> assembles from the open_clip and language-model configs.</summary>
+public sealed record FlamingoConfig
+{
+    /// <summary>A free-text note.</summary>
+    [JsonPropertyName("_comment")] public string? Comment { get; init; }
+    /// <summary>open_flamingo version the weights were made with.</summary>
+    public string? OpenFlamingoVersion { get; init; }
+    /// <summary>open_clip model name, e.g. "ViT-L-14".</summary>
+    public string? ClipVisionEncoderPath { get; init; }
+    /// <summary>The open_clip model config.</summary>
+    public OpenClipModelConfig ClipModelCfg { get; init; } = new();
+    /// <summary>Flamingo reads the patch tokens (always true).</summary>
+    public bool VisionEncoderOutputTokens { get; init; } = true;
+    /// <summary>Upstream language model class, e.g. "transformers.MptForCausalLM".</summary>
+    public string? LangEncoderClass { get; init; }
+    /// <summary>The language model's config; <c>model_type</c> picks the record.</summary>
+    public TextConfig? LangEncoderConfig { get; init; }
+    /// <summary>Where the decoder layers live ("transformer.blocks", "gpt_neox.layers").</summary>
+    public string? DecoderLayersAttrName { get; init; }
+    /// <summary>Vocabulary after OpenFlamingo's added tokens (the LM embeddings are resized to it).</summary>
+    public int LenTokenizer { get; init; }
+    /// <summary><c>&lt;|endofchunk|&gt;</c>: the default end of generation.</summary>
+    public int EocTokenId { get; init; }
+    /// <summary><c>&lt;image&gt;</c>.</summary>
+    public int MediaTokenId { get; init; }
+    /// <summary><c>&lt;PAD&gt;</c>.</summary>
+    public int? PadTokenId { get; init; }
+    /// <summary>Vision width.</summary>
+    public int VisDim { get; init; }
+    /// <summary>Language model width.</summary>
+    public int LangDim { get; init; }
+    /// <summary>A gated block before decoder layer i when (i + 1) % n == 0.</summary>
+    public int CrossAttnEveryNLayers { get; init; } = 1;
+    /// <summary>The perceiver.</summary>
+    public PerceiverConfig Perceiver { get; init; } = new();
+    /// <summary>The gated cross-attention blocks.</summary>
+    public GatedCrossAttentionConfig GatedCrossAttn { get; init; } = new();
+
+    /// <summary>Reads a Flamingo <c>config.json</c>.</summary>
+    public static FlamingoConfig Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Config file '{path}' does not exist.", path);
+        FlamingoConfig config;
+        try
+        {
+            config = JsonSerializer.Deserialize<FlamingoConfig>(File.ReadAllText(path), PretrainedConfig.JsonOptions)
+                     ?? throw new ConfigException(path, "the file holds JSON null.");
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException(path, $"invalid JSON at {e.Path}: {e.Message}", e);
+        }
+        config.Validate(path);
+        return config;
+    }
+
+    /// <summary>Checks what the modules rely on.</summary>
+    public void Validate(string source)
+    {
+        if (LangEncoderConfig is null or UnsupportedTextConfig)
+            throw new NotSupportedException($"{source}: lang_encoder_config.model_type \"{LangEncoderConfig?.ModelType}\" is not supported (mpt, gpt_neox).");
+        if (CrossAttnEveryNLayers <= 0) throw new ConfigException(source, $"cross_attn_every_n_layers {CrossAttnEveryNLayers} must be positive.");
+        if (LenTokenizer <= 0) throw new ConfigException(source, $"len_tokenizer {LenTokenizer} must be positive.");
+        if (MediaTokenId < 0 || MediaTokenId >= LenTokenizer || EocTokenId < 0 || EocTokenId >= LenTokenizer)
+            throw new ConfigException(source, $"media_token_id {MediaTokenId} and eoc_token_id {EocTokenId} must lie in the vocabulary of {LenTokenizer}.");
+    }
+}

@@ -1,0 +1,265 @@
+// Shapes: B batch, T images per sample, F frames (1), C·H·W an image, v patch tokens, n latents, L text positions.
+using Multimodal.Common;
+using Multimodal.Generation;
+using Multimodal.Language;
+using Multimodal.Language.Mpt;
+using Multimodal.Loading;
+using Multimodal.Vision;
+
+namespace Multimodal.Flamingo;
+
+/// <summary>What <see cref="FlamingoModel.Forward"/> computes. Disposing disposes the tensors.</summary>
+/// <param name="VisionEncoderTokens">(B·T·F, v, Dv) patch tokens fed to the perceiver.</param>
+/// <param name="VisionEncoderPooled">(B·T·F, E) pooled CLIP embeddings (unused by Flamingo).</param>
+/// <param name="PerceiverOutput">(B, T, n, Dv).</param>
+/// <param name="Logits">(B, L, V).</param>
+public sealed record FlamingoForwardOutput(Tensor VisionEncoderTokens, Tensor VisionEncoderPooled, Tensor PerceiverOutput, Tensor Logits) : IDisposable
+{
+    /// <summary>Tensors by the names the upstream reference files use.</summary>
+    public IReadOnlyDictionary<string, Tensor> ByReferenceName => new Dictionary<string, Tensor>
+    {
+        ["vision_encoder_tokens"] = VisionEncoderTokens,
+        ["vision_encoder_pooled"] = VisionEncoderPooled,
+        ["perceiver_output"] = PerceiverOutput,
+        ["logits"] = Logits,
+    };
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var t in ByReferenceName.Values) t.Dispose();
+    }
+}
+
+/// <summary>open_flamingo 2.0.1 <c>Flamingo</c> (flamingo.py; Alayrac et al. 2022, "Flamingo: a Visual
+/// Language Model for Few-Shot Learning"; Awadalla et al. 2023, OpenFlamingo): a frozen open_clip ViT,
+/// a perceiver resampler, and a frozen language model whose decoder layers are wrapped with gated
+/// cross-attention blocks every <c>cross_attn_every_n_layers</c> layers.</summary>
+public sealed class FlamingoModel : nn.Module
+{
+    [ComponentName(Name = "vision_encoder")] private readonly OpenClipVisionTransformer _visionEncoder;
+    [ComponentName(Name = "perceiver")] private readonly PerceiverResampler _perceiver;
+    [ComponentName(Name = "lang_encoder")] private readonly nn.Module _langEncoder;
+
+    /// <summary>The configuration.</summary>
+    public FlamingoConfig Config { get; }
+
+    /// <summary>Where the parameters live.</summary>
+    public Device Device { get; }
+
+    /// <summary>The parameters' dtype.</summary>
+    public ScalarType DType { get; }
+
+    internal IFlamingoHost Host => (IFlamingoHost)_langEncoder;
+
+    internal FlamingoLayer[] Layers { get; }
+
+    /// <summary>Builds the model on <paramref name="device"/> in <paramref name="dtype"/> (weights to be loaded).</summary>
+    public FlamingoModel(FlamingoConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(FlamingoModel))
+    {
+        Config = config;
+        Device = DeviceCheck.Resolve(device);
+        DType = DeviceCheck.Resolve(dtype);
+        _visionEncoder = new OpenClipVisionTransformer(config.ClipModelCfg.Vision, Device, DType);
+        _perceiver = new PerceiverResampler(config.Perceiver, Device, DType);
+        var layers = new List<FlamingoLayer>();
+        nn.Module Wrap(int i, nn.Module decoderLayer)
+        {
+            var gated = (i + 1) % config.CrossAttnEveryNLayers == 0
+                ? new GatedCrossAttentionBlock(config.GatedCrossAttn, Device, DType)
+                : null;
+            var layer = new FlamingoLayer(gated, decoderLayer);
+            layers.Add(layer);
+            return layer;
+        }
+        _langEncoder = config.LangEncoderConfig switch
+        {
+            MptConfig mpt => new MptForCausalLM(mpt with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
+            var other => throw new NotSupportedException($"Flamingo with a \"{other?.ModelType}\" language model is not implemented yet."),
+        };
+        Layers = layers.ToArray();
+        RegisterComponents();
+        eval();
+        foreach (var p in parameters()) p.requires_grad = false;
+    }
+
+    /// <summary>Loads a Flamingo folder: our <c>config.json</c> (every constructor argument) and the full
+    /// state dict as <c>model.safetensors</c>.</summary>
+    public static FlamingoModel FromFolder(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    {
+        using var checkpoint = CheckpointFolder.Open(folder);
+        var model = new FlamingoModel(FlamingoConfig.Load(checkpoint.ConfigPath), device, dtype);
+        try
+        {
+            StateDictLoader.Load(model, checkpoint, model.KeyMap(), nameof(FlamingoModel), progress);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    internal WeightMap KeyMap() => new()
+    {
+        Tied = Config.LangEncoderConfig is MptConfig { TieWordEmbeddings: true }
+            ? new Dictionary<string, string> { ["lang_encoder.lm_head.weight"] = "lang_encoder.transformer.wte.weight" }
+            : new Dictionary<string, string>(),
+    };
+
+    /// <summary>Runs the model once: images through the vision encoder and perceiver, text through the
+    /// language model with gated cross-attention to them.</summary>
+    /// <param name="visionX">(B, T, F=1, 3, H, W) preprocessed images, T per sample in prompt order.</param>
+    /// <param name="langX">(B, L) ids with one <c>&lt;image&gt;</c> per image, left-padded.</param>
+    /// <param name="attentionMask">(B, L), or null for all ones.</param>
+    public FlamingoForwardOutput Forward(Tensor visionX, Tensor langX, Tensor? attentionMask = null)
+    {
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        var (tokens, pooled, media) = EncodeVision(visionX);
+        var ids = langX.to(ScalarType.Int64, Device);
+        var mask = attentionMask?.to(ScalarType.Int64, Device) ?? ones_like(ids);
+        using var session = new FlamingoSession(this, media, generating: false);
+        var logits = session.Forward(Host.EmbedTokens(ids), mask, null, ids);
+        var output = new FlamingoForwardOutput(tokens, pooled, media, logits);
+        foreach (var t in output.ByReferenceName.Values) t.MoveToOuterDisposeScope();
+        return output;
+    }
+
+    /// <summary>Generates continuations of the prompts, as open_flamingo's <c>Flamingo.generate</c>: the
+    /// images are encoded once, EOS defaults to <c>&lt;|endofchunk|&gt;</c>, and the result is the prompt
+    /// followed by the new tokens (ended rows padded).</summary>
+    public GenerationOutput Generate(Tensor visionX, Tensor langX, Tensor? attentionMask = null, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        Generate(visionX, langX, attentionMask, options ?? new GenerationOptions(), null, null, cancellationToken);
+
+    /// <summary><see cref="Generate(Tensor, Tensor, Tensor?, GenerationOptions?, CancellationToken)"/> with
+    /// a decoder for stop strings and a per-step callback.</summary>
+    public GenerationOutput Generate(Tensor visionX, Tensor langX, Tensor? attentionMask, GenerationOptions options,
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    {
+        options.Validate();
+        using var inference = inference_mode();
+        using var scope = NewDisposeScope();
+        var (_, _, media) = EncodeVision(visionX);
+        var ids = langX.to(ScalarType.Int64, Device);
+        Shape.Require(ids, "lang_x", media.shape[0], -1);
+        var mask = attentionMask?.to(ScalarType.Int64, Device) ?? ones_like(ids);
+        int prompt = (int)ids.shape[1];
+        // transformers counts max_length and min_length over prompt + new tokens when input_ids are given.
+        int maxNew = options.MaxNewTokens ?? (options.MaxLength ?? 20) - prompt;
+        if (maxNew <= 0)
+            throw new ArgumentException($"MaxLength {options.MaxLength ?? 20} leaves no room for new tokens after a {prompt}-token prompt; set MaxNewTokens.");
+        int minNew = Math.Max(options.MinNewTokens, options.MinLength - prompt);
+        var eos = (options.EosTokenIds ?? [Config.EocTokenId]).ToArray();
+        long pad = options.PadTokenId ?? Config.PadTokenId ?? eos[0];
+        using var session = new FlamingoSession(this, media, generating: true);
+        var request = new GenerationRequest(session, Host.EmbedTokens(ids), mask, ids, options, maxNew, minNew, eos, pad,
+            decode, onTokens, cancellationToken);
+        var output = Generation.Generator.Generate(request);
+        var promptRows = ids.cpu();
+        var sequences = output.Sequences.Select((row, i) => promptRows[i].data<long>().ToArray().Concat(row).ToArray()).ToArray();
+        return output with { Sequences = sequences };
+    }
+
+    /// <summary>(B, T, F, 3, H, W) → patch tokens, pooled embeddings and perceiver latents (B, T, n, Dv).</summary>
+    private (Tensor Tokens, Tensor Pooled, Tensor Media) EncodeVision(Tensor visionX)
+    {
+        if (visionX.dim() != 6 || visionX.shape[2] != 1)
+            throw new ArgumentException($"vision_x must be (B, T_img, F=1, 3, H, W); got {Shape.Format(visionX.shape)}.", nameof(visionX));
+        long b = visionX.shape[0], t = visionX.shape[1], f = visionX.shape[2];
+        var images = visionX.to(DType, Device).flatten(0, 2);                          // (B·T·F, 3, H, W)
+        var vision = _visionEncoder.forward(images);
+        var tokens = vision.Tokens;                                                    // (B·T·F, v, Dv)
+        var media = _perceiver.forward(tokens.view(b, t, f, tokens.shape[1], tokens.shape[2]));
+        return (tokens, vision.Pooled, media);
+    }
+}
+
+/// <summary>One request's view of a <see cref="FlamingoModel"/> as a language model: it owns the media
+/// (perceiver output), the media keys and values of every gated block (computed once), and the media
+/// positions, and passes them to each layer explicitly. Nothing is stored in the model's layers.</summary>
+/// <remarks>
+/// Text time mirrors open_flamingo 2.0.1's <c>FlamingoLMMixin.forward</c>: the running count of
+/// <c>&lt;image&gt;</c> tokens over the ids fed. During generation, a step that feeds no image token
+/// reuses the last conditioned positions and gives every new token the number of images they hold
+/// (<c>use_cached_media</c>); a step that does feed one is conditioned on that step's ids alone, as upstream.
+/// </remarks>
+internal sealed class FlamingoSession(FlamingoModel model, Tensor media, bool generating) : ICausalLanguageModel, IDisposable
+{
+    private Tensor _media = media;
+    private (Tensor Keys, Tensor Values)?[]? _mediaKv;
+    private Tensor? _lastLocations;
+
+    public Tensor EmbedTokens(Tensor inputIds) => model.Host.EmbedTokens(inputIds);
+
+    public KvCache NewCache() => model.Host.NewCache();
+
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
+    {
+        if (inputIds is null) throw new ArgumentException("Flamingo needs the token ids of every position it is fed (to locate <image> tokens).");
+        PrepareMedia(inputsEmbeds.shape[0]);
+        using var scope = NewDisposeScope();
+        var locations = inputIds.eq(model.Config.MediaTokenId);                        // (B, Lnew)
+        Tensor textTime;
+        if (generating && _lastLocations is not null && !locations.any().item<bool>())
+        {
+            textTime = _lastLocations.sum(1, keepdim: true).expand(-1, inputIds.shape[1]);  // count of cached images
+        }
+        else
+        {
+            _lastLocations?.Dispose();
+            _lastLocations = locations.to(ScalarType.Int64).DetachFromDisposeScope();
+            textTime = _lastLocations.cumsum(1);
+        }
+        long latents = _media.shape[2];
+        var logits = model.Host.Forward(inputsEmbeds, attentionMask, cache, (layer, hidden) =>
+        {
+            var gated = model.Layers[layer].GatedCrossAttention;
+            if (gated is null) return hidden;
+            var (k, v) = _mediaKv![layer]!.Value;
+            return gated.Forward(hidden, k, v, textTime, latents);
+        });
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    // Beam search runs B·beams rows: the media follow their rows (upstream repeat_interleaves vision_x).
+    // The session owns what it derives (outside every dispose scope) until it is disposed.
+    private void PrepareMedia(long rows)
+    {
+        if (_mediaKv is not null && _media.shape[0] == rows) return;
+        if (rows != _media.shape[0])
+        {
+            if (rows % _media.shape[0] != 0) throw new ArgumentException($"{rows} text rows for {_media.shape[0]} media rows.");
+            _media = _media.repeat_interleave(rows / _media.shape[0], 0).DetachFromDisposeScope();
+            _ownsMedia = true;
+        }
+        DisposeKv();
+        _mediaKv = model.Layers.Select(l => l.GatedCrossAttention?.CrossAttention.MediaKeysValues(_media)).ToArray();
+        foreach (var kv in _mediaKv)
+        {
+            kv?.Keys.DetachFromDisposeScope();
+            kv?.Values.DetachFromDisposeScope();
+        }
+    }
+
+    private bool _ownsMedia;
+
+    private void DisposeKv()
+    {
+        foreach (var kv in _mediaKv ?? [])
+        {
+            kv?.Keys.Dispose();
+            kv?.Values.Dispose();
+        }
+        _mediaKv = null;
+    }
+
+    public void Dispose()
+    {
+        DisposeKv();
+        _lastLocations?.Dispose();
+        if (_ownsMedia) _media.Dispose();
+    }
+}

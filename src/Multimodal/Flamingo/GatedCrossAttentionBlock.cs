@@ -1,0 +1,114 @@
+// Shapes: B batch, L text positions, T images, n latents per image, D text width, Dv visual width, h heads, d head width.
+namespace Multimodal.Flamingo;
+
+/// <summary>open_flamingo 2.0.1 <c>MaskedCrossAttention</c> (helpers.py): text attends to the visual
+/// latents. With <c>only_attend_immediate_media</c> a token sees only the latents of the last image at or
+/// before it (its "text time", the running count of media tokens), and a token before any image gets
+/// zero attention output.</summary>
+internal sealed class MaskedCrossAttention : nn.Module
+{
+    [ComponentName(Name = "norm")] private readonly LayerNorm _norm;
+    [ComponentName(Name = "to_q")] private readonly Linear _toQ;
+    [ComponentName(Name = "to_kv")] private readonly Linear _toKv;
+    [ComponentName(Name = "to_out")] private readonly Linear _toOut;
+    private readonly int _heads;
+    private readonly double _scale;
+    private readonly bool _onlyImmediate;
+
+    public MaskedCrossAttention(GatedCrossAttentionConfig config, Device? device, ScalarType? dtype) : base(nameof(MaskedCrossAttention))
+    {
+        _heads = config.Heads;
+        _scale = Math.Pow(config.DimHead, -0.5);
+        _onlyImmediate = config.OnlyAttendImmediateMedia;
+        int inner = config.DimHead * config.Heads;
+        _norm = nn.LayerNorm(config.Dim, 1e-5, device: device, dtype: dtype);
+        _toQ = nn.Linear(config.Dim, inner, hasBias: false, device: device, dtype: dtype);
+        _toKv = nn.Linear(config.DimVisual, 2 * inner, hasBias: false, device: device, dtype: dtype);
+        _toOut = nn.Linear(inner, config.Dim, hasBias: false, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>Keys and values of the media, (B, h, T·n, d) each: constant for a request, computed once.</summary>
+    public (Tensor Keys, Tensor Values) MediaKeysValues(Tensor media)
+    {
+        using var scope = NewDisposeScope();
+        var kv = _toKv.forward(media.flatten(1, 2)).chunk(2, -1);                  // (B, T·n, h·d) each
+        var k = Common.Attention.SplitHeads(kv[0], _heads);
+        var v = Common.Attention.SplitHeads(kv[1], _heads);
+        return (k.MoveToOuterDisposeScope(), v.MoveToOuterDisposeScope());
+    }
+
+    /// <param name="x">(B, L, D) text.</param>
+    /// <param name="keys">(B, h, T·n, d) from <see cref="MediaKeysValues"/>.</param>
+    /// <param name="values">(B, h, T·n, d).</param>
+    /// <param name="textTime">(B, L) int64: 1-based index of the image each token follows, 0 before any.</param>
+    /// <param name="latentsPerImage">n.</param>
+    public Tensor Forward(Tensor x, Tensor keys, Tensor values, Tensor textTime, long latentsPerImage)
+    {
+        using var scope = NewDisposeScope();
+        var q = Common.Attention.SplitHeads(_toQ.forward(_norm.forward(x)), _heads) * _scale;  // (B, h, L, d)
+        var sim = q.matmul(keys.transpose(-1, -2));                                              // (B, h, L, T·n)
+        long images = keys.shape[2] / latentsPerImage;
+        var mediaTime = arange(1, images + 1, ScalarType.Int64, x.device).repeat_interleave(latentsPerImage); // (T·n)
+        var tt = textTime.view(textTime.shape[0], 1, textTime.shape[1], 1);                      // (B, 1, L, 1)
+        var allowed = _onlyImmediate ? tt.eq(mediaTime) : tt.ge(mediaTime);                      // (B, 1, L, T·n)
+        sim = sim.masked_fill(allowed.logical_not(), -MaxValue(sim.dtype));
+        var attn = (sim - sim.amax([-1], keepdim: true)).softmax(-1);
+        if (_onlyImmediate) attn = attn.masked_fill(tt.eq(0), 0.0);
+        var output = Common.Attention.MergeHeads(attn.matmul(values));
+        return _toOut.forward(output).MoveToOuterDisposeScope();
+    }
+
+    private static double MaxValue(ScalarType dtype) => -Common.Attention.MinValue(dtype);
+}
+
+/// <summary>open_flamingo 2.0.1 <c>GatedCrossAttentionBlock</c> (helpers.py; XATTN-DENSE of Alayrac et al.
+/// 2022): x += tanh(attn_gate) · xattn(x, media); x += tanh(ff_gate) · ff(x). The gates start at 0 in
+/// training, so the frozen LM is unchanged at initialisation.</summary>
+internal sealed class GatedCrossAttentionBlock : nn.Module
+{
+    [ComponentName(Name = "attn")] private readonly MaskedCrossAttention _attn;
+    [ComponentName(Name = "attn_gate")] private readonly Parameter _attnGate;
+    [ComponentName(Name = "ff")] private readonly Sequential _ff;
+    [ComponentName(Name = "ff_gate")] private readonly Parameter _ffGate;
+
+    public GatedCrossAttentionBlock(GatedCrossAttentionConfig config, Device? device = null, ScalarType? dtype = null)
+        : base(nameof(GatedCrossAttentionBlock))
+    {
+        _attn = new MaskedCrossAttention(config, device, dtype);
+        _attnGate = new Parameter(zeros(1, dtype: dtype, device: device), requires_grad: false);
+        _ff = FlamingoFeedForward.Create(config.Dim, config.FfMult, device, dtype);
+        _ffGate = new Parameter(zeros(1, dtype: dtype, device: device), requires_grad: false);
+        RegisterComponents();
+    }
+
+    public MaskedCrossAttention CrossAttention => _attn;
+
+    public Tensor Forward(Tensor x, Tensor keys, Tensor values, Tensor textTime, long latentsPerImage)
+    {
+        using var scope = NewDisposeScope();
+        x = _attn.Forward(x, keys, values, textTime, latentsPerImage) * _attnGate.tanh() + x;
+        x = _ff.forward(x) * _ffGate.tanh() + x;
+        return x.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>open_flamingo 2.0.1 <c>FlamingoLayer</c> (flamingo_lm.py), kept only so the published keys read
+/// <c>…{i}.gated_cross_attn_layer.*</c> and <c>…{i}.decoder_layer.*</c>. It holds no conditioning state:
+/// media and media positions are passed to every forward.</summary>
+internal sealed class FlamingoLayer : nn.Module, Language.IWrappedDecoderLayer
+{
+    [ComponentName(Name = "gated_cross_attn_layer")] private readonly GatedCrossAttentionBlock? _gatedCrossAttnLayer;
+    [ComponentName(Name = "decoder_layer")] private readonly nn.Module _decoderLayer;
+
+    public FlamingoLayer(GatedCrossAttentionBlock? gatedCrossAttnLayer, nn.Module decoderLayer) : base(nameof(FlamingoLayer))
+    {
+        _gatedCrossAttnLayer = gatedCrossAttnLayer;
+        _decoderLayer = decoderLayer;
+        RegisterComponents();
+    }
+
+    public GatedCrossAttentionBlock? GatedCrossAttention => _gatedCrossAttnLayer;
+
+    public nn.Module DecoderLayer => _decoderLayer;
+}

@@ -1,0 +1,42 @@
+using Multimodal.Common;
+using Multimodal.Language.Mpt;
+using Multimodal.Loading;
+
+namespace Multimodal.Language;
+
+/// <summary>Loads a plain transformers causal-LM folder (<c>config.json</c> + safetensors) by its <c>model_type</c>.</summary>
+internal static class CausalLanguageModels
+{
+    public static nn.Module FromPretrained(string folder, Device? device = null, ScalarType? dtype = null)
+    {
+        using var checkpoint = CheckpointFolder.Open(folder);
+        var config = PretrainedConfig.Read<TextConfig>(checkpoint.ConfigPath);
+        var (model, map) = Create(config, checkpoint.ConfigPath, DeviceCheck.Resolve(device), DeviceCheck.Resolve(dtype));
+        try
+        {
+            StateDictLoader.Load(model, checkpoint, map, model.GetType().Name);
+            model.eval();
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private static (nn.Module, WeightMap) Create(TextConfig config, string source, Device device, ScalarType dtype)
+    {
+        switch (config)
+        {
+            case MptConfig mpt:
+                mpt.Validate(source);
+                return (new MptForCausalLM(mpt, device, dtype), new WeightMap
+                {
+                    Tied = mpt.TieWordEmbeddings ? new Dictionary<string, string> { ["lm_head.weight"] = "transformer.wte.weight" } : new Dictionary<string, string>(),
+                });
+            default:
+                throw new NotSupportedException($"{source}: model_type \"{config.ModelType}\" is not supported as a causal language model.");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Multimodal.Language.Mpt;
+
+/// <summary>transformers v4.45.1 <c>MptConfig</c> (configuration_mpt.py); initializers are upstream's
+/// defaults (MPT-7B's shape).</summary>
+public sealed record MptConfig : TextConfig
+{
+    /// <inheritdoc/>
+    public override string ModelType { get; init; } = "mpt";
+
+    /// <inheritdoc/>
+    [JsonIgnore] public override bool IsDecoderOnly => true;
+
+    /// <summary>Width.</summary>
+    public int DModel { get; init; } = 2048;
+
+    /// <summary>Attention heads.</summary>
+    public int NHeads { get; init; } = 16;
+
+    /// <summary>Layers.</summary>
+    public int NLayers { get; init; } = 24;
+
+    /// <summary>FFN width = expansion_ratio · d_model.</summary>
+    public int ExpansionRatio { get; init; } = 4;
+
+    /// <summary>Length of the ALiBi table (the bias itself only depends on key distance).</summary>
+    public int MaxSeqLen { get; init; } = 2048;
+
+    /// <summary>Vocabulary size.</summary>
+    public int VocabSize { get; init; } = 50368;
+
+    /// <summary>Training only.</summary>
+    public double ResidPdrop { get; init; }
+
+    /// <summary>LayerNorm epsilon.</summary>
+    public double LayerNormEpsilon { get; init; } = 1e-5;
+
+    /// <summary>Training only.</summary>
+    public double EmbPdrop { get; init; }
+
+    /// <summary>Learned positions (HF's port always uses ALiBi; kept for the record).</summary>
+    public bool LearnedPosEmb { get; init; } = true;
+
+    /// <summary>Attention settings (<c>alibi</c>, <c>alibi_bias_max</c>, <c>softmax_scale</c>, <c>clip_qkv</c>, <c>qk_ln</c>...).</summary>
+    public JsonElement? AttnConfig { get; init; }
+
+    /// <summary>Where weights are initialised (training only).</summary>
+    public string InitDevice { get; init; } = "cpu";
+
+    /// <summary>Logit scale ("inv_sqrt_d_model" or a number), or null.</summary>
+    public JsonElement? LogitScale { get; init; }
+
+    /// <summary>No biases anywhere (MPT's default).</summary>
+    public bool NoBias { get; init; } = true;
+
+    /// <summary>Logging only.</summary>
+    public int Verbose { get; init; }
+
+    /// <summary>Training only.</summary>
+    public double EmbeddingFraction { get; init; } = 1.0;
+
+    /// <summary>"low_precision_layernorm": a LayerNorm computed in the input dtype.</summary>
+    public string NormType { get; init; } = "low_precision_layernorm";
+
+    /// <summary>Whether generation uses the KV cache by default (false in MPT's config).</summary>
+    public bool UseCache { get; init; }
+
+    /// <summary>Training only.</summary>
+    public double InitializerRange { get; init; } = 0.02;
+
+    /// <summary>Begin-of-sequence id (PretrainedConfig's, usually overridden).</summary>
+    public int? BosTokenId { get; init; }
+
+    /// <summary>End-of-sequence id.</summary>
+    public int? EosTokenId { get; init; }
+
+    /// <summary>Padding id.</summary>
+    public int? PadTokenId { get; init; }
+
+    /// <summary><c>lm_head</c> shares <c>wte</c>.</summary>
+    public bool TieWordEmbeddings { get; init; } = true;
+
+    /// <summary>ALiBi's maximum bias exponent (8 unless <c>attn_config.alibi_bias_max</c> says otherwise).</summary>
+    [JsonIgnore]
+    public double AlibiBiasMax => AttnConfig is JsonElement a && a.TryGetProperty("alibi_bias_max", out var v) ? v.GetDouble() : 8;
+
+    /// <summary>Checks the settings the port supports: ALiBi, default softmax scale, no qkv clipping, no qk LayerNorm.</summary>
+    public void Validate(string source)
+    {
+        if (AttnConfig is JsonElement a)
+        {
+            if (a.TryGetProperty("alibi", out var alibi) && alibi.ValueKind == JsonValueKind.False)
+                throw new NotSupportedException($"{source}: attn_config.alibi = false is not supported (HF's MPT always uses ALiBi).");
+            foreach (var key in new[] { "softmax_scale", "clip_qkv" })
+                if (a.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null)
+                    throw new NotSupportedException($"{source}: attn_config.{key} = {v.GetRawText()} is not supported.");
+            if (a.TryGetProperty("qk_ln", out var qk) && qk.ValueKind == JsonValueKind.True)
+                throw new NotSupportedException($"{source}: attn_config.qk_ln = true is not supported.");
+        }
+        if (DModel <= 0 || NHeads <= 0 || DModel % NHeads != 0)
+            throw new Common.ConfigException(source, $"d_model {DModel} must be a positive multiple of n_heads {NHeads}.");
+        if (LogitScale is JsonElement ls && ls.ValueKind != JsonValueKind.Null)
+            throw new NotSupportedException($"{source}: logit_scale = {ls.GetRawText()} is not supported.");
+    }
+}

@@ -1,0 +1,80 @@
+using Multimodal.Flamingo;
+using Multimodal.Language;
+using Multimodal.Loading;
+using Multimodal.Tests.TestSupport;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Multimodal.Tests.Parity;
+
+/// <summary>Data-driven parity over the OpenFlamingo cases: structure, forward intermediates and every
+/// generation variant the manifest records.</summary>
+public sealed class FlamingoParityTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> Cases => FixtureCase.Ids("flamingo");
+
+    public static TheoryData<string, string> Variants() => Blip2GenerationParityTests.VariantsOf("flamingo");
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void State_dict_names_and_shapes_equal_the_published_file(string caseId)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        using var model = new FlamingoModel(FlamingoConfig.Load(Path.Combine(fixture.Path, "config.json")), META);
+        var ours = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
+        using var file = SafetensorsFile.Open(Path.Combine(fixture.Path, "model.safetensors"));
+        var expected = file.Entries.Keys.Concat(fixture.KeysNotInFile).Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(expected, ours.Keys.Order(StringComparer.Ordinal).ToList());
+        foreach (var (name, entry) in file.Entries)
+            Assert.True(entry.Shape.SequenceEqual(ours[name]), $"{name}: ours {string.Join("x", ours[name])}, file {string.Join("x", entry.Shape)}");
+        output.WriteLine($"case {caseId}: {ours.Count} state_dict keys equal model.safetensors");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void Forward_intermediates_match_the_reference(string caseId)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        using var model = FlamingoModel.FromFolder(fixture.Path);
+        using var reference = fixture.OpenReference();
+        using var visionX = reference.Read("vision_x");
+        using var langX = reference.Read("lang_x");
+        using var mask = reference.Read("attention_mask");
+        using var result = model.Forward(visionX, langX, mask);
+        output.WriteLine($"case {caseId}:");
+        foreach (var name in fixture.Tensors.Where(t => t.Value != "input" && !t.Key.StartsWith("generate_", StringComparison.Ordinal)).Select(t => t.Key))
+        {
+            using var expected = reference.Read(name);
+            if (name == "lang_encoder_only_logits")
+            {
+                using var lm = CausalLanguageModels.FromPretrained(Path.Combine(fixture.Path, "lang_encoder"));
+                using var inference = inference_mode();
+                var causal = (ICausalLanguageModel)lm;
+                using var logits = causal.Forward(causal.EmbedTokens(langX), mask, null, langX);
+                TensorAssert.Close(expected, logits, name, output);
+                continue;
+            }
+            Assert.True(result.ByReferenceName.ContainsKey(name), $"case {caseId}: the manifest lists {name}, which the forward pass does not produce");
+            TensorAssert.Close(expected, result.ByReferenceName[name], name, output);
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Variants))]
+    public void Generated_ids_and_scores_match_the_reference(string caseId, string variant)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        var (kwargs, options) = Blip2GenerationParityTests.OptionsFor(fixture, variant);
+        using var model = FlamingoModel.FromFolder(fixture.Path);
+        using var reference = fixture.OpenReference();
+        using var visionX = reference.Read("vision_x");
+        using var langX = reference.Read("lang_x");
+        using var mask = reference.Read("attention_mask");
+        using var result = model.Generate(visionX, langX, mask, options);
+        output.WriteLine($"case {caseId}, {variant}: {kwargs}");
+        Blip2GenerationParityTests.CompareGeneration(fixture, reference, variant, result, output);
+    }
+}
