@@ -40,16 +40,21 @@ internal static class Attention
     /// <param name="attentionMask">(B, Tk) with 1 for real tokens, covering the cached prefix and the new ones.</param>
     /// <param name="queryLength">new tokens Tq; they sit at positions Tk − Tq … Tk − 1.</param>
     /// <param name="dtype">dtype of the attention scores.</param>
-    public static Tensor CausalPaddingMask(Tensor attentionMask, long queryLength, ScalarType dtype)
+    /// <param name="future">value for keys after the query: <c>finfo.min</c> (default, like the combined
+    /// masks of OPT and MPT) or −∞ where upstream applies the causal mask and then adds a padding mask
+    /// (GPT-NeoX), which excludes future keys even from the uniform average of an all-padding row.</param>
+    public static Tensor CausalPaddingMask(Tensor attentionMask, long queryLength, ScalarType dtype, double? future = null)
     {
         using var scope = NewDisposeScope();
         long keyLength = attentionMask.shape[1];
         var device = attentionMask.device;
         var queryPos = arange(keyLength - queryLength, keyLength, device: device).unsqueeze(1); // (Tq, 1)
         var keyPos = arange(keyLength, device: device).unsqueeze(0);                              // (1, Tk)
-        var allowed = keyPos.le(queryPos).unsqueeze(0).unsqueeze(0)                                // (1, 1, Tq, Tk)
-            .logical_and(attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));             // (B, 1, Tq, Tk)
-        return AllowedToAdditive(allowed, dtype).MoveToOuterDisposeScope();
+        var causal = keyPos.le(queryPos).unsqueeze(0).unsqueeze(0);                                // (1, 1, Tq, Tk)
+        var allowed = causal.logical_and(attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1)); // (B, 1, Tq, Tk)
+        var mask = AllowedToAdditive(allowed, dtype);
+        if (future is double f) mask = mask.masked_fill(causal.logical_not(), f);
+        return mask.MoveToOuterDisposeScope();
     }
 
     /// <summary>Padding-only mask (B, 1, 1, Tk) for bidirectional attention.</summary>

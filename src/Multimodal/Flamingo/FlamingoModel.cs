@@ -75,6 +75,7 @@ public sealed class FlamingoModel : nn.Module
         _langEncoder = config.LangEncoderConfig switch
         {
             MptConfig mpt => new MptForCausalLM(mpt with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
+            Language.GptNeoX.GptNeoXConfig neox => new Language.GptNeoX.GptNeoXForCausalLM(neox with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
             var other => throw new NotSupportedException($"Flamingo with a \"{other?.ModelType}\" language model is not implemented yet."),
         };
         Layers = layers.ToArray();
@@ -103,9 +104,12 @@ public sealed class FlamingoModel : nn.Module
 
     internal WeightMap KeyMap() => new()
     {
-        Tied = Config.LangEncoderConfig is MptConfig { TieWordEmbeddings: true }
-            ? new Dictionary<string, string> { ["lang_encoder.lm_head.weight"] = "lang_encoder.transformer.wte.weight" }
-            : new Dictionary<string, string>(),
+        Tied = Config.LangEncoderConfig switch
+        {
+            MptConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { ["lang_encoder.lm_head.weight"] = "lang_encoder.transformer.wte.weight" },
+            Language.GptNeoX.GptNeoXConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { ["lang_encoder.embed_out.weight"] = "lang_encoder.gpt_neox.embed_in.weight" },
+            _ => new Dictionary<string, string>(),
+        },
     };
 
     /// <summary>Runs the model once: images through the vision encoder and perceiver, text through the

@@ -35,6 +35,12 @@ internal static class CausalLanguageModels
                 {
                     Tied = mpt.TieWordEmbeddings ? new Dictionary<string, string> { ["lm_head.weight"] = "transformer.wte.weight" } : new Dictionary<string, string>(),
                 });
+            case GptNeoX.GptNeoXConfig neox:
+                neox.Validate(source);
+                return (new GptNeoX.GptNeoXForCausalLM(neox, device, dtype), new WeightMap
+                {
+                    Tied = neox.TieWordEmbeddings ? new Dictionary<string, string> { ["embed_out.weight"] = "gpt_neox.embed_in.weight" } : new Dictionary<string, string>(),
+                });
             default:
                 throw new NotSupportedException($"{source}: model_type \"{config.ModelType}\" is not supported as a causal language model.");
         }

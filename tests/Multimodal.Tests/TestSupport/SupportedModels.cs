@@ -9,7 +9,7 @@ public static class SupportedModels
         "Blip2ForConditionalGeneration", "Blip2VisionModel", "Blip2QFormerModel", "OPTForCausalLM",
         "open_flamingo.Flamingo", "open_flamingo.src.flamingo_lm.FlamingoLMMixin/FlamingoLayer",
         "open_flamingo.src.helpers.PerceiverResampler/GatedCrossAttentionBlock/MaskedCrossAttention",
-        "open_clip.model.CLIP/.visual: open_clip.transformer.VisionTransformer", "transformers.MptForCausalLM",
+        "open_clip.model.CLIP/.visual: open_clip.transformer.VisionTransformer", "transformers.MptForCausalLM", "transformers.GPTNeoXForCausalLM",
     ];
 
     // Manifests may add a note in parentheses after the class ("transformers.MptForCausalLM (HF port ...)").

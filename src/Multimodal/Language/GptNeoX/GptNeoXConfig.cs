@@ -1,0 +1,75 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Multimodal.Language.GptNeoX;
+
+/// <summary>transformers v4.45.1 <c>GPTNeoXConfig</c> (configuration_gpt_neox.py); initializers are
+/// upstream's defaults, which follow Pythia/NeoX-20B. RedPajama-INCITE-3B (OpenFlamingo-4B) differs in
+/// <c>rotary_pct</c> (1.0), <c>use_parallel_residual</c> (false) and <c>eos_token_id</c> (0): always read them.</summary>
+public sealed record GptNeoXConfig : TextConfig
+{
+    /// <inheritdoc/>
+    public override string ModelType { get; init; } = "gpt_neox";
+
+    /// <inheritdoc/>
+    [JsonIgnore] public override bool IsDecoderOnly => true;
+
+    /// <summary>Vocabulary size.</summary>
+    public int VocabSize { get; init; } = 50432;
+    /// <summary>Width.</summary>
+    public int HiddenSize { get; init; } = 6144;
+    /// <summary>Layers.</summary>
+    public int NumHiddenLayers { get; init; } = 44;
+    /// <summary>Heads.</summary>
+    public int NumAttentionHeads { get; init; } = 64;
+    /// <summary>MLP width.</summary>
+    public int IntermediateSize { get; init; } = 24576;
+    /// <summary>MLP activation ("gelu" = exact erf).</summary>
+    public string HiddenAct { get; init; } = "gelu";
+    /// <summary>Fraction of each head's dimensions that are rotated.</summary>
+    public double RotaryPct { get; init; } = 0.25;
+    /// <summary>RoPE base.</summary>
+    public double RotaryEmbBase { get; init; } = 10000;
+    /// <summary>Mirror of <see cref="RotaryPct"/> written by transformers ≥ 4.44.</summary>
+    public double? PartialRotaryFactor { get; init; }
+    /// <summary>Mirror of <see cref="RotaryEmbBase"/> written by transformers ≥ 4.44.</summary>
+    public double? RopeTheta { get; init; }
+    /// <summary>Training only.</summary>
+    public double AttentionDropout { get; init; }
+    /// <summary>Training only.</summary>
+    public double HiddenDropout { get; init; }
+    /// <summary>Training only.</summary>
+    public double ClassifierDropout { get; init; } = 0.1;
+    /// <summary>Positions the model was trained on (RoPE needs no table).</summary>
+    public int MaxPositionEmbeddings { get; init; } = 2048;
+    /// <summary>Training only.</summary>
+    public double InitializerRange { get; init; } = 0.02;
+    /// <summary>LayerNorm epsilon.</summary>
+    public double LayerNormEps { get; init; } = 1e-5;
+    /// <summary>Whether generation uses the KV cache by default.</summary>
+    public bool UseCache { get; init; } = true;
+    /// <summary>Begin-of-sequence id.</summary>
+    public int? BosTokenId { get; init; } = 0;
+    /// <summary>End-of-sequence id.</summary>
+    public int? EosTokenId { get; init; } = 2;
+    /// <summary>Padding id.</summary>
+    public int? PadTokenId { get; init; }
+    /// <summary><c>embed_out</c> shares <c>embed_in</c> (false for every published NeoX).</summary>
+    public bool TieWordEmbeddings { get; init; }
+    /// <summary>x + attn(ln1(x)) + mlp(ln2(x)) (Pythia) rather than the sequential form (RedPajama-3B).</summary>
+    public bool UseParallelResidual { get; init; } = true;
+    /// <summary>RoPE scaling; only null is supported.</summary>
+    public JsonElement? RopeScaling { get; init; }
+    /// <summary>Biases on <c>query_key_value</c> and <c>dense</c> (absent from older files, meaning true).</summary>
+    public bool AttentionBias { get; init; } = true;
+
+    /// <summary>Checks what the port supports.</summary>
+    public void Validate(string source)
+    {
+        if (HiddenSize <= 0 || NumAttentionHeads <= 0 || HiddenSize % NumAttentionHeads != 0)
+            throw new Common.ConfigException(source, $"hidden_size {HiddenSize} must be a positive multiple of num_attention_heads {NumAttentionHeads}.");
+        if (RotaryPct <= 0 || RotaryPct > 1) throw new Common.ConfigException(source, $"rotary_pct {RotaryPct} must be in (0, 1].");
+        if (RopeScaling is JsonElement r && r.ValueKind != JsonValueKind.Null)
+            throw new NotSupportedException($"{source}: rope_scaling = {r.GetRawText()} is not supported.");
+    }
+}

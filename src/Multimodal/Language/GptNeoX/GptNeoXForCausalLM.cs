@@ -1,0 +1,214 @@
+using Multimodal.Common;
+using Multimodal.Generation;
+
+namespace Multimodal.Language.GptNeoX;
+
+/// <summary>Rotary position embedding as transformers v4.45.1 <c>GPTNeoXRotaryEmbedding</c> computes it:
+/// inv_freq = base^(−2i/ndims) in float32, cos/sin of cat(freqs, freqs), pairs (x[i], x[i + ndims/2])
+/// (<c>rotate_half</c>, not GPT-J's interleaving). Built from the positions on the fly; no buffer.</summary>
+internal static class Rotary
+{
+    /// <returns>cos and sin, (1, 1, T, ndims) in <paramref name="dtype"/>.</returns>
+    public static (Tensor Cos, Tensor Sin) Tables(long start, long length, int ndims, double theta, ScalarType dtype, Device device)
+    {
+        using var scope = NewDisposeScope();
+        var invFreq = 1.0 / pow(theta, arange(0, ndims, 2, ScalarType.Int64, device).to(ScalarType.Float32) / ndims); // (ndims/2)
+        var positions = arange(start, start + length, ScalarType.Int64, device).to(ScalarType.Float32);            // (T)
+        var freqs = positions.unsqueeze(1) * invFreq.unsqueeze(0);                                                   // (T, ndims/2)
+        var emb = cat([freqs, freqs], -1).view(1, 1, length, ndims);
+        return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Rotates the first ndims dimensions of (B, H, T, d); the rest pass through.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    {
+        using var scope = NewDisposeScope();
+        long ndims = cos.shape[^1], d = x.shape[^1];
+        var rot = x.narrow(-1, 0, ndims);
+        var half = ndims / 2;
+        var rotated = cat([rot.narrow(-1, half, half).neg(), rot.narrow(-1, 0, half)], -1);  // rotate_half
+        var result = rot * cos + rotated * sin;
+        if (ndims < d) result = cat([result, x.narrow(-1, ndims, d - ndims)], -1);
+        return result.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>transformers v4.45.1 <c>GPTNeoXAttention</c> (modeling_gpt_neox.py): one
+/// <c>query_key_value</c> projection whose rows are grouped PER HEAD (q_h, k_h, v_h for head h, not
+/// [Q; K; V] blocks), rotary on the first <c>rotary_pct</c> of each head, scores q·k/√d.</summary>
+internal sealed class GptNeoXAttention : nn.Module
+{
+    [ComponentName(Name = "query_key_value")] private readonly Linear _queryKeyValue;
+    [ComponentName(Name = "dense")] private readonly Linear _dense;
+    private readonly int _heads;
+    private readonly int _layerIndex;
+
+    public GptNeoXAttention(GptNeoXConfig config, int layerIndex, Device? device, ScalarType? dtype) : base(nameof(GptNeoXAttention))
+    {
+        _heads = config.NumAttentionHeads;
+        _layerIndex = layerIndex;
+        _queryKeyValue = nn.Linear(config.HiddenSize, 3 * config.HiddenSize, hasBias: config.AttentionBias, device: device, dtype: dtype);
+        _dense = nn.Linear(config.HiddenSize, config.HiddenSize, hasBias: config.AttentionBias, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor hidden, Tensor mask, Tensor cos, Tensor sin, KvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        long b = hidden.shape[0], t = hidden.shape[1], d = hidden.shape[2] / _heads;
+        var qkv = _queryKeyValue.forward(hidden).view(b, t, _heads, 3 * d).permute(0, 2, 1, 3);  // (B, H, T, 3d)
+        var q = Rotary.Apply(qkv.narrow(-1, 0, d), cos, sin);
+        var k = Rotary.Apply(qkv.narrow(-1, d, d), cos, sin);
+        var v = qkv.narrow(-1, 2 * d, d);
+        if (cache is not null) (k, v) = cache.Update(_layerIndex, k.contiguous(), v.contiguous());
+        var context = Attention.ScaledDotProduct(q, k, v, mask);
+        return _dense.forward(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>transformers v4.45.1 <c>GPTNeoXMLP</c>: dense_h_to_4h → activation → dense_4h_to_h, with biases.</summary>
+internal sealed class GptNeoXMlp : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "dense_h_to_4h")] private readonly Linear _denseHTo4h;
+    [ComponentName(Name = "dense_4h_to_h")] private readonly Linear _dense4hToH;
+    private readonly Func<Tensor, Tensor> _activation;
+
+    public GptNeoXMlp(GptNeoXConfig config, Device? device, ScalarType? dtype) : base(nameof(GptNeoXMlp))
+    {
+        _activation = Activations.Get(config.HiddenAct, "hidden_act");
+        _denseHTo4h = nn.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
+        _dense4hToH = nn.Linear(config.IntermediateSize, config.HiddenSize, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden)
+    {
+        using var scope = NewDisposeScope();
+        return _dense4hToH.forward(_activation(_denseHTo4h.forward(hidden))).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>transformers v4.45.1 <c>GPTNeoXLayer</c>: parallel residual x + attn(ln1(x)) + mlp(ln2(x)), or
+/// sequential a = x + attn(ln1(x)); a + mlp(ln2(a)) (<c>use_parallel_residual = false</c>).</summary>
+internal sealed class GptNeoXLayer : nn.Module
+{
+    [ComponentName(Name = "input_layernorm")] private readonly LayerNorm _inputLayernorm;
+    [ComponentName(Name = "post_attention_layernorm")] private readonly LayerNorm _postAttentionLayernorm;
+    [ComponentName(Name = "attention")] private readonly GptNeoXAttention _attention;
+    [ComponentName(Name = "mlp")] private readonly GptNeoXMlp _mlp;
+    private readonly bool _parallel;
+
+    public GptNeoXLayer(GptNeoXConfig config, int layerIndex, Device? device, ScalarType? dtype) : base(nameof(GptNeoXLayer))
+    {
+        _parallel = config.UseParallelResidual;
+        _inputLayernorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
+        _postAttentionLayernorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
+        _attention = new GptNeoXAttention(config, layerIndex, device, dtype);
+        _mlp = new GptNeoXMlp(config, device, dtype);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor hidden, Tensor mask, Tensor cos, Tensor sin, KvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        var attn = _attention.Forward(_inputLayernorm.forward(hidden), mask, cos, sin, cache);
+        Tensor output;
+        if (_parallel)
+        {
+            output = _mlp.forward(_postAttentionLayernorm.forward(hidden)) + attn + hidden;
+        }
+        else
+        {
+            var a = attn + hidden;
+            output = _mlp.forward(_postAttentionLayernorm.forward(a)) + a;
+        }
+        return output.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>transformers v4.45.1 <c>GPTNeoXModel</c>: <c>embed_in</c>, the layers, <c>final_layer_norm</c>.</summary>
+internal sealed class GptNeoXModel : nn.Module
+{
+    [ComponentName(Name = "embed_in")] private readonly Embedding _embedIn;
+    [ComponentName(Name = "layers")] private readonly ModuleList<nn.Module> _layers = new();
+    [ComponentName(Name = "final_layer_norm")] private readonly LayerNorm _finalLayerNorm;
+    private readonly GptNeoXConfig _config;
+
+    public GptNeoXModel(GptNeoXConfig config, Device? device, ScalarType? dtype, Func<int, nn.Module, nn.Module>? wrapLayer) : base(nameof(GptNeoXModel))
+    {
+        _config = config;
+        _embedIn = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
+        for (int i = 0; i < config.NumHiddenLayers; i++)
+        {
+            nn.Module layer = new GptNeoXLayer(config, i, device, dtype);
+            _layers.Add(wrapLayer?.Invoke(i, layer) ?? layer);
+        }
+        _finalLayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    public Parameter EmbedInWeight => _embedIn.weight!;
+
+    public int LayerCount => _layers.Count;
+
+    public Tensor Embed(Tensor ids) => _embedIn.forward(ids);
+
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, BeforeDecoderLayer? beforeLayer)
+    {
+        using var scope = NewDisposeScope();
+        long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1];
+        // Upstream masks future keys with finfo.min and then adds the (finfo.min) padding mask: future keys
+        // become −∞, padded past keys stay finite. Positions are 0…T−1 in every row, as Flamingo.forward
+        // passes none; RoPE sees only differences, so left padding changes nothing for real tokens.
+        var mask = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype, future: double.NegativeInfinity);
+        int headSize = _config.HiddenSize / _config.NumAttentionHeads;
+        int ndims = (int)(headSize * _config.RotaryPct);
+        var (cos, sin) = Rotary.Tables(past, fresh, ndims, _config.RotaryEmbBase, inputsEmbeds.dtype, inputsEmbeds.device);
+        var hidden = inputsEmbeds;
+        for (int i = 0; i < _layers.Count; i++)
+        {
+            if (beforeLayer is not null) hidden = beforeLayer(i, hidden);
+            var layer = (GptNeoXLayer)(_layers[i] is IWrappedDecoderLayer w ? w.DecoderLayer : _layers[i]);
+            hidden = layer.Forward(hidden, mask, cos, sin, cache);
+        }
+        return _finalLayerNorm.forward(hidden).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>transformers v4.45.1 <c>GPTNeoXForCausalLM</c> (modeling_gpt_neox.py; Black et al. 2022): the
+/// model and <c>embed_out</c>, a separate (untied) output matrix in every published NeoX.</summary>
+internal sealed class GptNeoXForCausalLM : nn.Module, IFlamingoHost
+{
+    [ComponentName(Name = "gpt_neox")] private readonly GptNeoXModel _gptNeoX;
+    [ComponentName(Name = "embed_out")] private readonly Linear _embedOut;
+
+    public GptNeoXForCausalLM(GptNeoXConfig config, Device? device = null, ScalarType? dtype = null, Func<int, nn.Module, nn.Module>? wrapLayer = null)
+        : base(nameof(GptNeoXForCausalLM))
+    {
+        Config = config;
+        _gptNeoX = new GptNeoXModel(config, device, dtype, wrapLayer);
+        _embedOut = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false,
+            device: config.TieWordEmbeddings ? META : device, dtype: dtype);
+        if (config.TieWordEmbeddings) _embedOut.weight = _gptNeoX.EmbedInWeight;
+        RegisterComponents();
+    }
+
+    public GptNeoXConfig Config { get; }
+
+    public int HiddenSize => Config.HiddenSize;
+
+    public int LayerCount => _gptNeoX.LayerCount;
+
+    public Tensor EmbedTokens(Tensor inputIds) => _gptNeoX.Embed(inputIds);
+
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null) =>
+        Forward(inputsEmbeds, attentionMask, cache, (BeforeDecoderLayer?)null);
+
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, BeforeDecoderLayer? beforeLayer)
+    {
+        using var scope = NewDisposeScope();
+        return _embedOut.forward(_gptNeoX.Forward(inputsEmbeds, attentionMask, cache, beforeLayer)).MoveToOuterDisposeScope();
+    }
+
+    public KvCache NewCache() => new(LayerCount);
+}
