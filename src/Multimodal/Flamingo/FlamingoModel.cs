@@ -85,14 +85,68 @@ public sealed class FlamingoModel : nn.Module
     }
 
     /// <summary>Loads a Flamingo folder: our <c>config.json</c> (every constructor argument) and the full
-    /// state dict as <c>model.safetensors</c>.</summary>
+    /// state dict as <c>model.safetensors</c> (or sharded) or OpenFlamingo's <c>checkpoint.pt</c>.</summary>
     public static FlamingoModel FromFolder(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
     {
-        using var checkpoint = CheckpointFolder.Open(folder);
-        var model = new FlamingoModel(FlamingoConfig.Load(checkpoint.ConfigPath), device, dtype);
+        folder = Path.GetFullPath(folder);
+        string pt = Path.Combine(folder, "checkpoint.pt");
+        bool useSafetensors = File.Exists(Path.Combine(folder, CheckpointFolder.SingleFile)) || File.Exists(Path.Combine(folder, CheckpointFolder.IndexFile));
+        using ITensorSource weights = useSafetensors || !File.Exists(pt) ? CheckpointFolder.Open(folder) : TorchCheckpointFile.Open(pt);
+        return Load(FlamingoConfig.Load(Path.Combine(folder, "config.json")), weights, device, dtype, progress);
+    }
+
+    /// <summary>Loads OpenFlamingo as it is published: the open_clip vision tower's state dict, the
+    /// language model's transformers folder, and the adapter <c>checkpoint.pt</c> (perceiver, gated
+    /// blocks, trained embeddings). Every parameter must come from exactly one of them; the adapter's
+    /// embeddings replace the language model's, as upstream's loading order makes them.</summary>
+    public static FlamingoModel FromParts(FlamingoParts parts, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    {
+        var lmConfig = PretrainedConfig.Read<TextConfig>(Path.Combine(parts.LanguageModelFolder, "config.json"));
+        ITensorSource adapter = parts.Adapter.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
+            ? SafetensorsSource(parts.Adapter) : TorchCheckpointFile.Open(parts.Adapter);
+        var vision = parts.VisionEncoder.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
+            ? SafetensorsSource(parts.VisionEncoder) : TorchCheckpointFile.Open(parts.VisionEncoder);
+        var lm = CheckpointFolder.Open(parts.LanguageModelFolder);
+        var (layersPath, embeddings) = lmConfig switch
+        {
+            MptConfig => ("transformer.blocks.", new[] { "lang_encoder.transformer.wte.weight", "lang_encoder.lm_head.weight" }),
+            Language.GptNeoX.GptNeoXConfig => ("gpt_neox.layers.", new[] { "lang_encoder.gpt_neox.embed_in.weight", "lang_encoder.embed_out.weight" }),
+            _ => throw new NotSupportedException($"Flamingo with a \"{lmConfig.ModelType}\" language model is not implemented yet."),
+        };
+        using var merged = new MergedTensorSource(
+        [
+            new TensorSourcePart("vision encoder", vision, name =>
+                name.StartsWith("visual.", StringComparison.Ordinal) ? "vision_encoder." + name["visual.".Length..]
+                : OpenClipTextTower.Any(p => name.StartsWith(p, StringComparison.Ordinal)) ? null : name),
+            new TensorSourcePart("language model", lm, name => "lang_encoder." + WrapLayerKey(name, layersPath)),
+            new TensorSourcePart("adapter", adapter, name => name),
+        ], embeddings.ToDictionary(e => e, _ => "adapter"));
+
+        var config = parts.ToConfig(lmConfig, adapter);
+        config.Validate(parts.Adapter);
+        return Load(config, merged, device, dtype, progress);
+    }
+
+    // open_clip's text tower, saved in the same state dict as the vision tower; Flamingo never uses it.
+    private static readonly string[] OpenClipTextTower =
+        ["positional_embedding", "text_projection", "logit_scale", "transformer.", "token_embedding.", "ln_final.", "attn_mask"];
+
+    // HF "transformer.blocks.3.attn.Wqkv.weight" → "transformer.blocks.3.decoder_layer.attn.Wqkv.weight".
+    private static string WrapLayerKey(string name, string layersPath)
+    {
+        if (!name.StartsWith(layersPath, StringComparison.Ordinal)) return name;
+        int dot = name.IndexOf('.', layersPath.Length);
+        return dot < 0 ? name : name[..(dot + 1)] + "decoder_layer." + name[(dot + 1)..];
+    }
+
+    private static ITensorSource SafetensorsSource(string path) => new SingleSafetensors(path);
+
+    private static FlamingoModel Load(FlamingoConfig config, ITensorSource weights, Device? device, ScalarType? dtype, IProgress<LoadProgress>? progress)
+    {
+        var model = new FlamingoModel(config, device, dtype);
         try
         {
-            StateDictLoader.Load(model, checkpoint, model.KeyMap(), nameof(FlamingoModel), progress);
+            StateDictLoader.Load(model, weights, model.KeyMap(), nameof(FlamingoModel), progress);
             return model;
         }
         catch

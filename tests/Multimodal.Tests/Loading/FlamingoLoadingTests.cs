@@ -1,0 +1,132 @@
+using System.IO.Compression;
+using System.Text;
+using System.Text.Json;
+using Multimodal.Flamingo;
+using Multimodal.Loading;
+using Multimodal.Tests.TestSupport;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Multimodal.Tests.Loading;
+
+/// <summary>OpenFlamingo's published layouts: the full checkpoint.pt, and the composition of the
+/// open_clip tower, the language-model folder and the trainable-only checkpoint.pt; and the restricted
+/// unpickler's refusals.</summary>
+public sealed class FlamingoLoadingTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> Cases => FixtureCase.Ids("flamingo");
+
+    private static FlamingoParts PartsOf(FixtureCase fixture)
+    {
+        var config = FlamingoConfig.Load(Path.Combine(fixture.Path, "config.json"));
+        return new FlamingoParts
+        {
+            VisionEncoder = Path.Combine(fixture.Path, "vision_encoder.safetensors"),
+            OpenClip = JsonSerializer.Deserialize<JsonElement>(File.ReadAllText(Path.Combine(fixture.Path, "open_clip_config.json")))
+                .GetProperty("model_cfg").Deserialize<OpenClipModelConfig>(Multimodal.Common.PretrainedConfig.JsonOptions)!,
+            LanguageModelFolder = Path.Combine(fixture.Path, "lang_encoder"),
+            Adapter = Path.Combine(fixture.Path, "checkpoint_trainable.pt"),
+            CrossAttnEveryNLayers = config.CrossAttnEveryNLayers,
+            MediaTokenId = config.MediaTokenId,
+            EocTokenId = config.EocTokenId,
+            PadTokenId = config.PadTokenId,
+        };
+    }
+
+    private void LogitsMatch(FixtureCase fixture, FlamingoModel model, string what)
+    {
+        using var reference = fixture.OpenReference();
+        using var visionX = reference.Read("vision_x");
+        using var langX = reference.Read("lang_x");
+        using var mask = reference.Read("attention_mask");
+        using var result = model.Forward(visionX, langX, mask);
+        using var expected = reference.Read("logits");
+        TensorAssert.Close(expected, result.Logits, $"logits ({what})", output);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void The_published_parts_compose_into_the_same_model(string caseId)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        using var composed = FlamingoModel.FromParts(PartsOf(fixture));
+        using var full = FlamingoModel.FromFolder(fixture.Path);
+        Assert.Equal(full.Config.Perceiver, composed.Config.Perceiver);
+        var a = full.state_dict();
+        var b = composed.state_dict();
+        Assert.Equal(a.Keys.Order(), b.Keys.Order());
+        foreach (var key in a.Keys) Assert.True(a[key].eq(b[key]).all().item<bool>(), $"{key} differs between the full and the composed load");
+        output.WriteLine($"case {caseId}: {b.Count} tensors from vision_encoder.safetensors + lang_encoder/ + checkpoint_trainable.pt, equal to model.safetensors");
+        LogitsMatch(fixture, composed, "composed");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void The_full_checkpoint_pt_loads_like_the_safetensors(string caseId)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        using var temp = new TempDir();
+        File.Copy(Path.Combine(fixture.Path, "config.json"), Path.Combine(temp.Path, "config.json"));
+        File.Copy(Path.Combine(fixture.Path, "checkpoint.pt"), Path.Combine(temp.Path, "checkpoint.pt"));
+        using var model = FlamingoModel.FromFolder(temp.Path);
+        LogitsMatch(fixture, model, "checkpoint.pt");
+    }
+
+    [Fact]
+    public void A_pickle_calling_a_global_outside_the_allowlist_is_refused_without_running_it()
+    {
+        using var temp = new TempDir();
+        string path = Path.Combine(temp.Path, "evil.pt");
+        string marker = Path.Combine(temp.Path, "pwned");
+        // protocol 2: GLOBAL os.system, MARK, the command, TUPLE, REDUCE, STOP
+        var pickle = new List<byte> { 0x80, 2 };
+        pickle.AddRange(Encoding.ASCII.GetBytes("cos\nsystem\n("));
+        var command = Encoding.UTF8.GetBytes($"touch {marker}");
+        pickle.Add((byte)'X');
+        pickle.AddRange(BitConverter.GetBytes(command.Length));
+        pickle.AddRange(command);
+        pickle.AddRange(Encoding.ASCII.GetBytes("tR."));
+        using (var zip = ZipFile.Open(path, ZipArchiveMode.Create))
+        using (var entry = zip.CreateEntry("evil/data.pkl").Open())
+            entry.Write(pickle.ToArray());
+        var e = Assert.Throws<CheckpointFormatException>(() => TorchCheckpointFile.Open(path).Dispose());
+        output.WriteLine(e.Message);
+        Assert.Contains("refused", e.Message);
+        Assert.Contains("os.system", e.Message);
+        Assert.False(File.Exists(marker));
+    }
+
+    [Fact]
+    public void A_truncated_checkpoint_pt_is_refused_clearly()
+    {
+        using var temp = new TempDir();
+        string path = Path.Combine(temp.Path, "truncated.pt");
+        var bytes = File.ReadAllBytes(Path.Combine(FixtureCase.BuiltInRoot, "openflamingo", "checkpoint_trainable.pt"));
+        File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+        var e = Assert.Throws<CheckpointFormatException>(() => TorchCheckpointFile.Open(path).Dispose());
+        output.WriteLine(e.Message);
+        Assert.Contains(path, e.Message);
+    }
+
+    [Fact]
+    public void A_key_in_two_parts_is_a_conflict()
+    {
+        var fixture = FixtureCase.Get("openflamingo");
+        using var temp = new TempDir();
+        // An adapter that also carries a frozen LM weight: both it and the LM folder provide that key.
+        using (var adapter = TorchCheckpointFile.Open(Path.Combine(fixture.Path, "checkpoint_trainable.pt")))
+        using (var lm = SafetensorsFile.Open(Path.Combine(fixture.Path, "lang_encoder", "model.safetensors")))
+        {
+            var tensors = adapter.Tensors.Keys.ToDictionary(k => k, adapter.Read);
+            tensors["lang_encoder.transformer.norm_f.weight"] = lm.Read("transformer.norm_f.weight");
+            SafetensorsWriter.Write(Path.Combine(temp.Path, "adapter.safetensors"), tensors);
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+        var parts = PartsOf(fixture) with { Adapter = Path.Combine(temp.Path, "adapter.safetensors") };
+        var e = Assert.Throws<CheckpointFormatException>(() => FlamingoModel.FromParts(parts).Dispose());
+        output.WriteLine(e.Message);
+        Assert.Contains("lang_encoder.transformer.norm_f.weight: provided by both language model and adapter", e.Message);
+    }
+}
