@@ -41,9 +41,7 @@ public sealed class Blip2ParityTests(ITestOutputHelper output)
         using var reference = fixture.OpenReference();
         using var result = RunForward(model, reference);
 
-        var forwardNames = fixture.Tensors
-            .Where(t => t.Value != "input" && !t.Key.StartsWith("generate_", StringComparison.Ordinal))
-            .Select(t => t.Key).ToList();
+        var forwardNames = fixture.ForwardTensors;
         Assert.NotEmpty(forwardNames);
         output.WriteLine($"case {caseId}:");
         foreach (var name in forwardNames)

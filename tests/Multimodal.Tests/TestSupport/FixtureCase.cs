@@ -45,6 +45,11 @@ public sealed class FixtureCase
         Manifest.GetProperty("tensors").EnumerateObject().ToDictionary(
             p => p.Name, p => p.Value.TryGetProperty("produced_by", out var by) ? by.GetString() ?? "" : "");
 
+    /// <summary>Reference tensors of the forward pass: neither inputs nor generation results.</summary>
+    public IReadOnlyList<string> ForwardTensors =>
+        Tensors.Where(t => !t.Value.StartsWith("input", StringComparison.Ordinal) && !t.Key.StartsWith("generate_", StringComparison.Ordinal))
+            .Select(t => t.Key).ToList();
+
     /// <summary>Keys of the model's state dict that the weight file omits (tied duplicates).</summary>
     public IReadOnlyList<string> KeysNotInFile =>
         Manifest.TryGetProperty("state_dict_keys_not_in_file", out var keys)

@@ -10,6 +10,8 @@ public static class SupportedModels
         "open_flamingo.Flamingo", "open_flamingo.src.flamingo_lm.FlamingoLMMixin/FlamingoLayer",
         "open_flamingo.src.helpers.PerceiverResampler/GatedCrossAttentionBlock/MaskedCrossAttention",
         "open_clip.model.CLIP/.visual: open_clip.transformer.VisionTransformer", "transformers.MptForCausalLM", "transformers.GPTNeoXForCausalLM",
+        "IdeficsForVisionText2Text", "IdeficsModel", "IdeficsVisionTransformer", "IdeficsPerceiverResampler",
+        "IdeficsGatedCrossAttentionLayer", "IdeficsDecoderLayer",
     ];
 
     // Manifests may add a note in parentheses after the class ("transformers.MptForCausalLM (HF port ...)").

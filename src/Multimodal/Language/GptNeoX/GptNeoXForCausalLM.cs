@@ -8,14 +8,21 @@ namespace Multimodal.Language.GptNeoX;
 /// (<c>rotate_half</c>, not GPT-J's interleaving). Built from the positions on the fly; no buffer.</summary>
 internal static class Rotary
 {
-    /// <returns>cos and sin, (1, 1, T, ndims) in <paramref name="dtype"/>.</returns>
+    /// <returns>cos and sin, (1, 1, T, ndims) in <paramref name="dtype"/>, for positions start … start + T − 1.</returns>
     public static (Tensor Cos, Tensor Sin) Tables(long start, long length, int ndims, double theta, ScalarType dtype, Device device)
     {
         using var scope = NewDisposeScope();
-        var invFreq = 1.0 / pow(theta, arange(0, ndims, 2, ScalarType.Int64, device).to(ScalarType.Float32) / ndims); // (ndims/2)
-        var positions = arange(start, start + length, ScalarType.Int64, device).to(ScalarType.Float32);            // (T)
-        var freqs = positions.unsqueeze(1) * invFreq.unsqueeze(0);                                                   // (T, ndims/2)
-        var emb = cat([freqs, freqs], -1).view(1, 1, length, ndims);
+        var (cos, sin) = TablesAt(arange(start, start + length, ScalarType.Int64, device).unsqueeze(0), ndims, theta, dtype);
+        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
+    }
+
+    /// <returns>cos and sin, (B, 1, T, ndims), for per-row positions (B, T).</returns>
+    public static (Tensor Cos, Tensor Sin) TablesAt(Tensor positions, int ndims, double theta, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var invFreq = 1.0 / pow(theta, arange(0, ndims, 2, ScalarType.Int64, positions.device).to(ScalarType.Float32) / ndims); // (ndims/2)
+        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq;                                                 // (B, T, ndims/2)
+        var emb = cat([freqs, freqs], -1).unsqueeze(1);                                                                        // (B, 1, T, ndims)
         return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
     }
 

@@ -1,0 +1,135 @@
+using System.Text.Json.Serialization;
+using Multimodal.Common;
+
+namespace Multimodal.Flamingo;
+
+/// <summary>transformers v4.44.2 <c>IdeficsVisionConfig</c>; initializers are upstream's defaults.</summary>
+public sealed record IdeficsVisionConfig : PretrainedConfig
+{
+    /// <summary>"idefics".</summary>
+    public string ModelType { get; init; } = "idefics";
+    /// <summary>Width.</summary>
+    public int EmbedDim { get; init; } = 768;
+    /// <summary>Input resolution.</summary>
+    public int ImageSize { get; init; } = 224;
+    /// <summary>MLP width.</summary>
+    public int IntermediateSize { get; init; } = 5120;
+    /// <summary>Patch size.</summary>
+    public int PatchSize { get; init; } = 14;
+    /// <summary>Layers.</summary>
+    public int NumHiddenLayers { get; init; } = 32;
+    /// <summary>Heads.</summary>
+    public int NumAttentionHeads { get; init; } = 16;
+    /// <summary>Channels.</summary>
+    public int NumChannels { get; init; } = 3;
+    /// <summary>MLP activation.</summary>
+    public string HiddenAct { get; init; } = "gelu";
+    /// <summary>LayerNorm epsilon.</summary>
+    public double LayerNormEps { get; init; } = 1e-5;
+    /// <summary>Training only.</summary>
+    public double AttentionDropout { get; init; }
+    /// <summary>Training only.</summary>
+    public double InitializerRange { get; init; } = 0.02;
+    /// <summary>Training only.</summary>
+    public double InitializerFactor { get; init; } = 1.0;
+}
+
+/// <summary>transformers v4.44.2 <c>IdeficsPerceiverConfig</c>; initializers are upstream's defaults.</summary>
+public sealed record IdeficsPerceiverConfig : PretrainedConfig
+{
+    /// <summary>"idefics".</summary>
+    public string ModelType { get; init; } = "idefics";
+    /// <summary>Whether the perceiver is used.</summary>
+    public bool UseResampler { get; init; }
+    /// <summary>Latents.</summary>
+    public int ResamplerNLatents { get; init; } = 64;
+    /// <summary>Layers.</summary>
+    public int ResamplerDepth { get; init; } = 6;
+    /// <summary>Heads.</summary>
+    public int ResamplerNHeads { get; init; } = 16;
+    /// <summary>Head width.</summary>
+    public int ResamplerHeadDim { get; init; } = 96;
+    /// <summary>LayerNorm on q and k per head.</summary>
+    public bool QkLayerNormsPerceiver { get; init; }
+}
+
+/// <summary>transformers v4.44.2 <c>IdeficsConfig</c> (configuration_idefics.py): a LLaMA decoder with
+/// gated cross-attention, a CLIP vision tower and a perceiver; initializers are upstream's defaults.</summary>
+public sealed record IdeficsConfig : PretrainedConfig
+{
+    /// <summary>"idefics".</summary>
+    public string ModelType { get; init; } = "idefics";
+    /// <summary>Text vocabulary (ids at and above it use the decoupled additional embeddings).</summary>
+    public int VocabSize { get; init; } = 32000;
+    /// <summary>Added tokens (<c>&lt;fake_token_around_image&gt;</c>, <c>&lt;image&gt;</c>).</summary>
+    public int AdditionalVocabSize { get; init; }
+    /// <summary>Width.</summary>
+    public int HiddenSize { get; init; } = 4096;
+    /// <summary>MLP width.</summary>
+    public int IntermediateSize { get; init; } = 11008;
+    /// <summary>Decoder layers.</summary>
+    public int NumHiddenLayers { get; init; } = 32;
+    /// <summary>Heads.</summary>
+    public int NumAttentionHeads { get; init; } = 32;
+    /// <summary>Training only.</summary>
+    public double Dropout { get; init; }
+    /// <summary>MLP activation.</summary>
+    public string HiddenAct { get; init; } = "silu";
+    /// <summary>Training only.</summary>
+    public double InitializerRange { get; init; } = 0.02;
+    /// <summary>Gate initialisation (training only).</summary>
+    public string AlphaInitializer { get; init; } = "zeros";
+    /// <summary>Training only.</summary>
+    public double AlphasInitializerRange { get; init; }
+    /// <summary>"float" (one gate value) or "vector" (one per channel).</summary>
+    public string AlphaType { get; init; } = "float";
+    /// <summary>RMSNorm epsilon.</summary>
+    public double RmsNormEps { get; init; } = 1e-6;
+    /// <summary>Whether generation uses the KV cache by default.</summary>
+    public bool UseCache { get; init; } = true;
+    /// <summary>Padding id.</summary>
+    public int PadTokenId { get; init; }
+    /// <summary>Begin-of-sequence id.</summary>
+    public int BosTokenId { get; init; } = 1;
+    /// <summary>End-of-sequence id.</summary>
+    public int EosTokenId { get; init; } = 2;
+    /// <summary>Untied head in every published IDEFICS.</summary>
+    public bool TieWordEmbeddings { get; init; }
+    /// <summary>A gated block before decoder layer i when i % interval == 0.</summary>
+    public int CrossLayerInterval { get; init; } = 1;
+    /// <summary>RMSNorm on q and k in the gated cross-attention.</summary>
+    public bool QkLayerNorms { get; init; }
+    /// <summary>Training only.</summary>
+    public bool FreezeTextLayers { get; init; } = true;
+    /// <summary>Training only.</summary>
+    public IReadOnlyList<string> FreezeTextModuleExceptions { get; init; } = [];
+    /// <summary>Training only.</summary>
+    public bool FreezeLmHead { get; init; }
+    /// <summary>Training only.</summary>
+    public bool FreezeVisionLayers { get; init; } = true;
+    /// <summary>Training only.</summary>
+    public IReadOnlyList<string> FreezeVisionModuleExceptions { get; init; } = [];
+    /// <summary>Whether the perceiver resamples the image features.</summary>
+    public bool UseResampler { get; init; }
+    /// <summary>The vision tower.</summary>
+    public IdeficsVisionConfig VisionConfig { get; init; } = new();
+    /// <summary>The perceiver.</summary>
+    public IdeficsPerceiverConfig PerceiverConfig { get; init; } = new();
+
+    /// <inheritdoc/>
+    [JsonIgnore]
+    protected override IEnumerable<(string Prefix, PretrainedConfig Config)> Children =>
+        [("vision_config", VisionConfig), ("perceiver_config", PerceiverConfig)];
+
+    /// <summary>Reads and checks an IDEFICS <c>config.json</c>.</summary>
+    public static IdeficsConfig Load(string path)
+    {
+        var config = Read<IdeficsConfig>(path);
+        if (config.ModelType != "idefics") throw new ConfigException(path, $"model_type is \"{config.ModelType}\"; an IDEFICS checkpoint has \"idefics\".");
+        if (!config.UseResampler) throw new NotSupportedException($"{path}: use_resampler = false is not supported (every published IDEFICS uses the perceiver).");
+        if (config.AlphaType is not ("float" or "vector")) throw new ConfigException(path, $"alpha_type \"{config.AlphaType}\" must be \"float\" or \"vector\".");
+        if (config.HiddenSize % config.NumAttentionHeads != 0 || config.CrossLayerInterval <= 0)
+            throw new ConfigException(path, "hidden_size must be a multiple of num_attention_heads and cross_layer_interval positive.");
+        return config;
+    }
+}

@@ -1,0 +1,80 @@
+using Multimodal.Common;
+using Multimodal.Flamingo;
+using Multimodal.Loading;
+using Multimodal.Tests.TestSupport;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Multimodal.Tests.Parity;
+
+/// <summary>Data-driven parity over the IDEFICS cases: structure, forward intermediates, generation.</summary>
+public sealed class IdeficsParityTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> Cases => FixtureCase.Ids("idefics");
+
+    public static TheoryData<string, string> Variants() => Blip2GenerationParityTests.VariantsOf("idefics");
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void State_dict_names_and_shapes_equal_the_published_file(string caseId)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        using var model = new IdeficsForVisionText2Text(IdeficsConfig.Load(Path.Combine(fixture.Path, "config.json")), META);
+        var ours = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
+        using var file = SafetensorsFile.Open(Path.Combine(fixture.Path, "model.safetensors"));
+        Assert.Equal(file.Entries.Keys.Concat(fixture.KeysNotInFile).Order(StringComparer.Ordinal), ours.Keys.Order(StringComparer.Ordinal));
+        foreach (var (name, entry) in file.Entries)
+            Assert.True(entry.Shape.SequenceEqual(ours[name]), $"{name}: ours {string.Join("x", ours[name])}, file {string.Join("x", entry.Shape)}");
+        output.WriteLine($"case {caseId}: {ours.Count} state_dict keys equal model.safetensors");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void No_meaningful_config_key_is_left_unbound(string caseId)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        foreach (var file in new[] { "config.json", "config_full.json" })
+        {
+            var unbound = PretrainedConfig.Read<IdeficsConfig>(Path.Combine(fixture.Path, file)).UnboundKeys().ToList();
+            output.WriteLine($"{caseId}/{file}: unbound meaningful keys: {(unbound.Count == 0 ? "none" : string.Join(", ", unbound))}");
+            Assert.Empty(unbound);
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Cases))]
+    public void Forward_intermediates_match_the_reference(string caseId)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        using var model = IdeficsForVisionText2Text.FromPretrained(fixture.Path);
+        using var reference = fixture.OpenReference();
+        using var scope = NewDisposeScope();
+        using var result = model.Forward(reference.Read("input_ids"), reference.Read("attention_mask"),
+            reference.Read("pixel_values"), reference.Read("image_attention_mask"));
+        output.WriteLine($"case {caseId}:");
+        foreach (var name in fixture.ForwardTensors)
+        {
+            Assert.True(result.ByReferenceName.ContainsKey(name), $"case {caseId}: the manifest lists {name}, which the forward pass does not produce");
+            TensorAssert.Close(reference.Read(name), result.ByReferenceName[name], name, output);
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Variants))]
+    public void Generated_ids_and_scores_match_the_reference(string caseId, string variant)
+    {
+        var fixture = FixtureCase.Get(caseId);
+        SupportedModels.SkipUnlessSupported(fixture);
+        var (kwargs, options) = Blip2GenerationParityTests.OptionsFor(fixture, variant);
+        using var model = IdeficsForVisionText2Text.FromPretrained(fixture.Path);
+        using var reference = fixture.OpenReference();
+        using var scope = NewDisposeScope();
+        using var result = model.Generate(reference.Read("input_ids"), reference.Read("attention_mask"),
+            reference.Read("pixel_values"), reference.Read("image_attention_mask"), options);
+        output.WriteLine($"case {caseId}, {variant}: {kwargs}");
+        Blip2GenerationParityTests.CompareGeneration(fixture, reference, variant, result, output);
+    }
+}
