@@ -5,11 +5,11 @@ using Microsoft.ML.Tokenizers;
 
 namespace Multimodal.Processing;
 
-/// <summary>transformers v4.45.1 <c>GPT2TokenizerFast</c> as OPT (and BLIP-2 OPT) checkpoints configure it:
-/// byte-level BPE from <c>vocab.json</c> + <c>merges.txt</c>, GPT-2's pre-tokenization regex, added
-/// tokens (<c>&lt;image&gt;</c> = 50265 in BLIP-2) matched whole before splitting, and the BOS
-/// <c>&lt;/s&gt;</c> prepended when <c>add_bos_token</c>. Built on Microsoft.ML.Tokenizers'
-/// <see cref="BpeTokenizer"/>.</summary>
+/// <summary>The byte-level BPE tokenizers of transformers v4.45.1 <c>GPT2TokenizerFast</c> (OPT, BLIP-2 OPT:
+/// <c>vocab.json</c> + <c>merges.txt</c>, BOS <c>&lt;/s&gt;</c> prepended) and <c>GPTNeoXTokenizerFast</c>
+/// (MPT, RedPajama, every OpenFlamingo v2 LM: <c>tokenizer.json</c>, NFC, its whitespace-run tokens,
+/// no BOS): GPT-2's pre-tokenization regex, added tokens matched whole (longest first) before BPE.
+/// Built on Microsoft.ML.Tokenizers' <see cref="BpeTokenizer"/>.</summary>
 public sealed class Gpt2Tokenizer : ITextTokenizer
 {
     // GPT-2's pattern (encoder.py); .NET's \p{L}/\p{N} match the Unicode classes the Rust regex uses.
@@ -19,7 +19,9 @@ public sealed class Gpt2Tokenizer : ITextTokenizer
     private readonly BpeTokenizer _bpe;
     private readonly Dictionary<long, byte[]> _bytes;
     private readonly Dictionary<long, string> _added;
+    private readonly Dictionary<string, int> _addedByText;
     private readonly long? _bos;
+    private readonly bool _nfc;
 
     /// <inheritdoc/>
     public IReadOnlySet<long> SpecialIds { get; }
@@ -28,15 +30,16 @@ public sealed class Gpt2Tokenizer : ITextTokenizer
     public long? PadTokenId { get; }
 
     private Gpt2Tokenizer(Dictionary<string, int> vocab, IEnumerable<string> merges, Dictionary<string, int> added,
-        IReadOnlySet<long> special, long? bos, long? pad)
+        IReadOnlySet<long> special, long? bos, long? pad, bool nfc = false)
     {
         _bpe = BpeTokenizer.Create(new BpeOptions(vocab)
         {
             Merges = merges,
             ByteLevel = true,
-            SpecialTokens = added,
-            PreTokenizer = new RegexPreTokenizer(Pattern, added),
+            PreTokenizer = new RegexPreTokenizer(Pattern, null),
         });
+        _addedByText = added;
+        _nfc = nfc;
         var unicodeToByte = ByteLevelAlphabet();
         _bytes = vocab.ToDictionary(kv => (long)kv.Value, kv => kv.Key.Select(c => unicodeToByte[c]).ToArray());
         _added = added.ToDictionary(kv => (long)kv.Value, kv => kv.Key);
@@ -119,12 +122,54 @@ public sealed class Gpt2Tokenizer : ITextTokenizer
         }
     }
 
+    /// <summary>Reads a GPT-NeoX <c>tokenizer.json</c> (BPE model, added tokens, NFC) and appends
+    /// <paramref name="extraSpecialTokens"/> after the vocabulary, as OpenFlamingo's factory adds
+    /// <c>&lt;|endofchunk|&gt;</c>, <c>&lt;image&gt;</c> and <c>&lt;PAD&gt;</c>.</summary>
+    public static Gpt2Tokenizer FromTokenizerJson(string path, IReadOnlyList<string>? extraSpecialTokens = null, string? padToken = null)
+    {
+        var root = ReadJson<JsonElement>(path);
+        var model = root.GetProperty("model");
+        if (model.GetProperty("type").GetString() != "BPE")
+            throw new InvalidDataException($"{path}: model type {model.GetProperty("type").GetString()} is not BPE.");
+        var vocab = model.GetProperty("vocab").Deserialize<Dictionary<string, int>>()!;
+        var merges = model.GetProperty("merges").EnumerateArray()
+            .Select(m => m.ValueKind == JsonValueKind.String ? m.GetString()! : string.Join(" ", m.EnumerateArray().Select(x => x.GetString()))).ToList();
+        var added = new Dictionary<string, int>(StringComparer.Ordinal);
+        var special = new HashSet<long>();
+        foreach (var token in root.GetProperty("added_tokens").EnumerateArray())
+        {
+            int id = token.GetProperty("id").GetInt32();
+            added[token.GetProperty("content").GetString()!] = id;
+            if (token.GetProperty("special").GetBoolean()) special.Add(id);
+        }
+        int next = Math.Max(vocab.Values.Max(), added.Values.DefaultIfEmpty(0).Max()) + 1;
+        foreach (var extra in extraSpecialTokens ?? [])
+            if (!added.ContainsKey(extra))
+            {
+                added[extra] = next;
+                special.Add(next++);
+            }
+        bool nfc = root.TryGetProperty("normalizer", out var n) && n.ValueKind == JsonValueKind.Object && n.GetProperty("type").GetString() == "NFC";
+        long? pad = padToken is not null && added.TryGetValue(padToken, out var p) ? p : null;
+        return new Gpt2Tokenizer(vocab, merges, added, special, bos: null, pad, nfc);
+    }
+
+    /// <summary>Every token id by its text: vocabulary and added tokens.</summary>
+    public IReadOnlyDictionary<string, int> AddedTokenIds => _addedByText;
+
     /// <inheritdoc/>
     public IReadOnlyList<long> Encode(string text, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var ids = _bpe.EncodeToIds(text).Select(i => (long)i);
-        return (addSpecialTokens && _bos is long bos ? ids.Prepend(bos) : ids).ToList();
+        if (_nfc) text = text.Normalize(System.Text.NormalizationForm.FormC);
+        var ids = new List<long>();
+        if (addSpecialTokens && _bos is long bos) ids.Add(bos);
+        foreach (var (segment, id) in AddedTokens.Split(text, _addedByText))
+        {
+            if (id is int added) ids.Add(added);
+            else ids.AddRange(_bpe.EncodeToIds(segment).Select(i => (long)i));
+        }
+        return ids;
     }
 
     /// <inheritdoc/>

@@ -12,10 +12,20 @@ public sealed class TokenizerParityTests(ITestOutputHelper output)
     private static readonly string Root = Path.Combine(AppContext.BaseDirectory, "Tokenizers");
     private static readonly Lazy<Gpt2Tokenizer> Opt = new(() => Gpt2Tokenizer.FromFolder(Path.Combine(Root, "opt")));
 
-    public static TheoryData<string> OptCases()
+    // How each reference tokenizer is built from its files (reference_fast.json says what upstream loads).
+    private static readonly Dictionary<string, Lazy<ITextTokenizer>> Tokenizers = new()
     {
-        var data = new TheoryData<string>();
-        foreach (var c in Cases("opt")) data.Add(c.GetProperty("id").GetString()!);
+        ["opt"] = new(() => Opt.Value),
+        ["gpt-neox-20b"] = new(() => Gpt2Tokenizer.FromTokenizerJson(Path.Combine(Root, "gpt-neox-20b", "tokenizer.json"),
+            ["<|endofchunk|>", "<image>", "<PAD>"], padToken: "<PAD>")),
+        ["llama"] = new(() => LlamaSentencePieceTokenizer.FromModel(Path.Combine(Root, "llama", "tokenizer.model"))),
+    };
+
+    public static TheoryData<string, string> ReferenceCases()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var name in Tokenizers.Keys)
+            foreach (var c in Cases(name)) data.Add(name, c.GetProperty("id").GetString()!);
         return data;
     }
 
@@ -30,12 +40,12 @@ public sealed class TokenizerParityTests(ITestOutputHelper output)
     private static long[] Ids(JsonElement c, string key) => c.GetProperty(key).EnumerateArray().Select(e => e.GetInt64()).ToArray();
 
     [Theory]
-    [MemberData(nameof(OptCases))]
-    public void Opt_ids_and_text_equal_the_upstream_fast_tokenizer(string caseId)
+    [MemberData(nameof(ReferenceCases))]
+    public void Ids_and_text_equal_the_upstream_fast_tokenizer(string tokenizerName, string caseId)
     {
-        var c = Cases("opt").Single(x => x.GetProperty("id").GetString() == caseId);
+        var c = Cases(tokenizerName).Single(x => x.GetProperty("id").GetString() == caseId);
         string text = c.GetProperty("text").GetString()!;
-        var tokenizer = Opt.Value;
+        var tokenizer = Tokenizers[tokenizerName].Value;
         Assert.Equal(Ids(c, "ids"), tokenizer.Encode(text));
         Assert.Equal(Ids(c, "ids_no_special"), tokenizer.Encode(text, addSpecialTokens: false));
         string expected = c.GetProperty("decoded").GetString()!;
@@ -51,7 +61,7 @@ public sealed class TokenizerParityTests(ITestOutputHelper output)
         }
         pieces.Append(streaming.Flush());
         Assert.Equal(expected, pieces.ToString());
-        output.WriteLine($"{caseId}: {Ids(c, "ids").Length} ids equal, text equal (also streamed)");
+        output.WriteLine($"{tokenizerName}/{caseId}: {Ids(c, "ids").Length} ids equal, text equal (also streamed)");
     }
 
     [Fact]

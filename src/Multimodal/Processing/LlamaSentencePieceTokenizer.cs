@@ -1,0 +1,131 @@
+using Microsoft.ML.Tokenizers;
+
+namespace Multimodal.Processing;
+
+/// <summary>transformers v4.45.1 <c>LlamaTokenizerFast</c> (legacy mode, as LLaMA v1/v2 and IDEFICS ship it)
+/// on Microsoft.ML.Tokenizers' SentencePiece BPE: BOS <c>&lt;s&gt;</c> prepended, special and added tokens
+/// (<c>&lt;/s&gt;</c>, IDEFICS' <c>&lt;fake_token_around_image&gt;</c> and <c>&lt;image&gt;</c>) matched whole,
+/// and — the legacy behaviour — every text segment after one gets its own "▁" prefix.</summary>
+public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
+{
+    private readonly LlamaTokenizer _sp;
+    private readonly Dictionary<string, int> _added;
+    private readonly Dictionary<long, string> _addedById;
+
+    /// <inheritdoc/>
+    public IReadOnlySet<long> SpecialIds { get; }
+
+    /// <inheritdoc/>
+    public long? PadTokenId { get; }
+
+    /// <summary>BOS id.</summary>
+    public long BosTokenId { get; }
+
+    private LlamaSentencePieceTokenizer(LlamaTokenizer sp, Dictionary<string, int> added, long? pad)
+    {
+        _sp = sp;
+        _added = added;
+        _addedById = added.ToDictionary(kv => (long)kv.Value, kv => kv.Key);
+        SpecialIds = added.Values.Select(v => (long)v).ToHashSet();
+        BosTokenId = added["<s>"];
+        PadTokenId = pad;
+    }
+
+    /// <summary>Reads <c>tokenizer.model</c>; <paramref name="additionalTokens"/> are appended after the
+    /// vocabulary (IDEFICS: <c>&lt;fake_token_around_image&gt;</c> = 32000, <c>&lt;image&gt;</c> = 32001).</summary>
+    public static LlamaSentencePieceTokenizer FromModel(string path, IReadOnlyList<string>? additionalTokens = null, string? padToken = null)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"SentencePiece model '{path}' does not exist.", path);
+        var specials = new Dictionary<string, int> { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
+        LlamaTokenizer sp;
+        using (var stream = File.OpenRead(path))
+        {
+            try { sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false, specialTokens: specials); }
+            catch (Exception e) when (e is not IOException)
+            {
+                throw new InvalidDataException($"'{path}' is not a SentencePiece BPE model: {e.Message}", e);
+            }
+        }
+        var added = new Dictionary<string, int>(specials);
+        int next = sp.Vocabulary.Count;
+        foreach (var token in additionalTokens ?? [])
+            added.TryAdd(token, next++);
+        long? pad = padToken is not null && added.TryGetValue(padToken, out var p) ? p : null;
+        return new LlamaSentencePieceTokenizer(sp, added, pad);
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<long> Encode(string text, bool addSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = new List<long>();
+        if (addSpecialTokens) ids.Add(BosTokenId);
+        foreach (var (segment, id) in AddedTokens.Split(text, _added))
+        {
+            if (id is int added) ids.Add(added);
+            else ids.AddRange(_sp.EncodeToIds(segment, addBeginningOfSentence: false, addEndOfSentence: false).Select(i => (long)i));
+        }
+        return ids;
+    }
+
+    /// <inheritdoc/>
+    public string Decode(IEnumerable<long> ids, bool skipSpecialTokens = true)
+    {
+        // SentencePiece joins the pieces and drops the first "▁" of the whole text: decode the ids as one
+        // run (special tokens left out), not token by token.
+        if (skipSpecialTokens) return _sp.Decode(ids.Where(id => !_addedById.ContainsKey(id)).Select(id => (int)id));
+        var text = new System.Text.StringBuilder();
+        var run = new List<int>();
+        foreach (var id in ids)
+        {
+            if (_addedById.TryGetValue(id, out var added))
+            {
+                text.Append(_sp.Decode(run)).Append(added);
+                run.Clear();
+            }
+            else run.Add((int)id);
+        }
+        return text.Append(_sp.Decode(run)).ToString();
+    }
+
+    /// <inheritdoc/>
+    public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) => new Streaming(this, skipSpecialTokens);
+
+    // Decoding a piece alone would drop its leading "▁" (SentencePiece strips the text's first one): after
+    // the first piece, decode behind a fixed anchor piece and keep what follows it; hold back while the
+    // bytes of a character are incomplete.
+    private sealed class Streaming(LlamaSentencePieceTokenizer owner, bool skipSpecial) : IStreamingDecoder
+    {
+        private readonly List<int> _pending = [];
+        private readonly int _anchor = owner._sp.EncodeToIds("a", addBeginningOfSentence: false, addEndOfSentence: false)[0];
+        private bool _started;
+
+        public string Push(long id)
+        {
+            if (owner._addedById.TryGetValue(id, out var added))
+                return skipSpecial ? "" : Flush() + added;
+            _pending.Add((int)id);
+            string text = Render();
+            if (text.EndsWith('\uFFFD')) return "";
+            _pending.Clear();
+            _started = true;
+            return text;
+        }
+
+        public string Flush()
+        {
+            if (_pending.Count == 0) return "";
+            var text = Render();
+            _pending.Clear();
+            return text;
+        }
+
+        private string Render()
+        {
+            if (!_started) return owner._sp.Decode(_pending);
+            string anchor = owner._sp.Decode([_anchor]);
+            string text = owner._sp.Decode(_pending.Prepend(_anchor));
+            return text.StartsWith(anchor, StringComparison.Ordinal) ? text[anchor.Length..] : text;
+        }
+    }
+}
