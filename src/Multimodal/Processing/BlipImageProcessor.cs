@@ -58,7 +58,7 @@ public sealed record BlipImageProcessorConfig
 /// (B images) → (B, 3, H, W) float32, equal to upstream's <c>pixel_values</c> bit for bit.</summary>
 public sealed class BlipImageProcessor
 {
-    private readonly float[,] _lut = new float[3, 256];
+    private readonly float[,] _lut;
 
     /// <summary>The settings.</summary>
     public BlipImageProcessorConfig Config { get; }
@@ -74,13 +74,8 @@ public sealed class BlipImageProcessor
         if (config.ImageMean.Length != 3 || config.ImageStd.Length != 3)
             throw new InvalidDataException("preprocessor image_mean and image_std must have 3 values.");
         // Every output value depends only on (channel, level): a table is exact and fast.
-        for (int c = 0; c < 3; c++)
-            for (int v = 0; v < 256; v++)
-            {
-                float f = config.DoRescale ? (float)(v * config.RescaleFactor) : v;
-                if (config.DoNormalize) f = (f - (float)config.ImageMean[c]) / (float)config.ImageStd[c];
-                _lut[c, v] = f;
-            }
+        _lut = PixelTable.Transformers(config.DoRescale ? config.RescaleFactor : 1.0,
+            config.DoNormalize ? config.ImageMean : [0, 0, 0], config.DoNormalize ? config.ImageStd : [1, 1, 1]);
     }
 
     /// <summary>Reads <c>preprocessor_config.json</c> from a checkpoint folder.</summary>
@@ -111,11 +106,7 @@ public sealed class BlipImageProcessor
             ? PillowResample.Resize(rgb, image.Width, image.Height, 3, w, h, (ResampleFilter)Config.Resample)
             : rgb;
         int outH = Config.DoResize ? h : image.Height, outW = Config.DoResize ? w : image.Width;
-        var chw = new byte[3 * outH * outW];
-        for (int i = 0; i < outH * outW; i++)
-            for (int c = 0; c < 3; c++)
-                chw[c * outH * outW + i] = resized[i * 3 + c];
-        return chw;
+        return PixelTable.ToChw(resized, outH * outW);
     }
 
     /// <summary>Preprocesses a batch into (B, 3, H, W) float32 <c>pixel_values</c> on the CPU.</summary>
@@ -126,15 +117,6 @@ public sealed class BlipImageProcessor
         if (!Config.DoResize && images.Any(i => i.Width != images[0].Width || i.Height != images[0].Height))
             throw new ArgumentException("Without do_resize, every image of a batch must have the same size.", nameof(images));
         int outH = Config.DoResize ? h : images[0].Height, outW = Config.DoResize ? w : images[0].Width;
-        int plane = outH * outW;
-        var values = new float[images.Count * 3 * plane];
-        for (int b = 0; b < images.Count; b++)
-        {
-            var bytes = ResizeToBytes(images[b]);
-            for (int c = 0; c < 3; c++)
-                for (int i = 0; i < plane; i++)
-                    values[(b * 3 + c) * plane + i] = _lut[c, bytes[c * plane + i]];
-        }
-        return tensor(values, [images.Count, 3, outH, outW]);
+        return PixelTable.ToTensor(images.Select(ResizeToBytes).ToList(), outH, outW, _lut);
     }
 }

@@ -122,6 +122,7 @@ public static class ImageDecoder
         var previous = new byte[stride];
         var row = new byte[stride];
         var rgba = new byte[width * height * 4];
+        var samples = new int[width * height];
         for (int y = 0; y < height; y++)
         {
             int filter = raw[y * (stride + 1)];
@@ -143,6 +144,7 @@ public static class ImageDecoder
             for (int x = 0; x < width; x++)
             {
                 int v = (row[2 * x] << 8) | row[2 * x + 1];
+                samples[y * width + x] = v;
                 byte clipped = (byte)Math.Min(v, 255);
                 int o = (y * width + x) * 4;
                 rgba[o] = rgba[o + 1] = rgba[o + 2] = clipped;
@@ -150,7 +152,7 @@ public static class ImageDecoder
             }
             (previous, row) = (row, previous);
         }
-        image = new DecodedImage(width, height, "I", rgba);
+        image = new DecodedImage(width, height, "I", rgba, samples);
         return true;
     }
 

@@ -170,6 +170,65 @@ internal static class PillowResample
         return dst;
     }
 
+    /// <summary>Pillow's 32-bit path (mode "I"): double weights, not quantised; each sample rounded half
+    /// away from zero; the intermediate is int32 and not clipped.</summary>
+    public static int[] ResizeInt32(int[] pixels, int width, int height, int outWidth, int outHeight, ResampleFilter filter)
+    {
+        var current = pixels;
+        if (outWidth != width) current = Pass32(current, width, height, outWidth, filter, horizontal: true);
+        if (outHeight != height) current = Pass32(current, outWidth, height, outHeight, filter, horizontal: false);
+        return ReferenceEquals(current, pixels) ? (int[])pixels.Clone() : current;
+    }
+
+    private static int[] Pass32(int[] src, int width, int height, int outSize, ResampleFilter filter, bool horizontal)
+    {
+        int inSize = horizontal ? width : height;
+        var (start, count, weights) = DoubleCoefficients(inSize, outSize, filter);
+        int outW = horizontal ? outSize : width, outH = horizontal ? height : outSize;
+        var dst = new int[outW * outH];
+        for (int y = 0; y < outH; y++)
+            for (int x = 0; x < outW; x++)
+            {
+                int o = horizontal ? x : y;
+                double ss = 0.0;
+                for (int k = 0; k < count[o]; k++)
+                {
+                    int sx = horizontal ? start[o] + k : x, sy = horizontal ? y : start[o] + k;
+                    ss += src[sy * width + sx] * weights[o][k];
+                }
+                dst[y * outW + x] = (int)(ss >= 0 ? ss + 0.5 : ss - 0.5);
+            }
+        return dst;
+    }
+
+    private static (int[] Start, int[] Count, double[][] Weights) DoubleCoefficients(int inSize, int outSize, ResampleFilter filter)
+    {
+        double scale = (double)inSize / outSize, filterScale = Math.Max(scale, 1.0);
+        double support = Support(filter) * filterScale, ss = 1.0 / filterScale;
+        var start = new int[outSize];
+        var count = new int[outSize];
+        var weights = new double[outSize][];
+        for (int xx = 0; xx < outSize; xx++)
+        {
+            double center = (xx + 0.5) * scale;
+            int xmin = Math.Max((int)(center - support + 0.5), 0);
+            int xmax = Math.Min((int)(center + support + 0.5), inSize);
+            int n = xmax - xmin;
+            var w = new double[n];
+            double sum = 0.0;
+            for (int x = 0; x < n; x++)
+            {
+                w[x] = Kernel(filter, (x + xmin - center + 0.5) * ss);
+                sum += w[x];
+            }
+            if (sum != 0.0) for (int x = 0; x < n; x++) w[x] /= sum;
+            start[xx] = xmin;
+            count[xx] = n;
+            weights[xx] = w;
+        }
+        return (start, count, weights);
+    }
+
     // Geometry.c ImagingScaleAffine: the source coordinate is ACCUMULATED (xo += step), which lands
     // just below an integer at some columns where (x + 0.5) · step would not.
     private static byte[] Nearest(byte[] src, int width, int height, int channels, int outWidth, int outHeight)
