@@ -3,8 +3,13 @@
 //       [--prompt "a photo of"] [--question "what is on the table?"] [--max-new-tokens 30] [--min-new-tokens 0] [--beams 1]
 //       [--device cpu|cuda] [--dtype float32|float16|bfloat16]
 // Captions stream as they are generated (greedy); with --beams > 1 each appears when finished.
+// Flamingo-style models (an OpenFlamingo folder or an IDEFICS checkpoint) take an interleaved prompt made of
+// --image and --text parts in the order given, e.g. few-shot:
+//   --model <folder> --image cats.jpg --text "An image of two cats.<|endofchunk|>" --image query.jpg --text "An image of"
 using System.CommandLine;
+using System.Text.Json;
 using Multimodal.Blip2;
+using Multimodal.Flamingo;
 using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Loading;
@@ -21,9 +26,12 @@ var beams = new Option<int>("--beams") { Description = "beam search width (1 = g
 var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
 var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
 
-var root = new RootCommand("Caption images or answer questions about them with BLIP-2, in .NET.")
+var imagePart = new Option<string[]>("--image") { Description = "Flamingo/IDEFICS: an image part of the interleaved prompt (repeatable, order kept)" };
+var textPart = new Option<string[]>("--text") { Description = "Flamingo/IDEFICS: a text part of the interleaved prompt (repeatable, order kept)" };
+
+var root = new RootCommand("Caption images or answer questions about them with BLIP-2, OpenFlamingo or IDEFICS, in .NET.")
 {
-    model, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype,
+    model, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype, imagePart, textPart,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
@@ -34,6 +42,9 @@ root.SetAction(async (parse, cancellationToken) =>
                                 "(Salesforce/blip2-opt-2.7b), or try the pipeline with the tiny random-weight folder: --model models/blip2-opt-tiny-random");
         return 2;
     }
+    if (IsInterleavedModel(folder))
+        return await RunInterleavedAsync(folder, args, parse.GetValue(maxNewTokens), parse.GetValue(minNewTokens), parse.GetValue(beams),
+            parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
     var files = parse.GetValue(images) ?? [];
     if (files.Length == 0)
     {
@@ -49,13 +60,7 @@ root.SetAction(async (parse, cancellationToken) =>
         };
         options.Validate();
         var target = DeviceCheck.Parse(parse.GetValue(device)!);
-        var type = parse.GetValue(dtype) switch
-        {
-            "float32" => ScalarType.Float32,
-            "float16" => ScalarType.Float16,
-            "bfloat16" => ScalarType.BFloat16,
-            var other => throw new ArgumentException($"--dtype '{other}': expected float32, float16 or bfloat16."),
-        };
+        var type = ParseDtype(parse.GetValue(dtype)!);
         var decoded = files.Select(f => (File: f, Image: ImageDecoder.Decode(f))).ToList(); // fail early on a bad image
         using var blip2 = Blip2Captioner.FromPretrained(folder, target, type, new ConsoleProgress());
         string text = parse.GetValue(question) is string q ? Blip2Captioner.QuestionPrompt(q) : parse.GetValue(prompt)!;
@@ -92,6 +97,75 @@ root.SetAction(async (parse, cancellationToken) =>
     }
 });
 return await root.Parse(args).InvokeAsync();
+
+static ScalarType ParseDtype(string name) => name switch
+{
+    "float32" => ScalarType.Float32,
+    "float16" => ScalarType.Float16,
+    "bfloat16" => ScalarType.BFloat16,
+    _ => throw new ArgumentException($"--dtype '{name}': expected float32, float16 or bfloat16."),
+};
+
+// An OpenFlamingo folder's config.json holds lang_encoder_config; an IDEFICS one says model_type "idefics".
+static bool IsInterleavedModel(string folder)
+{
+    string config = Path.Combine(folder, "config.json");
+    if (!File.Exists(config)) return false;
+    try
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(config));
+        return doc.RootElement.TryGetProperty("lang_encoder_config", out _)
+               || (doc.RootElement.TryGetProperty("model_type", out var t) && t.GetString() == "idefics");
+    }
+    catch (JsonException)
+    {
+        return false;
+    }
+}
+
+static async Task<int> RunInterleavedAsync(string folder, string[] args, int maxNew, int minNew, int beams, string deviceName, string dtypeName,
+    CancellationToken cancellationToken)
+{
+    try
+    {
+        // System.CommandLine groups values per option; the prompt needs the parts in command-line order.
+        var prompt = InterleavedPrompt.Create();
+        for (int i = 0; i + 1 < args.Length; i++)
+        {
+            if (args[i] == "--image") prompt = prompt.Image(ImageDecoder.Decode(args[++i]));
+            else if (args[i] == "--text") prompt = prompt.Text(args[++i]);
+        }
+        if (prompt.Parts.Count == 0)
+        {
+            Console.Error.WriteLine("error: give the prompt as --image and --text parts, in order.");
+            return 2;
+        }
+        var options = new GenerationOptions { MaxNewTokens = maxNew, MinNewTokens = minNew, NumBeams = beams };
+        options.Validate();
+        var device = DeviceCheck.Parse(deviceName);
+        var dtype = ParseDtype(dtypeName);
+        var progress = new ConsoleProgress();
+        InterleavedResult result;
+        if (File.ReadAllText(Path.Combine(folder, "config.json")).Contains("\"lang_encoder_config\""))
+        {
+            using var pipeline = FlamingoPipeline.FromFolder(folder, device, dtype, progress);
+            result = await pipeline.GenerateAsync(prompt, options, cancellationToken);
+        }
+        else
+        {
+            using var pipeline = IdeficsPipeline.FromPretrained(folder, device, dtype, progress);
+            result = await pipeline.GenerateAsync(prompt, options, cancellationToken);
+        }
+        Console.WriteLine(result.Text);
+        return 0;
+    }
+    catch (Exception e) when (e is ConfigException or CheckpointException or ImageDecodeException or FileNotFoundException
+                                or DirectoryNotFoundException or NotSupportedException or ArgumentException or InvalidDataException)
+    {
+        Console.Error.WriteLine($"error: {e.Message.Split('\n')[0]}");
+        return 1;
+    }
+}
 
 /// <summary>A loading bar on a terminal; nothing when output is redirected.</summary>
 sealed class ConsoleProgress : IProgress<LoadProgress>

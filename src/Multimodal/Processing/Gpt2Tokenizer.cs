@@ -127,6 +127,7 @@ public sealed class Gpt2Tokenizer : ITextTokenizer
     /// <c>&lt;|endofchunk|&gt;</c>, <c>&lt;image&gt;</c> and <c>&lt;PAD&gt;</c>.</summary>
     public static Gpt2Tokenizer FromTokenizerJson(string path, IReadOnlyList<string>? extraSpecialTokens = null, string? padToken = null)
     {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file '{path}' does not exist.", path);
         var root = ReadJson<JsonElement>(path);
         var model = root.GetProperty("model");
         if (model.GetProperty("type").GetString() != "BPE")
