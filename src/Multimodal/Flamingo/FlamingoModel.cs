@@ -75,6 +75,7 @@ public sealed class FlamingoModel : nn.Module
         _langEncoder = config.LangEncoderConfig switch
         {
             MptConfig mpt => new MptForCausalLM(mpt with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
+            MosaicGptConfig mosaic => new MptForCausalLM(mosaic.ToMpt() with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
             Language.GptNeoX.GptNeoXConfig neox => new Language.GptNeoX.GptNeoXForCausalLM(neox with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
             var other => throw new NotSupportedException($"Flamingo with a \"{other?.ModelType}\" language model is not implemented yet."),
         };
@@ -107,9 +108,11 @@ public sealed class FlamingoModel : nn.Module
         var vision = parts.VisionEncoder.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
             ? SafetensorsSource(parts.VisionEncoder) : TorchCheckpointFile.Open(parts.VisionEncoder);
         var lm = CheckpointFolder.Open(parts.LanguageModelFolder);
+        // OpenFlamingo-3B's MPT-1B ships mosaic_gpt names: renamed to MPT's by a literal table.
+        var lmRenames = lmConfig is MosaicGptConfig ? new WeightMap { Renames = MosaicGptConfig.RenameTable } : new WeightMap();
         var (layersPath, embeddings) = lmConfig switch
         {
-            MptConfig => ("transformer.blocks.", new[] { "lang_encoder.transformer.wte.weight", "lang_encoder.lm_head.weight" }),
+            MptConfig or MosaicGptConfig => ("transformer.blocks.", new[] { "lang_encoder.transformer.wte.weight", "lang_encoder.lm_head.weight" }),
             Language.GptNeoX.GptNeoXConfig => ("gpt_neox.layers.", new[] { "lang_encoder.gpt_neox.embed_in.weight", "lang_encoder.embed_out.weight" }),
             _ => throw new NotSupportedException($"Flamingo with a \"{lmConfig.ModelType}\" language model is not implemented yet."),
         };
@@ -118,7 +121,7 @@ public sealed class FlamingoModel : nn.Module
             new TensorSourcePart("vision encoder", vision, name =>
                 name.StartsWith("visual.", StringComparison.Ordinal) ? "vision_encoder." + name["visual.".Length..]
                 : OpenClipTextTower.Any(p => name.StartsWith(p, StringComparison.Ordinal)) ? null : name),
-            new TensorSourcePart("language model", lm, name => "lang_encoder." + WrapLayerKey(name, layersPath)),
+            new TensorSourcePart("language model", lm, name => "lang_encoder." + WrapLayerKey(lmRenames.ToModelKey(name), layersPath)),
             new TensorSourcePart("adapter", adapter, name => name),
         ], embeddings.ToDictionary(e => e, _ => "adapter"));
 

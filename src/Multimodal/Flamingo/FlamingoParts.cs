@@ -37,6 +37,7 @@ public sealed record FlamingoParts
     /// <summary>The config: perceiver depth and latents, and the resized vocabulary, read off the adapter's weights.</summary>
     internal FlamingoConfig ToConfig(TextConfig lm, ITensorSource adapter)
     {
+        if (lm is MosaicGptConfig mosaic) lm = mosaic.ToMpt();
         var names = adapter.Tensors;
         int depth = names.Keys.Count(k => k.StartsWith("perceiver.layers.", StringComparison.Ordinal) && k.EndsWith(".0.to_q.weight", StringComparison.Ordinal));
         var latents = names.TryGetValue("perceiver.latents", out var l) ? l.Shape

@@ -35,6 +35,8 @@ internal static class CausalLanguageModels
                 {
                     Tied = mpt.TieWordEmbeddings ? new Dictionary<string, string> { ["lm_head.weight"] = "transformer.wte.weight" } : new Dictionary<string, string>(),
                 });
+            case MosaicGptConfig mosaic:
+                return (new MptForCausalLM(mosaic.ToMpt(), device, dtype), MosaicGptConfig.KeyMap(tied: true));
             case GptNeoX.GptNeoXConfig neox:
                 neox.Validate(source);
                 return (new GptNeoX.GptNeoXForCausalLM(neox, device, dtype), new WeightMap

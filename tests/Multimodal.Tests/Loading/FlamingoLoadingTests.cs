@@ -130,3 +130,35 @@ public sealed class FlamingoLoadingTests(ITestOutputHelper output)
         Assert.Contains("lang_encoder.transformer.norm_f.weight: provided by both language model and adapter", e.Message);
     }
 }
+
+/// <summary>IDEFICS as published: sharded safetensors in bfloat16.</summary>
+public sealed class IdeficsLoadingTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void Sharded_bfloat16_weights_load_into_float32_exactly()
+    {
+        var fixture = FixtureCase.Get("idefics");
+        using var temp = new TempDir();
+        File.Copy(Path.Combine(fixture.Path, "config.json"), Path.Combine(temp.Path, "config.json"));
+        using var file = SafetensorsFile.Open(Path.Combine(fixture.Path, "model.safetensors"));
+        var names = file.Entries.Keys.ToList();
+        var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        for (int s = 0; s < 2; s++)
+        {
+            string shard = $"model-{s + 1:D5}-of-00002.safetensors";
+            var part = names.Where((_, i) => i % 2 == s).ToDictionary(n => n, n => file.Read(n).to(ScalarType.BFloat16));
+            SafetensorsWriter.Write(Path.Combine(temp.Path, shard), part);
+            foreach (var (n, t) in part) { weightMap[n] = shard; t.Dispose(); }
+        }
+        File.WriteAllText(Path.Combine(temp.Path, CheckpointFolder.IndexFile), JsonSerializer.Serialize(new { metadata = new { }, weight_map = weightMap }));
+        using var model = IdeficsForVisionText2Text.FromPretrained(temp.Path);
+        var state = model.state_dict();
+        foreach (var name in names)
+        {
+            using var original = file.Read(name);
+            using var rounded = original.to(ScalarType.BFloat16).to(ScalarType.Float32);
+            Assert.True(rounded.eq(state[name]).all().item<bool>(), $"{name} was not loaded as its bfloat16 value");
+        }
+        output.WriteLine($"{names.Count} bfloat16 tensors from 2 shards loaded into float32 exactly");
+    }
+}
