@@ -58,7 +58,12 @@ public sealed record Blip2Config : PretrainedConfig
     {
         QformerConfig = QformerConfig with { EncoderHiddenSize = VisionConfig.HiddenSize },
         UseDecoderOnlyLanguageModel = TextConfig.IsDecoderOnly,
-        TieWordEmbeddings = TextConfig is OptConfig opt ? opt.TieWordEmbeddings : TieWordEmbeddings,
+        TieWordEmbeddings = TextConfig switch
+        {
+            OptConfig opt => opt.TieWordEmbeddings,
+            Language.T5.T5Config t5 => t5.TieWordEmbeddings,
+            _ => TieWordEmbeddings,
+        },
     };
 
     /// <summary>Reads and normalizes a BLIP-2 <c>config.json</c>.</summary>
@@ -95,6 +100,12 @@ public sealed record Blip2Config : PretrainedConfig
             if (opt.VocabSize <= 0) problems.Add($"text_config: vocab_size {opt.VocabSize} must be positive");
             if (ImageTokenIndex is int idx && (idx < 0 || idx >= opt.VocabSize))
                 problems.Add($"image_token_index {idx} is outside the vocabulary (size {opt.VocabSize})");
+        }
+        if (TextConfig is Language.T5.T5Config t)
+        {
+            if (t.DModel <= 0 || t.NumHeads <= 0 || t.DKv <= 0) problems.Add("text_config: d_model, num_heads and d_kv must be positive");
+            if (t.FeedForwardProj is not ("relu" or "gated-gelu" or "gelu" or "gated-relu" or "gated-silu"))
+                problems.Add($"text_config: feed_forward_proj \"{t.FeedForwardProj}\" is not supported");
         }
         if (problems.Count > 0) throw new ConfigException(source, string.Join("; ", problems));
     }

@@ -2,6 +2,7 @@ using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Language;
 using Multimodal.Language.Opt;
+using Multimodal.Language.T5;
 using Multimodal.Loading;
 using Multimodal.Loading.KeyMaps;
 using Multimodal.QFormer;
@@ -35,7 +36,14 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// <summary>The parameters' dtype.</summary>
     public ScalarType DType { get; }
 
-    internal ICausalLanguageModel LanguageModel => (ICausalLanguageModel)_languageModel;
+    internal ICausalLanguageModel LanguageModel => _languageModel as ICausalLanguageModel
+        ?? throw new InvalidOperationException("This BLIP-2 has an encoder-decoder language model.");
+
+    private T5ForConditionalGeneration? T5 => _languageModel as T5ForConditionalGeneration;
+
+    private Tensor EmbedText(Tensor ids) => T5?.Embed(ids) ?? LanguageModel.EmbedTokens(ids);
+
+    private int VocabSize => Config.TextConfig switch { OptConfig o => o.VocabSize, T5Config t => t.VocabSize, _ => int.MaxValue };
 
     /// <summary>Builds the model with uninitialised-for-inference weights directly on
     /// <paramref name="device"/> in <paramref name="dtype"/> (default CPU, float32).</summary>
@@ -54,11 +62,11 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         _languageModel = config.TextConfig switch
         {
             OptConfig opt => new OptForCausalLM(opt, Device, DType),
+            T5Config t5 => new T5ForConditionalGeneration(t5, Device, DType),
             var other => throw new NotSupportedException(
-                $"BLIP-2 with text_config.model_type \"{other.ModelType}\" is not implemented yet" +
-                (other.ModelType == "t5" ? " (T5ForConditionalGeneration)." : "; supported: opt.")),
+                $"BLIP-2 with text_config.model_type \"{other.ModelType}\" is not implemented yet; supported: opt, t5."),
         };
-        int lmWidth = config.TextConfig is OptConfig o ? o.HiddenSize : 0;
+        int lmWidth = config.TextConfig switch { OptConfig o => o.HiddenSize, T5Config t => t.DModel, _ => 0 };
         _languageProjection = nn.Linear(config.QformerConfig.HiddenSize, lmWidth, device: Device, dtype: DType);
         RegisterComponents();
         eval();
@@ -98,7 +106,8 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// <param name="inputIds">(B, T) int64 prompt ids; in the <c>image_token_index</c> layout they include
     /// <c>num_query_tokens</c> image tokens per row.</param>
     /// <param name="attentionMask">(B, T) 1 for real tokens, 0 for (left) padding; all ones when null.</param>
-    public Blip2ForwardOutput Forward(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask = null)
+    /// <param name="decoderInputIds">T5 only: (B, Td) teacher-forced decoder ids (default: the start token).</param>
+    public Blip2ForwardOutput Forward(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask = null, Tensor? decoderInputIds = null)
     {
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
@@ -106,8 +115,22 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var queries = RunQFormer(vision.LastHiddenState);                               // step 2
         var projected = _languageProjection.forward(queries);                           // step 3
         var (embeds, mask) = BuildLanguageInputs(projected, inputIds, attentionMask);
-        var logits = LanguageModel.Forward(embeds, mask, null);
-        var output = new Blip2ForwardOutput(vision.LastHiddenState, vision.PoolerOutput, queries, projected, embeds, mask, logits);
+        Tensor logits;
+        Tensor? encoderHidden = null;
+        if (T5 is { } t5)
+        {
+            // Encoder-decoder: [queries; prompt] go to the ENCODER; the decoder reads them by cross-attention.
+            encoderHidden = t5.Encode(embeds, mask);
+            var decoderIds = decoderInputIds?.to(ScalarType.Int64, Device)
+                             ?? full(embeds.shape[0], 1, (long)(t5.Config.DecoderStartTokenId ?? t5.Config.PadTokenId), ScalarType.Int64, Device);
+            using var session = new T5DecoderSession(t5, encoderHidden, mask);
+            logits = session.Forward(t5.Embed(decoderIds), ones_like(decoderIds), null);
+        }
+        else
+        {
+            logits = LanguageModel.Forward(embeds, mask, null);
+        }
+        var output = new Blip2ForwardOutput(vision.LastHiddenState, vision.PoolerOutput, queries, projected, embeds, mask, logits, encoderHidden);
         foreach (var t in output.ByReferenceName.Values) t.MoveToOuterDisposeScope();
         return output;
     }
@@ -137,14 +160,14 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
     {
         options.Validate();
-        var text = Config.TextConfig as OptConfig
-                   ?? throw new NotSupportedException($"Generation with text_config.model_type \"{Config.TextConfig.ModelType}\" is not implemented yet.");
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var vision = EncodeImage(pixelValues);
         var projected = _languageProjection.forward(RunQFormer(vision.LastHiddenState));
         var (embeds, mask) = BuildLanguageInputs(projected, inputIds, attentionMask);
+        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken);
 
+        var text = (OptConfig)Config.TextConfig;
         bool legacy = Config.ImageTokenIndex is null;
         int prompt = (int)embeds.shape[1];
         // Blip2ForConditionalGeneration.generate shifts max/min_length by the queries in the original
@@ -162,6 +185,27 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var output = Generation.Generator.Generate(request);
         var withBos = output.Sequences.Select(row => row.Prepend(text.BosTokenId).ToArray()).ToArray();
         return output with { Sequences = withBos };
+    }
+
+    // Encoder-decoder: the encoder runs once; the decoder starts from decoder_start_token_id, which the
+    // output keeps and the repetition penalty sees; max/min_length count decoder ids (start included).
+    private GenerationOutput GenerateEncoderDecoder(T5ForConditionalGeneration t5, Tensor embeds, Tensor mask, GenerationOptions options,
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    {
+        var config = t5.Config;
+        long start = config.DecoderStartTokenId ?? config.PadTokenId;
+        int maxNew = options.MaxNewTokens ?? (options.MaxLength ?? 20) - 1;
+        if (maxNew <= 0) throw new ArgumentException($"MaxLength {options.MaxLength} leaves no room for new tokens; set MaxNewTokens.");
+        int minNew = Math.Max(options.MinNewTokens, options.MinLength - 1);
+        var eos = (options.EosTokenIds ?? [config.EosTokenId]).ToArray();
+        long pad = options.PadTokenId ?? config.PadTokenId;
+        var encoderHidden = t5.Encode(embeds, mask);
+        using var session = new T5DecoderSession(t5, encoderHidden, mask);
+        var startIds = full(embeds.shape[0], 1, start, ScalarType.Int64, Device);
+        var request = new GenerationRequest(session, t5.Embed(startIds), ones_like(startIds), startIds, options, maxNew, minNew, eos, pad,
+            decode, onTokens, cancellationToken);
+        var output = Generation.Generator.Generate(request);
+        return output with { Sequences = output.Sequences.Select(row => row.Prepend(start).ToArray()).ToArray() };
     }
 
     /// <summary>Step 1: the frozen image encoder.</summary>
@@ -189,13 +233,13 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         long b = projected.shape[0];
         Shape.Require(inputIds, "input_ids", b, -1);
         if (inputIds.dtype != ScalarType.Int64) throw new ArgumentException($"input_ids must be int64, not {inputIds.dtype}.", nameof(inputIds));
-        int vocab = Config.TextConfig is OptConfig opt ? opt.VocabSize : int.MaxValue;
+        int vocab = VocabSize;
         if (inputIds.numel() > 0 && (inputIds.min().item<long>() < 0 || inputIds.max().item<long>() >= vocab))
             throw new ArgumentException($"input_ids must lie in [0, {vocab}); got [{inputIds.min().item<long>()}, {inputIds.max().item<long>()}].", nameof(inputIds));
         var ids = inputIds.to(Device);
         var mask = attentionMask is null ? ones_like(ids) : attentionMask.to(ScalarType.Int64, Device);
         Shape.Require(mask, "attention_mask", ids.shape[0], ids.shape[1]);
-        var embeds = LanguageModel.EmbedTokens(ids);
+        var embeds = EmbedText(ids);
         if (Config.ImageTokenIndex is int imageToken)
         {
             var isImage = ids.eq(imageToken);                                              // (B, T)

@@ -9,7 +9,8 @@ namespace Multimodal.Blip2;
 /// <param name="LanguageProjectionOutput">(B, Q, E) queries projected into the LM's embedding space.</param>
 /// <param name="LmInputsEmbeds">(B, T', E) what the LM receives (queries spliced or prepended).</param>
 /// <param name="LmAttentionMask">(B, T') int64 mask the LM receives.</param>
-/// <param name="Logits">(B, T', V).</param>
+/// <param name="Logits">(B, T', V); for T5 the decoder's logits, (B, Td, V).</param>
+/// <param name="EncoderLastHiddenState">T5 only: (B, T', D) encoder output.</param>
 public sealed record Blip2ForwardOutput(
     Tensor VisionLastHiddenState,
     Tensor VisionPoolerOutput,
@@ -17,11 +18,16 @@ public sealed record Blip2ForwardOutput(
     Tensor LanguageProjectionOutput,
     Tensor LmInputsEmbeds,
     Tensor LmAttentionMask,
-    Tensor Logits) : IDisposable
+    Tensor Logits,
+    Tensor? EncoderLastHiddenState = null) : IDisposable
 {
     /// <summary>Tensors by the names the upstream reference files use.</summary>
-    public IReadOnlyDictionary<string, Tensor> ByReferenceName => new Dictionary<string, Tensor>
+    public IReadOnlyDictionary<string, Tensor> ByReferenceName
     {
+        get
+        {
+            var tensors = new Dictionary<string, Tensor>
+            {
         ["vision_last_hidden_state"] = VisionLastHiddenState,
         ["vision_pooler_output"] = VisionPoolerOutput,
         ["qformer_last_hidden_state"] = QFormerLastHiddenState,
@@ -29,7 +35,11 @@ public sealed record Blip2ForwardOutput(
         ["lm_inputs_embeds"] = LmInputsEmbeds,
         ["lm_attention_mask"] = LmAttentionMask,
         ["logits"] = Logits,
-    };
+            };
+            if (EncoderLastHiddenState is not null) tensors["encoder_last_hidden_state"] = EncoderLastHiddenState;
+            return tensors;
+        }
+    }
 
     /// <inheritdoc/>
     public void Dispose()

@@ -45,6 +45,7 @@ internal sealed class TextConfigConverter : JsonConverter<TextConfig>
             "opt" => element.Deserialize<OptConfig>(options),
             "mpt" => element.Deserialize<Mpt.MptConfig>(options),
             "mosaic_gpt" => element.Deserialize<Mpt.MosaicGptConfig>(options),
+            "t5" => element.Deserialize<T5.T5Config>(options),
             "gpt_neox" => element.Deserialize<GptNeoX.GptNeoXConfig>(options),
             _ => element.Deserialize<UnsupportedTextConfig>(options),
         };

@@ -77,7 +77,8 @@ public sealed class Blip2ParityTests(ITestOutputHelper output)
         using var pixels = reference.Read("pixel_values");
         using var ids = reference.Read("input_ids");
         using var mask = reference.Read("attention_mask");
-        return model.Forward(pixels, ids, mask);
+        using var decoderIds = reference.Entries.ContainsKey("decoder_input_ids") ? reference.Read("decoder_input_ids") : null;
+        return model.Forward(pixels, ids, mask, decoderIds);
     }
 
     /// <summary>Splits a folder's model.safetensors into shards with an index, as save_pretrained does.</summary>

@@ -6,7 +6,7 @@ public static class SupportedModels
 {
     private static readonly HashSet<string> Implemented =
     [
-        "Blip2ForConditionalGeneration", "Blip2VisionModel", "Blip2QFormerModel", "OPTForCausalLM",
+        "Blip2ForConditionalGeneration", "Blip2VisionModel", "Blip2QFormerModel", "OPTForCausalLM", "T5ForConditionalGeneration",
         "open_flamingo.Flamingo", "open_flamingo.src.flamingo_lm.FlamingoLMMixin/FlamingoLayer",
         "open_flamingo.src.helpers.PerceiverResampler/GatedCrossAttentionBlock/MaskedCrossAttention",
         "open_clip.model.CLIP/.visual: open_clip.transformer.VisionTransformer", "transformers.MptForCausalLM", "transformers.GPTNeoXForCausalLM",

@@ -11,6 +11,18 @@ internal static class Blip2KeyMap
     public const string LmHead = "language_model.lm_head.weight";
     public const string EmbedTokens = "language_model.model.decoder.embed_tokens.weight";
 
+    // T5's encoder and decoder embed with the one `shared` table (save_pretrained drops their copies).
+    private static Dictionary<string, string> T5Tied(bool headTied)
+    {
+        var tied = new Dictionary<string, string>
+        {
+            ["language_model.encoder.embed_tokens.weight"] = "language_model.shared.weight",
+            ["language_model.decoder.embed_tokens.weight"] = "language_model.shared.weight",
+        };
+        if (headTied) tied["language_model.lm_head.weight"] = "language_model.shared.weight";
+        return tied;
+    }
+
     public static WeightMap For(Blip2Config config) => new()
     {
         Composites =
@@ -23,8 +35,8 @@ internal static class Blip2KeyMap
                 parts => cat([parts[0], zeros_like(parts[1]), parts[1]]),
                 shapes => shapes[0].Length == 1 && shapes[0].SequenceEqual(shapes[1]) ? [3 * shapes[0][0]] : [-1]),
         ],
-        Tied = config.UseDecoderOnlyLanguageModel && config.TieWordEmbeddings
-            ? new Dictionary<string, string> { [LmHead] = EmbedTokens }
-            : new Dictionary<string, string>(),
+        Tied = config.UseDecoderOnlyLanguageModel
+            ? config.TieWordEmbeddings ? new Dictionary<string, string> { [LmHead] = EmbedTokens } : new Dictionary<string, string>()
+            : T5Tied(config.TieWordEmbeddings),
     };
 }
