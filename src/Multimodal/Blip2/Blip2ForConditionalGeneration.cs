@@ -71,7 +71,17 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         RegisterComponents();
         eval();
         foreach (var p in parameters()) p.requires_grad = false;
+        if (config.TextConfig is T5Config && DType == ScalarType.Float16)
+        {
+            // T5 activations overflow float16 (upstream clamps and still degrades); bfloat16 has the range.
+            const string warning = "Flan-T5 in float16 overflows (as in transformers): use BFloat16 or Float32.";
+            Warnings = [warning];
+            System.Diagnostics.Trace.TraceWarning(warning);
+        }
     }
+
+    /// <summary>Advice about the chosen settings (e.g. float16 with T5), also sent to <see cref="System.Diagnostics.Trace"/>.</summary>
+    public IReadOnlyList<string> Warnings { get; } = [];
 
     /// <summary>Loads a published checkpoint folder (<c>config.json</c> + <c>model.safetensors</c> or
     /// sharded safetensors with their index) straight into <paramref name="dtype"/> on

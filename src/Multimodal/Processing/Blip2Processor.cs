@@ -23,6 +23,7 @@ public sealed class Blip2Processor
 {
     private readonly int? _imageToken;
     private readonly int _queryTokens;
+    private readonly bool _rightPadding;
 
     /// <summary>The image processor.</summary>
     public BlipImageProcessor ImageProcessor { get; }
@@ -37,6 +38,9 @@ public sealed class Blip2Processor
         Tokenizer = tokenizer;
         _imageToken = config.ImageTokenIndex;
         _queryTokens = config.NumQueryTokens;
+        // T5's tokenizer pads on the right (its encoder is bidirectional); OPT prompts are left-padded so
+        // generation continues from the last position.
+        _rightPadding = tokenizer is T5SentencePieceTokenizer;
     }
 
     /// <summary>Reads <c>preprocessor_config.json</c> and the tokenizer files of a checkpoint folder.</summary>
@@ -45,15 +49,19 @@ public sealed class Blip2Processor
     public static Blip2Processor FromFolder(string folder, Blip2Config config)
     {
         string configPath = Path.Combine(folder, "tokenizer_config.json");
+        string name = "GPT2Tokenizer";
         if (File.Exists(configPath))
         {
-            var text = File.ReadAllText(configPath);
-            using var doc = System.Text.Json.JsonDocument.Parse(text);
-            if (doc.RootElement.TryGetProperty("tokenizer_class", out var cls) && cls.GetString() is string name
-                && name is not ("GPT2Tokenizer" or "GPT2TokenizerFast"))
-                throw new NotSupportedException($"{configPath}: tokenizer_class \"{name}\" is not supported yet; BLIP-2 OPT uses GPT2Tokenizer.");
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(configPath));
+            if (doc.RootElement.TryGetProperty("tokenizer_class", out var cls) && cls.GetString() is string n) name = n;
         }
-        return new Blip2Processor(BlipImageProcessor.FromFolder(folder), Gpt2Tokenizer.FromFolder(folder), config);
+        ITextTokenizer tokenizer = name switch
+        {
+            "GPT2Tokenizer" or "GPT2TokenizerFast" => Gpt2Tokenizer.FromFolder(folder),
+            "T5Tokenizer" or "T5TokenizerFast" => T5SentencePieceTokenizer.FromModel(Path.Combine(folder, "spiece.model")),
+            _ => throw new NotSupportedException($"{configPath}: tokenizer_class \"{name}\" is not supported; BLIP-2 uses GPT2Tokenizer (OPT) or T5Tokenizer (Flan-T5)."),
+        };
+        return new Blip2Processor(BlipImageProcessor.FromFolder(folder), tokenizer, config);
     }
 
     /// <summary>Builds the inputs for images and their prompts (one prompt per image; "" for plain captioning).</summary>
@@ -74,8 +82,9 @@ public sealed class Blip2Processor
             int padding = width - rows[b].Count;
             for (int i = 0; i < width; i++)
             {
-                bool real = i >= padding;
-                ids[o + prefix + i] = real ? rows[b][i - padding] : pad;
+                int j = _rightPadding ? i : i - padding;
+                bool real = j >= 0 && j < rows[b].Count;
+                ids[o + prefix + i] = real ? rows[b][j] : pad;
                 mask[o + prefix + i] = real ? 1 : 0;
             }
         }

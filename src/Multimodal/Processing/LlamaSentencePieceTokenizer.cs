@@ -89,43 +89,45 @@ public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
     }
 
     /// <inheritdoc/>
-    public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) => new Streaming(this, skipSpecialTokens);
+    public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) =>
+        new SentencePieceStreamingDecoder(_sp, _addedById, skipSpecialTokens);
+}
 
-    // Decoding a piece alone would drop its leading "▁" (SentencePiece strips the text's first one): after
-    // the first piece, decode behind a fixed anchor piece and keep what follows it; hold back while the
-    // bytes of a character are incomplete.
-    private sealed class Streaming(LlamaSentencePieceTokenizer owner, bool skipSpecial) : IStreamingDecoder
+/// <summary>Incremental decoding for SentencePiece models. Decoding a piece alone would drop its leading
+/// "▁" (SentencePiece strips the text's first one): after the first piece, each new piece is decoded
+/// behind a fixed anchor piece and only what follows the anchor is kept; pieces are held back while the
+/// bytes of a character are incomplete (byte-fallback tokens).</summary>
+internal sealed class SentencePieceStreamingDecoder(SentencePieceTokenizer sp, IReadOnlyDictionary<long, string> added, bool skipSpecial) : IStreamingDecoder
+{
+    private readonly List<int> _pending = [];
+    private readonly int _anchor = sp.EncodeToIds("a", addBeginningOfSentence: false, addEndOfSentence: false)[^1];
+    private bool _started;
+
+    public string Push(long id)
     {
-        private readonly List<int> _pending = [];
-        private readonly int _anchor = owner._sp.EncodeToIds("a", addBeginningOfSentence: false, addEndOfSentence: false)[0];
-        private bool _started;
+        if (added.TryGetValue(id, out var text))
+            return skipSpecial ? "" : Flush() + text;
+        _pending.Add((int)id);
+        string rendered = Render();
+        if (rendered.EndsWith('\uFFFD')) return "";
+        _pending.Clear();
+        _started = true;
+        return rendered;
+    }
 
-        public string Push(long id)
-        {
-            if (owner._addedById.TryGetValue(id, out var added))
-                return skipSpecial ? "" : Flush() + added;
-            _pending.Add((int)id);
-            string text = Render();
-            if (text.EndsWith('\uFFFD')) return "";
-            _pending.Clear();
-            _started = true;
-            return text;
-        }
+    public string Flush()
+    {
+        if (_pending.Count == 0) return "";
+        var rendered = Render();
+        _pending.Clear();
+        return rendered;
+    }
 
-        public string Flush()
-        {
-            if (_pending.Count == 0) return "";
-            var text = Render();
-            _pending.Clear();
-            return text;
-        }
-
-        private string Render()
-        {
-            if (!_started) return owner._sp.Decode(_pending);
-            string anchor = owner._sp.Decode([_anchor]);
-            string text = owner._sp.Decode(_pending.Prepend(_anchor));
-            return text.StartsWith(anchor, StringComparison.Ordinal) ? text[anchor.Length..] : text;
-        }
+    private string Render()
+    {
+        if (!_started) return sp.Decode(_pending);
+        string anchor = sp.Decode([_anchor]);
+        string text = sp.Decode(_pending.Prepend(_anchor));
+        return text.StartsWith(anchor, StringComparison.Ordinal) ? text[anchor.Length..] : text;
     }
 }

@@ -19,6 +19,7 @@ public sealed class TokenizerParityTests(ITestOutputHelper output)
         ["gpt-neox-20b"] = new(() => Gpt2Tokenizer.FromTokenizerJson(Path.Combine(Root, "gpt-neox-20b", "tokenizer.json"),
             ["<|endofchunk|>", "<image>", "<PAD>"], padToken: "<PAD>")),
         ["llama"] = new(() => LlamaSentencePieceTokenizer.FromModel(Path.Combine(Root, "llama", "tokenizer.model"))),
+        ["t5"] = new(() => T5SentencePieceTokenizer.FromModel(Path.Combine(Root, "t5", "spiece.model"))),
     };
 
     public static TheoryData<string, string> ReferenceCases()

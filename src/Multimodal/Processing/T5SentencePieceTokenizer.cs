@@ -1,0 +1,152 @@
+using Microsoft.ML.Tokenizers;
+
+namespace Multimodal.Processing;
+
+/// <summary>transformers v4.45.1 <c>T5TokenizerFast</c> (Flan-T5, T5 v1.1) on Microsoft.ML.Tokenizers'
+/// SentencePiece Unigram model: EOS <c>&lt;/s&gt;</c> appended, the 100 sentinels <c>&lt;extra_id_N&gt;</c>
+/// (= 32099 − N) and the special tokens matched whole, runs of unknown characters fused into one
+/// <c>&lt;unk&gt;</c> as the fast tokenizer does.</summary>
+/// <remarks>Microsoft.ML.Tokenizers 2.0.1's Unigram constructor indexes the BOS piece, and T5's model has
+/// none (<c>bos_id = -1</c>): it throws. The model bytes are patched in memory so <c>bos_id</c> points at
+/// <c>&lt;unk&gt;</c>; BOS is never added, so nothing else changes (all 47 reference strings agree).</remarks>
+public sealed class T5SentencePieceTokenizer : ITextTokenizer
+{
+    private readonly SentencePieceTokenizer _sp;
+    private readonly Dictionary<string, int> _added;
+    private readonly Dictionary<long, string> _addedById;
+    private readonly int _unk;
+
+    /// <inheritdoc/>
+    public IReadOnlySet<long> SpecialIds { get; }
+
+    /// <inheritdoc/>
+    public long? PadTokenId => 0;
+
+    /// <summary>EOS id.</summary>
+    public long EosTokenId { get; }
+
+    private T5SentencePieceTokenizer(SentencePieceTokenizer sp, int pieces, int extraIds)
+    {
+        _sp = sp;
+        int vocab = pieces;
+        _added = new Dictionary<string, int> { ["<pad>"] = 0, ["</s>"] = 1, ["<unk>"] = 2 };
+        for (int n = 0; n < extraIds; n++) _added[$"<extra_id_{n}>"] = vocab + extraIds - 1 - n;
+        _addedById = _added.ToDictionary(kv => (long)kv.Value, kv => kv.Key);
+        SpecialIds = _added.Values.Select(v => (long)v).ToHashSet();
+        EosTokenId = 1;
+        _unk = 2;
+    }
+
+    /// <summary>Reads <c>spiece.model</c>; T5 adds <paramref name="extraIds"/> sentinel tokens (100).</summary>
+    public static T5SentencePieceTokenizer FromModel(string path, int extraIds = 100)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"SentencePiece model '{path}' does not exist.", path);
+        byte[] model = File.ReadAllBytes(path);
+        try
+        {
+            // ModelProto field 2 = TrainerSpec; TrainerSpec field 41 = bos_id.
+            var patched = Protobuf.Rewrite(model, (field, wire, payload) =>
+                field == 2 && wire == 2 ? Protobuf.Rewrite(payload, (f, w, _) => f == 41 && w == 0 ? Protobuf.Varint(2) : null) : null);
+            int pieces = 0;
+            Protobuf.Rewrite(model, (field, _, _) => { if (field == 1) pieces++; return null; });   // ModelProto field 1 = pieces
+            return new T5SentencePieceTokenizer(SentencePieceTokenizer.Create(new MemoryStream(patched), false, false), pieces, extraIds);
+        }
+        catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or InvalidDataException or FormatException)
+        {
+            throw new InvalidDataException($"'{path}' is not a SentencePiece Unigram model: {e.Message}", e);
+        }
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<long> Encode(string text, bool addSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = new List<long>();
+        foreach (var (segment, id) in AddedTokens.Split(text, _added))
+        {
+            if (id is int added) { ids.Add(added); continue; }
+            foreach (var piece in _sp.EncodeToIds(segment, addBeginningOfSentence: false, addEndOfSentence: false))
+                if (!(piece == _unk && ids.Count > 0 && ids[^1] == _unk)) ids.Add(piece);   // fuse runs of <unk>
+        }
+        if (addSpecialTokens) ids.Add(EosTokenId);
+        return ids;
+    }
+
+    /// <inheritdoc/>
+    public string Decode(IEnumerable<long> ids, bool skipSpecialTokens = true)
+    {
+        if (skipSpecialTokens) return _sp.Decode(ids.Where(id => !_addedById.ContainsKey(id)).Select(id => (int)id));
+        var text = new System.Text.StringBuilder();
+        var run = new List<int>();
+        foreach (var id in ids)
+        {
+            if (_addedById.TryGetValue(id, out var added)) { text.Append(_sp.Decode(run)).Append(added); run.Clear(); }
+            else run.Add((int)id);
+        }
+        return text.Append(_sp.Decode(run)).ToString();
+    }
+
+    /// <inheritdoc/>
+    public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) =>
+        new SentencePieceStreamingDecoder(_sp, _addedById, skipSpecialTokens);
+}
+
+/// <summary>Just enough protobuf wire format to rewrite one field of a message.</summary>
+internal static class Protobuf
+{
+    /// <summary>Copies a message, replacing the payload of fields for which <paramref name="replace"/> returns bytes.</summary>
+    public static byte[] Rewrite(byte[] message, Func<int, int, byte[], byte[]?> replace)
+    {
+        var output = new List<byte>();
+        int p = 0;
+        while (p < message.Length)
+        {
+            int start = p;
+            ulong key = ReadVarint(message, ref p);
+            int field = (int)(key >> 3), wire = (int)(key & 7), payloadStart = p;
+            switch (wire)
+            {
+                case 0: ReadVarint(message, ref p); break;
+                case 1: p += 8; break;
+                case 5: p += 4; break;
+                case 2:
+                    int length = checked((int)ReadVarint(message, ref p));
+                    payloadStart = p;
+                    p += length;
+                    break;
+                default: throw new InvalidDataException($"unsupported protobuf wire type {wire}");
+            }
+            if (p > message.Length) throw new InvalidDataException("truncated protobuf message");
+            var replacement = replace(field, wire, message[payloadStart..p]);
+            if (replacement is null)
+            {
+                output.AddRange(message[start..p]);
+                continue;
+            }
+            output.AddRange(Varint(key));
+            if (wire == 2) output.AddRange(Varint((ulong)replacement.Length));
+            output.AddRange(replacement);
+        }
+        return output.ToArray();
+    }
+
+    public static byte[] Varint(ulong value)
+    {
+        var bytes = new List<byte>();
+        while (value >= 0x80) { bytes.Add((byte)(value | 0x80)); value >>= 7; }
+        bytes.Add((byte)value);
+        return bytes.ToArray();
+    }
+
+    private static ulong ReadVarint(byte[] b, ref int p)
+    {
+        ulong v = 0;
+        for (int shift = 0; ; shift += 7)
+        {
+            if (p >= b.Length) throw new InvalidDataException("truncated protobuf varint");
+            byte x = b[p++];
+            v |= (ulong)(x & 0x7f) << shift;
+            if (x < 0x80) return v;
+        }
+    }
+}
