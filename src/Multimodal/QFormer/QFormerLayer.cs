@@ -33,24 +33,29 @@ internal sealed class QFormerLayer : nn.Module
 
     /// <param name="hidden">(B, Q + T, D): queries then text.</param>
     /// <param name="selfMask">additive (B, 1, Q+T or 1, Q+T) mask, or null.</param>
-    /// <param name="image">(B, S, Dv) image features.</param>
+    /// <param name="image">(B, S, Dv) image features; null for a text-only pass (query length 0).</param>
     /// <param name="imageMask">additive (B, 1, 1, S) mask, or null.</param>
     /// <param name="queryLength">Q.</param>
-    public Tensor Forward(Tensor hidden, Tensor? selfMask, Tensor image, Tensor? imageMask, long queryLength)
+    public Tensor Forward(Tensor hidden, Tensor? selfMask, Tensor? image, Tensor? imageMask, long queryLength)
     {
         using var scope = NewDisposeScope();
         var attended = _attention.Forward(hidden, hidden, selfMask);
         long total = attended.shape[1];
-        var queries = attended.narrow(1, 0, queryLength);
-        if (_crossAttention is not null) queries = _crossAttention.Forward(queries, image, imageMask);
-        var output = _outputQuery.Forward(_intermediateQuery.forward(queries), queries);
+        Tensor? output = null;
+        if (queryLength > 0)
+        {
+            var queries = attended.narrow(1, 0, queryLength);
+            if (_crossAttention is not null) queries = _crossAttention.Forward(queries, image!, imageMask);
+            output = _outputQuery.Forward(_intermediateQuery.forward(queries), queries);
+        }
         if (total > queryLength)
         {
             if (_intermediate is null || _output is null)
                 throw new InvalidOperationException("This Q-Former has no text path (qformer_config.use_qformer_text_input is false).");
             var text = attended.narrow(1, queryLength, total - queryLength);
-            output = cat([output, _output.Forward(_intermediate.forward(text), text)], 1);
+            var textOutput = _output.Forward(_intermediate.forward(text), text);
+            output = output is null ? textOutput : cat([output, textOutput], 1);
         }
-        return output.MoveToOuterDisposeScope();
+        return output!.MoveToOuterDisposeScope();
     }
 }

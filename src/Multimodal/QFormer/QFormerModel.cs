@@ -13,7 +13,7 @@ internal sealed class QFormerEncoder : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor hidden, Tensor? selfMask, Tensor image, Tensor? imageMask, long queryLength)
+    public Tensor Forward(Tensor hidden, Tensor? selfMask, Tensor? image, Tensor? imageMask, long queryLength)
     {
         using var scope = NewDisposeScope();
         foreach (var layer in _layer) hidden = layer.Forward(hidden, selfMask, image, imageMask, queryLength);
@@ -38,10 +38,11 @@ internal sealed class QFormerModel : nn.Module
     }
 
     /// <param name="embeddings">(B, Q [+ T], D): query tokens, optionally followed by text embeddings.</param>
-    /// <param name="image">(B, S, Dv) image features; every position is attended (BLIP-2 never masks them).</param>
-    /// <param name="queryLength">Q.</param>
+    /// <param name="image">(B, S, Dv) image features, every position attended (BLIP-2 never masks them);
+    /// null for a text-only pass.</param>
+    /// <param name="queryLength">Q (0 for a text-only pass).</param>
     /// <param name="selfMask">additive self-attention mask, or null when every position is real.</param>
-    public Tensor Forward(Tensor embeddings, Tensor image, long queryLength, Tensor? selfMask = null)
+    public Tensor Forward(Tensor embeddings, Tensor? image, long queryLength, Tensor? selfMask = null)
     {
         using var scope = NewDisposeScope();
         var hidden = _layernorm.forward(embeddings.to(_layernorm.weight!.dtype));

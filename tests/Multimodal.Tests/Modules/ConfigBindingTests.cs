@@ -10,7 +10,15 @@ namespace Multimodal.Tests.Modules;
 /// files are diffs against those defaults).</summary>
 public sealed class ConfigBindingTests(ITestOutputHelper output)
 {
-    public static TheoryData<string> Cases => FixtureCase.Ids("blip2");
+    public static TheoryData<string> Cases
+    {
+        get
+        {
+            var data = FixtureCase.Ids("blip2");
+            foreach (var id in FixtureCase.Ids("blip2-retrieval")) data.Add((string)id[0]);
+            return data;
+        }
+    }
 
     [SkippableTheory]
     [MemberData(nameof(Cases))]

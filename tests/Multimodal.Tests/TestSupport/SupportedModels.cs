@@ -7,6 +7,7 @@ public static class SupportedModels
     private static readonly HashSet<string> Implemented =
     [
         "Blip2ForConditionalGeneration", "Blip2VisionModel", "Blip2QFormerModel", "OPTForCausalLM", "T5ForConditionalGeneration",
+        "Blip2ForImageTextRetrieval", "Blip2TextModelWithProjection", "Blip2VisionModelWithProjection",
         "open_flamingo.Flamingo", "open_flamingo.src.flamingo_lm.FlamingoLMMixin/FlamingoLayer",
         "open_flamingo.src.helpers.PerceiverResampler/GatedCrossAttentionBlock/MaskedCrossAttention",
         "open_clip.model.CLIP/.visual: open_clip.transformer.VisionTransformer", "transformers.MptForCausalLM", "transformers.GPTNeoXForCausalLM",
