@@ -15,7 +15,7 @@ public sealed class ConfigBindingTests(ITestOutputHelper output)
         get
         {
             var data = FixtureCase.Ids("blip2");
-            foreach (var id in FixtureCase.Ids("blip2-retrieval")) data.Add((string)id[0]);
+            foreach (var c in FixtureCase.All().Where(c => c.Family == "blip2-retrieval")) data.Add(c.Id);
             return data;
         }
     }

@@ -20,6 +20,8 @@ public sealed class TokenizerParityTests(ITestOutputHelper output)
             ["<|endofchunk|>", "<image>", "<PAD>"], padToken: "<PAD>")),
         ["llama"] = new(() => LlamaSentencePieceTokenizer.FromModel(Path.Combine(Root, "llama", "tokenizer.model"))),
         ["t5"] = new(() => T5SentencePieceTokenizer.FromModel(Path.Combine(Root, "t5", "spiece.model"))),
+        ["bert"] = new(() => BertWordPieceTokenizer.FromVocab(Path.Combine(Root, "bert", "vocab.txt"))),
+        ["bert-lavis"] = new(() => BertWordPieceTokenizer.FromVocab(Path.Combine(Root, "bert", "vocab.txt"), ["[DEC]"])),
     };
 
     public static TheoryData<string, string> ReferenceCases()
