@@ -3,6 +3,8 @@
 //       [--prompt "a photo of"] [--question "what is on the table?"] [--max-new-tokens 30] [--min-new-tokens 0] [--beams 1]
 //       [--device cpu|cuda] [--dtype float32|float16|bfloat16]
 // Captions stream as they are generated (greedy); with --beams > 1 each appears when finished.
+// A retrieval checkpoint (Salesforce/blip2-itm-vit-g) scores texts against images:
+//   --model <folder> cat.jpg dog.jpg --match "a cat on a sofa" --match "a dog in the snow"
 // Flamingo-style models (an OpenFlamingo folder or an IDEFICS checkpoint) take an interleaved prompt made of
 // --image and --text parts in the order given, e.g. few-shot:
 //   --model <folder> --image cats.jpg --text "An image of two cats.<|endofchunk|>" --image query.jpg --text "An image of"
@@ -26,12 +28,13 @@ var beams = new Option<int>("--beams") { Description = "beam search width (1 = g
 var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
 var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
 
+var matchTexts = new Option<string[]>("--match") { Description = "retrieval checkpoints: score this text against each image (repeatable)" };
 var imagePart = new Option<string[]>("--image") { Description = "Flamingo/IDEFICS: an image part of the interleaved prompt (repeatable, order kept)" };
 var textPart = new Option<string[]>("--text") { Description = "Flamingo/IDEFICS: a text part of the interleaved prompt (repeatable, order kept)" };
 
 var root = new RootCommand("Caption images or answer questions about them with BLIP-2, OpenFlamingo or IDEFICS, in .NET.")
 {
-    model, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype, imagePart, textPart,
+    model, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype, imagePart, textPart, matchTexts,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
@@ -46,6 +49,8 @@ root.SetAction(async (parse, cancellationToken) =>
         return await RunInterleavedAsync(folder, args, parse.GetValue(maxNewTokens), parse.GetValue(minNewTokens), parse.GetValue(beams),
             parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
     var files = parse.GetValue(images) ?? [];
+    if (IsRetrievalModel(folder))
+        return await RunRetrievalAsync(folder, files, parse.GetValue(matchTexts) ?? [], parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
     if (files.Length == 0)
     {
         Console.Error.WriteLine("error: give at least one image file to caption.");
@@ -105,6 +110,43 @@ static ScalarType ParseDtype(string name) => name switch
     "bfloat16" => ScalarType.BFloat16,
     _ => throw new ArgumentException($"--dtype '{name}': expected float32, float16 or bfloat16."),
 };
+
+static bool IsRetrievalModel(string folder)
+{
+    string config = Path.Combine(folder, "config.json");
+    return File.Exists(config) && File.ReadAllText(config).Contains("\"Blip2ForImageTextRetrieval\"");
+}
+
+// Retrieval: a small ranked table per image, by match probability, with the contrastive similarity.
+static async Task<int> RunRetrievalAsync(string folder, string[] files, string[] texts, string deviceName, string dtypeName, CancellationToken cancellationToken)
+{
+    if (files.Length == 0 || texts.Length == 0)
+    {
+        Console.Error.WriteLine("error: a retrieval checkpoint needs image files and at least one --match text.");
+        return 2;
+    }
+    try
+    {
+        var decoded = files.Select(f => ImageDecoder.Decode(f)).ToList();
+        using var retriever = Blip2Retriever.FromPretrained(folder, DeviceCheck.Parse(deviceName), ParseDtype(dtypeName), new ConsoleProgress());
+        var similarity = await retriever.SimilarityAsync(decoded, texts, cancellationToken);
+        for (int i = 0; i < decoded.Count; i++)
+        {
+            var match = await retriever.MatchAsync(decoded[i], texts, cancellationToken);
+            Console.WriteLine(files[i]);
+            Console.WriteLine($"  {"match",7}  {"similarity",10}  text");
+            foreach (int t in Enumerable.Range(0, texts.Length).OrderByDescending(t => match[t]))
+                Console.WriteLine($"  {match[t],7:P1}  {similarity[i, t],10:F4}  {texts[t]}");
+        }
+        return 0;
+    }
+    catch (Exception e) when (e is ConfigException or CheckpointException or ImageDecodeException or FileNotFoundException
+                                or DirectoryNotFoundException or NotSupportedException or ArgumentException or InvalidDataException)
+    {
+        Console.Error.WriteLine($"error: {e.Message.Split('\n')[0]}");
+        return 1;
+    }
+}
 
 // An OpenFlamingo folder's config.json holds lang_encoder_config; an IDEFICS one says model_type "idefics".
 static bool IsInterleavedModel(string folder)

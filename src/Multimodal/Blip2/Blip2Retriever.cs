@@ -1,0 +1,114 @@
+using Multimodal.Loading;
+using Multimodal.Processing;
+
+namespace Multimodal.Blip2;
+
+/// <summary>Image–text retrieval with a BLIP-2 retrieval checkpoint (e.g. Salesforce/blip2-itm-vit-g):
+/// match probabilities, similarity matrices and normalized embeddings. Calls on one instance are serialized.</summary>
+/// <example><code>
+/// using var itm = Blip2Retriever.FromPretrained("blip2-itm-vit-g");
+/// float[] p = await itm.MatchAsync(ImageDecoder.Decode("cat.jpg"), ["a cat on a sofa", "a dog in the snow"]);
+/// </code></example>
+public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImageProcessor imageProcessor, BertWordPieceTokenizer tokenizer) : IDisposable
+{
+    private readonly SemaphoreSlim _gate = new(1, 1);
+
+    /// <summary>The model.</summary>
+    public Blip2ForImageTextRetrieval Model { get; } = model;
+
+    /// <summary>The image processor.</summary>
+    public BlipImageProcessor ImageProcessor { get; } = imageProcessor;
+
+    /// <summary>The Q-Former's text tokenizer.</summary>
+    public BertWordPieceTokenizer Tokenizer { get; } = tokenizer;
+
+    /// <summary>Loads a retrieval checkpoint folder: config, weights, <c>preprocessor_config.json</c>, <c>vocab.txt</c>.</summary>
+    public static Blip2Retriever FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    {
+        var model = Blip2ForImageTextRetrieval.FromPretrained(folder, device, dtype, progress);
+        try
+        {
+            return new Blip2Retriever(model, BlipImageProcessor.FromFolder(folder), BertWordPieceTokenizer.FromVocab(Path.Combine(folder, "vocab.txt")));
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Probability that each text describes the image (ITM head, softmax column "match").</summary>
+    public Task<float[]> MatchAsync(DecodedImage image, IReadOnlyList<string> texts, CancellationToken cancellationToken = default) =>
+        Run(() =>
+        {
+            var pixels = ImageProcessor.Preprocess(Enumerable.Repeat(image, texts.Count).ToList());
+            var (ids, mask) = Tokenize(texts);
+            using var itm = Model.ImageTextMatching(pixels, ids, mask);
+            return itm.Logits.softmax(-1).select(1, 1).to(ScalarType.Float32).cpu().data<float>().ToArray();
+        }, cancellationToken);
+
+    /// <summary>(images × texts) cosine similarities: for each pair, the best over the image's query embeddings.</summary>
+    public Task<float[,]> SimilarityAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> texts, CancellationToken cancellationToken = default) =>
+        Run(() =>
+        {
+            var (ids, mask) = Tokenize(texts);
+            using var itc = Model.ImageTextContrastive(ImageProcessor.Preprocess(images), ids, mask);
+            var flat = itc.LogitsPerImage.to(ScalarType.Float32).cpu().data<float>().ToArray();
+            var matrix = new float[images.Count, texts.Count];
+            Buffer.BlockCopy(flat, 0, matrix, 0, flat.Length * sizeof(float));
+            return matrix;
+        }, cancellationToken);
+
+    /// <summary>The image's normalized embeddings, one per query token (num_query_tokens × image_text_hidden_size).</summary>
+    public Task<float[][]> EmbedImageAsync(DecodedImage image, CancellationToken cancellationToken = default) =>
+        Run(() =>
+        {
+            using var embeds = Model.EmbedImages(ImageProcessor.Preprocess([image]));
+            return Enumerable.Range(0, (int)embeds.shape[1]).Select(q => embeds[0, q].to(ScalarType.Float32).cpu().data<float>().ToArray()).ToArray();
+        }, cancellationToken);
+
+    /// <summary>The text's normalized embedding (its first token's, as ITC uses it).</summary>
+    public Task<float[]> EmbedTextAsync(string text, CancellationToken cancellationToken = default) =>
+        Run(() =>
+        {
+            var (ids, mask) = Tokenize([text]);
+            using var embeds = Model.EmbedTexts(ids, mask);
+            return embeds[0, 0].to(ScalarType.Float32).cpu().data<float>().ToArray();
+        }, cancellationToken);
+
+    // BERT pads on the right.
+    private (Tensor Ids, Tensor Mask) Tokenize(IReadOnlyList<string> texts)
+    {
+        if (texts.Count == 0) throw new ArgumentException("At least one text is needed.", nameof(texts));
+        var rows = texts.Select(t => Tokenizer.Encode(t)).ToList();
+        int width = rows.Max(r => r.Count);
+        long pad = Tokenizer.PadTokenId ?? 0;
+        var ids = rows.SelectMany(r => r.Concat(Enumerable.Repeat(pad, width - r.Count))).ToArray();
+        var mask = rows.SelectMany(r => Enumerable.Repeat(1L, r.Count).Concat(Enumerable.Repeat(0L, width - r.Count))).ToArray();
+        return (tensor(ids, [rows.Count, width]), tensor(mask, [rows.Count, width]));
+    }
+
+    private async Task<T> Run<T>(Func<T> work, CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await Task.Run(() =>
+            {
+                using var scope = NewDisposeScope();
+                return work();
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Model.Dispose();
+        _gate.Dispose();
+    }
+}
