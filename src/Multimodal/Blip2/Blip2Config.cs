@@ -57,6 +57,8 @@ public sealed record Blip2Config : PretrainedConfig
     public Blip2Config Normalize() => this with
     {
         QformerConfig = QformerConfig with { EncoderHiddenSize = VisionConfig.HiddenSize },
+        // OPTConfig.__init__ stores word_embed_proj_dim = hidden_size when it is not given.
+        TextConfig = TextConfig is OptConfig o ? o with { WordEmbedProjDim = o.EmbedDim } : TextConfig,
         UseDecoderOnlyLanguageModel = TextConfig.IsDecoderOnly,
         TieWordEmbeddings = TextConfig switch
         {
