@@ -60,20 +60,29 @@ public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImagePr
         }, cancellationToken);
 
     /// <summary>The image's normalized embeddings, one per query token (num_query_tokens × image_text_hidden_size).</summary>
-    public Task<float[][]> EmbedImageAsync(DecodedImage image, CancellationToken cancellationToken = default) =>
+    public async Task<float[][]> EmbedImageAsync(DecodedImage image, CancellationToken cancellationToken = default) =>
+        (await EmbedImagesAsync([image], cancellationToken).ConfigureAwait(false))[0];
+
+    /// <summary>Batched <see cref="EmbedImageAsync"/>: per image, per query token, a normalized vector.</summary>
+    public Task<float[][][]> EmbedImagesAsync(IReadOnlyList<DecodedImage> images, CancellationToken cancellationToken = default) =>
         Run(() =>
         {
-            using var embeds = Model.EmbedImages(ImageProcessor.Preprocess([image]));
-            return Enumerable.Range(0, (int)embeds.shape[1]).Select(q => embeds[0, q].to(ScalarType.Float32).cpu().data<float>().ToArray()).ToArray();
+            using var embeds = Model.EmbedImages(ImageProcessor.Preprocess(images)).to(ScalarType.Float32).cpu();
+            return Enumerable.Range(0, images.Count).Select(i =>
+                Enumerable.Range(0, (int)embeds.shape[1]).Select(q => embeds[i, q].data<float>().ToArray()).ToArray()).ToArray();
         }, cancellationToken);
 
     /// <summary>The text's normalized embedding (its first token's, as ITC uses it).</summary>
-    public Task<float[]> EmbedTextAsync(string text, CancellationToken cancellationToken = default) =>
+    public async Task<float[]> EmbedTextAsync(string text, CancellationToken cancellationToken = default) =>
+        (await EmbedTextsAsync([text], cancellationToken).ConfigureAwait(false))[0];
+
+    /// <summary>Batched <see cref="EmbedTextAsync"/>.</summary>
+    public Task<float[][]> EmbedTextsAsync(IReadOnlyList<string> texts, CancellationToken cancellationToken = default) =>
         Run(() =>
         {
-            var (ids, mask) = Tokenize([text]);
-            using var embeds = Model.EmbedTexts(ids, mask);
-            return embeds[0, 0].to(ScalarType.Float32).cpu().data<float>().ToArray();
+            var (ids, mask) = Tokenize(texts);
+            using var embeds = Model.EmbedTexts(ids, mask).to(ScalarType.Float32).cpu();
+            return Enumerable.Range(0, texts.Count).Select(t => embeds[t, 0].data<float>().ToArray()).ToArray();
         }, cancellationToken);
 
     // BERT pads on the right.
