@@ -21,14 +21,7 @@ public sealed class Blip2ParityTests(ITestOutputHelper output)
         SupportedModels.SkipUnlessSupported(fixture);
         var config = Blip2Config.Load(Path.Combine(fixture.Path, "config.json"));
         using var model = new Blip2ForConditionalGeneration(config, META);
-        var ours = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
-        using var file = SafetensorsFile.Open(Path.Combine(fixture.Path, "model.safetensors"));
-
-        var expectedNames = file.Entries.Keys.Concat(fixture.KeysNotInFile).Order(StringComparer.Ordinal).ToList();
-        Assert.Equal(expectedNames, ours.Keys.Order(StringComparer.Ordinal).ToList());
-        foreach (var (name, entry) in file.Entries)
-            Assert.True(entry.Shape.SequenceEqual(ours[name]), $"{name}: ours {string.Join("x", ours[name])}, file {string.Join("x", entry.Shape)}");
-        output.WriteLine($"case {caseId}: {ours.Count} state_dict keys = {file.Entries.Count} in the file + {fixture.KeysNotInFile.Count} tied");
+        StructureAssert.StateDictEqualsFile(model, fixture, output);
     }
 
     [SkippableTheory]

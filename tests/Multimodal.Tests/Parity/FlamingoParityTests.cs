@@ -22,13 +22,7 @@ public sealed class FlamingoParityTests(ITestOutputHelper output)
         var fixture = FixtureCase.Get(caseId);
         SupportedModels.SkipUnlessSupported(fixture);
         using var model = new FlamingoModel(FlamingoConfig.Load(Path.Combine(fixture.Path, "config.json")), META);
-        var ours = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
-        using var file = SafetensorsFile.Open(Path.Combine(fixture.Path, "model.safetensors"));
-        var expected = file.Entries.Keys.Concat(fixture.KeysNotInFile).Order(StringComparer.Ordinal).ToList();
-        Assert.Equal(expected, ours.Keys.Order(StringComparer.Ordinal).ToList());
-        foreach (var (name, entry) in file.Entries)
-            Assert.True(entry.Shape.SequenceEqual(ours[name]), $"{name}: ours {string.Join("x", ours[name])}, file {string.Join("x", entry.Shape)}");
-        output.WriteLine($"case {caseId}: {ours.Count} state_dict keys equal model.safetensors");
+        StructureAssert.StateDictEqualsFile(model, fixture, output);
     }
 
     [SkippableTheory]

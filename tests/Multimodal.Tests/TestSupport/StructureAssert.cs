@@ -1,0 +1,21 @@
+using Multimodal.Loading;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Multimodal.Tests.TestSupport;
+
+/// <summary>The structure check every parity family shares: a model's state_dict() names and shapes equal
+/// the published file's header plus the keys the manifest says the file omits (tied duplicates).</summary>
+public static class StructureAssert
+{
+    public static void StateDictEqualsFile(nn.Module model, FixtureCase fixture, ITestOutputHelper output, string file = "model.safetensors")
+    {
+        var ours = model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
+        using var weights = SafetensorsFile.Open(Path.Combine(fixture.Path, file));
+        var expected = weights.Entries.Keys.Concat(fixture.KeysNotInFile).Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(expected, ours.Keys.Order(StringComparer.Ordinal).ToList());
+        foreach (var (name, entry) in weights.Entries)
+            Assert.True(entry.Shape.SequenceEqual(ours[name]), $"{name}: ours {string.Join("x", ours[name])}, file {string.Join("x", entry.Shape)}");
+        output.WriteLine($"case {fixture.Id}: {ours.Count} state_dict keys = {weights.Entries.Count} in {file} + {fixture.KeysNotInFile.Count} tied");
+    }
+}
