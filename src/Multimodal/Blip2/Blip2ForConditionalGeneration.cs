@@ -218,6 +218,16 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         return output with { Sequences = output.Sequences.Select(row => row.Prepend(start).ToArray()).ToArray() };
     }
 
+    /// <summary>Logits of a decoder-only BLIP-2 with autograd enabled (no inference mode): for training or
+    /// fine-tuning. (B, Q + T, V) in the original layout.</summary>
+    public Tensor ForwardLogits(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask = null)
+    {
+        var vision = EncodeImage(pixelValues);
+        var projected = _languageProjection.forward(RunQFormer(vision.LastHiddenState));
+        var (embeds, mask) = BuildLanguageInputs(projected, inputIds, attentionMask);
+        return LanguageModel.Forward(embeds, mask, null);
+    }
+
     /// <summary>Step 1: the frozen image encoder.</summary>
     internal VisionOutput EncodeImage(Tensor pixelValues)
     {

@@ -185,6 +185,11 @@ public sealed class Gpt2Tokenizer : ITextTokenizer
     /// <inheritdoc/>
     public IStreamingDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) => new ByteLevelStreamingDecoder(this, skipSpecialTokens);
 
+    /// <summary>GPT-2's <c>bytes_to_unicode</c>: the vocabulary character that stands for each byte (index = byte).
+    /// Needed to write byte-level BPE vocabularies.</summary>
+    public static IReadOnlyList<char> ByteLevelCharacters { get; } =
+        ByteLevelAlphabet().OrderBy(kv => kv.Value).Select(kv => kv.Key).ToArray();
+
     /// <summary>GPT-2's <c>bytes_to_unicode</c>, inverted: printable bytes map to themselves, the rest to
     /// U+0100 upwards, so every byte has a visible character in the vocabulary.</summary>
     private static Dictionary<char, byte> ByteLevelAlphabet()
