@@ -1,0 +1,30 @@
+using Multimodal.Blip2;
+using Multimodal.Generation;
+
+namespace Multimodal.Train;
+
+/// <summary>Exact-match caption accuracy of a checkpoint folder on scenes drawn from a seed.</summary>
+public static class Evaluate
+{
+    public static async Task<(double Accuracy, List<(string Expected, string Actual)> Misses)> ExactMatchAsync(string folder, int seed, int count)
+    {
+        using var blip2 = Blip2Captioner.FromPretrained(folder);
+        var scenes = Scenes.Generate(seed, count).ToList();
+        var images = scenes.Select(s => Scenes.Render(s.Shapes, s.Background)).ToList();
+        var misses = new List<(string, string)>();
+        int correct = 0;
+        var options = new GenerationOptions { MaxNewTokens = 60 };
+        for (int start = 0; start < scenes.Count; start += 50)
+        {
+            int n = Math.Min(50, scenes.Count - start);
+            var results = await blip2.CaptionAsync(images.GetRange(start, n), Enumerable.Repeat("", n).ToList(), options);
+            for (int i = 0; i < n; i++)
+            {
+                string expected = Scenes.Caption(scenes[start + i].Shapes);
+                if (results[i].Text == expected) correct++;
+                else misses.Add((expected, results[i].Text));
+            }
+        }
+        return ((double)correct / scenes.Count, misses);
+    }
+}
