@@ -1,6 +1,6 @@
 // Multimodal.Caption: caption images, or answer a question about them, with a BLIP-2 checkpoint folder.
 //   dotnet run --project samples/Multimodal.Caption -- --model <folder> image.jpg [more.png ...]
-//       [--prompt "a photo of"] [--question "what is on the table?"] [--max-new-tokens 30] [--min-new-tokens 0] [--beams 1]
+//       [--prompt "a photo of"] [--question "what is on the table?"] [--max-new-tokens 60] [--min-new-tokens 0] [--beams 1]
 //       [--device cpu|cuda] [--dtype float32|float16|bfloat16]
 // Captions stream as they are generated (greedy); with --beams > 1 each appears when finished.
 // A retrieval checkpoint (Salesforce/blip2-itm-vit-g) scores texts against images:
@@ -22,7 +22,7 @@ var model = new Option<string?>("--model") { Description = "BLIP-2 checkpoint fo
 var images = new Argument<string[]>("images") { Description = "image files to caption", Arity = ArgumentArity.ZeroOrMore };
 var prompt = new Option<string>("--prompt") { Description = "text the caption starts with, e.g. \"a photo of\"", DefaultValueFactory = _ => "" };
 var question = new Option<string?>("--question") { Description = "ask this question about each image instead of captioning" };
-var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "most tokens to generate", DefaultValueFactory = _ => 30 };
+var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "most tokens to generate", DefaultValueFactory = _ => 60 };
 var minNewTokens = new Option<int>("--min-new-tokens") { Description = "fewest tokens to generate before the end token is allowed", DefaultValueFactory = _ => 0 };
 var beams = new Option<int>("--beams") { Description = "beam search width (1 = greedy, streamed)", DefaultValueFactory = _ => 1 };
 var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
@@ -38,7 +38,7 @@ var root = new RootCommand("Caption images or answer questions about them with B
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
-    string? folder = parse.GetValue(model);
+    string? folder = parse.GetValue(model) ?? DefaultModel();
     if (folder is null)
     {
         Console.Error.WriteLine("error: no --model given. Download a BLIP-2 checkpoint folder as models/README.md explains " +
@@ -102,6 +102,19 @@ root.SetAction(async (parse, cancellationToken) =>
     }
 });
 return await root.Parse(args).InvokeAsync();
+
+// The small model trained by the project (models/blip2-shapes), found from the working directory or the
+// sample's own location, so the first command of the README needs no download.
+static string? DefaultModel()
+{
+    foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "models", "blip2-shapes");
+            if (File.Exists(Path.Combine(candidate, "config.json"))) return candidate;
+        }
+    return null;
+}
 
 static ScalarType ParseDtype(string name) => name switch
 {
