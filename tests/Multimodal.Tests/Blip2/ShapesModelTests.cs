@@ -24,6 +24,7 @@ public sealed class ShapesModelTests(ITestOutputHelper output)
         output.WriteLine($"exact-match accuracy on 200 unseen scenes: {accuracy:P1} in {clock.Elapsed.TotalSeconds:F1} s");
         foreach (var (expected, actual) in misses.Take(5)) output.WriteLine($"  expected \"{expected}\"\n  got      \"{actual}\"");
         Assert.True(accuracy >= 0.9, $"exact-match accuracy {accuracy:P1} < 90%");
+        Assert.True(clock.Elapsed < TimeSpan.FromMinutes(2), $"the evaluation took {clock.Elapsed.TotalSeconds:F0} s, over the 2 minutes allowed");
     }
 
     [Fact]
