@@ -145,11 +145,7 @@ internal sealed class GptNeoXModel : nn.Module
     {
         _config = config;
         _embedIn = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
-        for (int i = 0; i < config.NumHiddenLayers; i++)
-        {
-            nn.Module layer = new GptNeoXLayer(config, i, device, dtype);
-            _layers.Add(wrapLayer?.Invoke(i, layer) ?? layer);
-        }
+        DecoderLayers.Build(_layers, config.NumHiddenLayers, i => new GptNeoXLayer(config, i, device, dtype), wrapLayer);
         _finalLayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
         RegisterComponents();
     }
@@ -171,13 +167,7 @@ internal sealed class GptNeoXModel : nn.Module
         int headSize = _config.HiddenSize / _config.NumAttentionHeads;
         int ndims = (int)(headSize * _config.RotaryPct);
         var (cos, sin) = Rotary.Tables(past, fresh, ndims, _config.RotaryEmbBase, inputsEmbeds.dtype, inputsEmbeds.device);
-        var hidden = inputsEmbeds;
-        for (int i = 0; i < _layers.Count; i++)
-        {
-            if (beforeLayer is not null) hidden = beforeLayer(i, hidden);
-            var layer = (GptNeoXLayer)(_layers[i] is IWrappedDecoderLayer w ? w.DecoderLayer : _layers[i]);
-            hidden = layer.Forward(hidden, mask, cos, sin, cache);
-        }
+        var hidden = DecoderLayers.Run<GptNeoXLayer>(_layers, inputsEmbeds, beforeLayer, (layer, h) => layer.Forward(h, mask, cos, sin, cache));
         return _finalLayerNorm.forward(hidden).MoveToOuterDisposeScope();
     }
 }
@@ -208,14 +198,9 @@ internal sealed class GptNeoXForCausalLM : nn.Module, IFlamingoHost
 
     public Tensor EmbedTokens(Tensor inputIds) => _gptNeoX.Embed(inputIds);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null) =>
-        Forward(inputsEmbeds, attentionMask, cache, (BeforeDecoderLayer?)null);
-
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, BeforeDecoderLayer? beforeLayer)
     {
         using var scope = NewDisposeScope();
         return _embedOut.forward(_gptNeoX.Forward(inputsEmbeds, attentionMask, cache, beforeLayer)).MoveToOuterDisposeScope();
     }
-
-    public KvCache NewCache() => new(LayerCount);
 }

@@ -98,11 +98,7 @@ internal sealed class MptModel : nn.Module
     {
         _config = config;
         _wte = nn.Embedding(config.VocabSize, config.DModel, device: device, dtype: dtype);
-        for (int i = 0; i < config.NLayers; i++)
-        {
-            nn.Module block = new MptBlock(config, i, device, dtype);
-            _blocks.Add(wrapLayer?.Invoke(i, block) ?? block);
-        }
+        DecoderLayers.Build(_blocks, config.NLayers, i => new MptBlock(config, i, device, dtype), wrapLayer);
         _normF = nn.LayerNorm(config.DModel, config.LayerNormEpsilon, bias: !config.NoBias, device: device, dtype: dtype);
         RegisterComponents();
     }
@@ -119,13 +115,7 @@ internal sealed class MptModel : nn.Module
         long fresh = inputsEmbeds.shape[1];
         var padding = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype);   // (B, 1, Tnew, Tk)
         var mask = padding + Alibi(attentionMask.shape[1], inputsEmbeds.dtype, inputsEmbeds.device); // (B, H, Tnew, Tk)
-        var hidden = inputsEmbeds;
-        for (int i = 0; i < _blocks.Count; i++)
-        {
-            if (beforeLayer is not null) hidden = beforeLayer(i, hidden);
-            var block = (MptBlock)(_blocks[i] is IWrappedDecoderLayer w ? w.DecoderLayer : _blocks[i]);
-            hidden = block.Forward(hidden, mask, cache);
-        }
+        var hidden = DecoderLayers.Run<MptBlock>(_blocks, inputsEmbeds, beforeLayer, (block, h) => block.Forward(h, mask, cache));
         return _normF.forward(hidden).MoveToOuterDisposeScope();
     }
 
@@ -170,15 +160,10 @@ internal sealed class MptForCausalLM : nn.Module, IFlamingoHost
 
     public Tensor EmbedTokens(Tensor inputIds) => _transformer.Embed(inputIds);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null) =>
-        Forward(inputsEmbeds, attentionMask, cache, (BeforeDecoderLayer?)null);
-
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, BeforeDecoderLayer? beforeLayer)
     {
         using var scope = NewDisposeScope();
         var hidden = _transformer.Forward(inputsEmbeds, attentionMask, cache, beforeLayer);
         return _lmHead.forward(hidden).MoveToOuterDisposeScope();
     }
-
-    public KvCache NewCache() => new(LayerCount);
 }
