@@ -99,16 +99,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         using var checkpoint = CheckpointFolder.Open(folder);
         var config = Blip2Config.Load(checkpoint.ConfigPath);
         var model = new Blip2ForConditionalGeneration(config, device, dtype);
-        try
-        {
-            StateDictLoader.Load(model, checkpoint, Blip2KeyMap.For(model.Config), nameof(Blip2ForConditionalGeneration), progress);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return StateDictLoader.LoadInto(model, checkpoint, Blip2KeyMap.For(model.Config), nameof(Blip2ForConditionalGeneration), progress);
     }
 
     /// <summary>Runs the whole model once (no generation) and returns every step's output.</summary>

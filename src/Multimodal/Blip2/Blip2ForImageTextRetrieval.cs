@@ -72,17 +72,8 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
     public static Blip2ForImageTextRetrieval FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
     {
         using var checkpoint = CheckpointFolder.Open(folder);
-        var model = new Blip2ForImageTextRetrieval(Blip2Config.Load(checkpoint.ConfigPath), device, dtype);
-        try
-        {
-            StateDictLoader.Load(model, checkpoint, new WeightMap(), nameof(Blip2ForImageTextRetrieval), progress);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return StateDictLoader.LoadInto(new Blip2ForImageTextRetrieval(Blip2Config.Load(checkpoint.ConfigPath), device, dtype),
+            checkpoint, new WeightMap(), nameof(Blip2ForImageTextRetrieval), progress);
     }
 
     /// <summary>ITM for pairs: row k of the images with row k of the texts. (B, 3, H, W) + (B, T) → (B, 2).</summary>

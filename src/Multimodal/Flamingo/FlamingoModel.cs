@@ -147,16 +147,7 @@ public sealed class FlamingoModel : nn.Module
     private static FlamingoModel Load(FlamingoConfig config, ITensorSource weights, Device? device, ScalarType? dtype, IProgress<LoadProgress>? progress)
     {
         var model = new FlamingoModel(config, device, dtype);
-        try
-        {
-            StateDictLoader.Load(model, weights, model.KeyMap(), nameof(FlamingoModel), progress);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return StateDictLoader.LoadInto(model, weights, model.KeyMap(), nameof(FlamingoModel), progress);
     }
 
     internal WeightMap KeyMap() => new()

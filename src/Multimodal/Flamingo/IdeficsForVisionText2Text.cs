@@ -233,17 +233,8 @@ public sealed class IdeficsForVisionText2Text : nn.Module
     public static IdeficsForVisionText2Text FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
     {
         using var checkpoint = CheckpointFolder.Open(folder);
-        var model = new IdeficsForVisionText2Text(IdeficsConfig.Load(checkpoint.ConfigPath), device, dtype);
-        try
-        {
-            StateDictLoader.Load(model, checkpoint, new WeightMap(), nameof(IdeficsForVisionText2Text), progress);
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return StateDictLoader.LoadInto(new IdeficsForVisionText2Text(IdeficsConfig.Load(checkpoint.ConfigPath), device, dtype),
+            checkpoint, new WeightMap(), nameof(IdeficsForVisionText2Text), progress);
     }
 
     internal IdeficsModel Inner => _model;

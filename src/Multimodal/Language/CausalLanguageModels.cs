@@ -12,17 +12,8 @@ internal static class CausalLanguageModels
         using var checkpoint = CheckpointFolder.Open(folder);
         var config = PretrainedConfig.Read<TextConfig>(checkpoint.ConfigPath);
         var (model, map) = Create(config, checkpoint.ConfigPath, DeviceCheck.Resolve(device), DeviceCheck.Resolve(dtype));
-        try
-        {
-            StateDictLoader.Load(model, checkpoint, map, model.GetType().Name);
-            model.eval();
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        StateDictLoader.LoadInto(model, checkpoint, map, model.GetType().Name).eval();
+        return model;
     }
 
     private static (nn.Module, WeightMap) Create(TextConfig config, string source, Device device, ScalarType dtype)

@@ -23,6 +23,24 @@ public static class StateDictLoader
     private sealed record Direct(string Published, long[] Shape) : Plan(Shape);
     private sealed record Composite(CompositeRule Rule, string[] Published, long[] Shape) : Plan(Shape);
 
+    /// <summary><see cref="Load"/> into a freshly built model, which is disposed when loading fails, so a failed
+    /// load leaves nothing allocated; returns the model.</summary>
+    /// <exception cref="CheckpointMismatchException">names, shapes or dtypes do not match.</exception>
+    public static TModule LoadInto<TModule>(TModule module, ITensorSource source, WeightMap map, string modelName,
+        IProgress<LoadProgress>? progress = null) where TModule : nn.Module
+    {
+        try
+        {
+            Load(module, source, map, modelName, progress);
+            return module;
+        }
+        catch
+        {
+            module.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Loads <paramref name="source"/> into <paramref name="module"/> through <paramref name="map"/>.</summary>
     /// <exception cref="CheckpointMismatchException">names, shapes or dtypes do not match.</exception>
     public static void Load(nn.Module module, ITensorSource source, WeightMap map, string modelName,
