@@ -163,9 +163,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         options.Validate();
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
-        var vision = EncodeImage(pixelValues);
-        var projected = _languageProjection.forward(RunQFormer(vision.LastHiddenState));
-        var (embeds, mask) = BuildLanguageInputs(projected, inputIds, attentionMask);
+        var (embeds, mask) = LanguageInputs(pixelValues, inputIds, attentionMask);
         if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken);
 
         var text = (OptConfig)Config.TextConfig;
@@ -213,10 +211,15 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// fine-tuning. (B, Q + T, V) in the original layout.</summary>
     public Tensor ForwardLogits(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask = null)
     {
-        var vision = EncodeImage(pixelValues);
-        var projected = _languageProjection.forward(RunQFormer(vision.LastHiddenState));
-        var (embeds, mask) = BuildLanguageInputs(projected, inputIds, attentionMask);
+        var (embeds, mask) = LanguageInputs(pixelValues, inputIds, attentionMask);
         return LanguageModel.Forward(embeds, mask, null);
+    }
+
+    /// <summary>Steps 1–3 and the language model's input: image → queries → projected → (embeds, mask).</summary>
+    private (Tensor Embeds, Tensor Mask) LanguageInputs(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask)
+    {
+        var vision = EncodeImage(pixelValues);
+        return BuildLanguageInputs(_languageProjection.forward(RunQFormer(vision.LastHiddenState)), inputIds, attentionMask);
     }
 
     /// <summary>Step 1: the frozen image encoder.</summary>
