@@ -1,3 +1,4 @@
+using Multimodal.Common;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Multimodal.Generation;
@@ -49,16 +50,8 @@ public sealed class Blip2Captioner : IDisposable
     public static Blip2Captioner FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
         IProgress<LoadProgress>? progress = null)
     {
-        var model = Blip2ForConditionalGeneration.FromPretrained(folder, device, dtype, progress);
-        try
-        {
-            return new Blip2Captioner(model, Blip2Processor.FromFolder(folder, model.Config));
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return Ownership.DisposeOnFailure(Blip2ForConditionalGeneration.FromPretrained(folder, device, dtype, progress),
+            model => new Blip2Captioner(model, Blip2Processor.FromFolder(folder, model.Config)));
     }
 
     /// <summary>The BLIP-2 VQA prompt for a question.</summary>

@@ -1,3 +1,4 @@
+using Multimodal.Common;
 using Multimodal.Loading;
 using Multimodal.Processing;
 
@@ -25,16 +26,8 @@ public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImagePr
     /// <summary>Loads a retrieval checkpoint folder: config, weights, <c>preprocessor_config.json</c>, <c>vocab.txt</c>.</summary>
     public static Blip2Retriever FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
     {
-        var model = Blip2ForImageTextRetrieval.FromPretrained(folder, device, dtype, progress);
-        try
-        {
-            return new Blip2Retriever(model, BlipImageProcessor.FromFolder(folder), BertWordPieceTokenizer.FromVocab(Path.Combine(folder, "vocab.txt")));
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        return Ownership.DisposeOnFailure(Blip2ForImageTextRetrieval.FromPretrained(folder, device, dtype, progress),
+            model => new Blip2Retriever(model, BlipImageProcessor.FromFolder(folder), BertWordPieceTokenizer.FromVocab(Path.Combine(folder, "vocab.txt"))));
     }
 
     /// <summary>Probability that each text describes the image (ITM head, softmax column "match").</summary>

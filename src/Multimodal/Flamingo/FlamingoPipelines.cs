@@ -1,3 +1,4 @@
+using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Loading;
 using Multimodal.Processing;
@@ -26,17 +27,11 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     /// <summary>Loads a Flamingo folder (config.json, weights, and the language model's <c>tokenizer.json</c>).</summary>
     public static FlamingoPipeline FromFolder(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
     {
-        var model = FlamingoModel.FromFolder(folder, device, dtype, progress);
-        try
+        return Ownership.DisposeOnFailure(FlamingoModel.FromFolder(folder, device, dtype, progress), model =>
         {
             var tokenizer = Gpt2Tokenizer.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"), ["<|endofchunk|>", "<image>", "<PAD>"], "<PAD>");
             return new FlamingoPipeline(model, tokenizer, new OpenClipImageProcessor(model.Config.ClipModelCfg.Vision.ImageSize));
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        });
     }
 
     /// <summary>Continues an interleaved prompt (one image per <see cref="ImagePart"/>).</summary>
@@ -80,18 +75,12 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
     /// <summary>Loads an IDEFICS folder: config, weights, <c>tokenizer.model</c>, <c>preprocessor_config.json</c>.</summary>
     public static IdeficsPipeline FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
     {
-        var model = IdeficsForVisionText2Text.FromPretrained(folder, device, dtype, progress);
-        try
+        return Ownership.DisposeOnFailure(IdeficsForVisionText2Text.FromPretrained(folder, device, dtype, progress), model =>
         {
             var tokenizer = LlamaSentencePieceTokenizer.FromModel(Path.Combine(folder, "tokenizer.model"),
                 ["<fake_token_around_image>", "<image>", "<end_of_utterance>"]);
             return new IdeficsPipeline(model, tokenizer, IdeficsImageProcessor.FromFolder(folder));
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        });
     }
 
     /// <summary>Continues an interleaved prompt.</summary>

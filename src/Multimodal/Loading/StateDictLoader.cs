@@ -1,3 +1,4 @@
+using Multimodal.Common;
 
 namespace Multimodal.Loading;
 
@@ -29,16 +30,11 @@ public static class StateDictLoader
     public static TModule LoadInto<TModule>(TModule module, ITensorSource source, WeightMap map, string modelName,
         IProgress<LoadProgress>? progress = null) where TModule : nn.Module
     {
-        try
+        return Ownership.DisposeOnFailure(module, m =>
         {
-            Load(module, source, map, modelName, progress);
-            return module;
-        }
-        catch
-        {
-            module.Dispose();
-            throw;
-        }
+            Load(m, source, map, modelName, progress);
+            return m;
+        });
     }
 
     /// <summary>Loads <paramref name="source"/> into <paramref name="module"/> through <paramref name="map"/>.</summary>
