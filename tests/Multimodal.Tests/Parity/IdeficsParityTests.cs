@@ -30,12 +30,7 @@ public sealed class IdeficsParityTests(ITestOutputHelper output)
     {
         var fixture = FixtureCase.Get(caseId);
         SupportedModels.SkipUnlessSupported(fixture);
-        foreach (var file in new[] { "config.json", "config_full.json" })
-        {
-            var unbound = PretrainedConfig.Read<IdeficsConfig>(Path.Combine(fixture.Path, file)).UnboundKeys().ToList();
-            output.WriteLine($"{caseId}/{file}: unbound meaningful keys: {(unbound.Count == 0 ? "none" : string.Join(", ", unbound))}");
-            Assert.Empty(unbound);
-        }
+        StructureAssert.ConfigKeysAllBound<IdeficsConfig>(fixture, output);
     }
 
     [SkippableTheory]

@@ -18,4 +18,16 @@ public static class StructureAssert
             Assert.True(entry.Shape.SequenceEqual(ours[name]), $"{name}: ours {string.Join("x", ours[name])}, file {string.Join("x", entry.Shape)}");
         output.WriteLine($"case {fixture.Id}: {ours.Count} state_dict keys = {weights.Entries.Count} in {file} + {fixture.KeysNotInFile.Count} tied");
     }
+
+    /// <summary>Both the published diff (<c>config.json</c>) and upstream's full dump (<c>config_full.json</c>)
+    /// bind every meaningful key.</summary>
+    public static void ConfigKeysAllBound<TConfig>(FixtureCase fixture, ITestOutputHelper output) where TConfig : Common.PretrainedConfig
+    {
+        foreach (var file in new[] { "config.json", "config_full.json" })
+        {
+            var unbound = Common.PretrainedConfig.Read<TConfig>(Path.Combine(fixture.Path, file)).UnboundKeys().ToList();
+            output.WriteLine($"{fixture.Id}/{file}: unbound meaningful keys: {(unbound.Count == 0 ? "none" : string.Join(", ", unbound))}");
+            Assert.Empty(unbound);
+        }
+    }
 }
