@@ -11,8 +11,10 @@ public static class DeviceCheck
     /// <summary>Parses "cpu", "cuda" or "cuda:N".</summary>
     /// <exception cref="NotSupportedException">CUDA is asked for but its backend or device is absent.</exception>
     /// <exception cref="ArgumentException">the name is not a device.</exception>
+    /// <exception cref="TorchSharpLoadException">TorchSharp's native library cannot be loaded.</exception>
     public static Device Parse(string name)
     {
+        TorchRuntime.EnsureLoaded();
         if (name == "cpu") return CPU;
         if (name != "cuda" && !name.StartsWith("cuda:", StringComparison.Ordinal))
             throw new ArgumentException($"device '{name}': expected cpu, cuda or cuda:N.", nameof(name));
@@ -31,6 +33,7 @@ public static class DeviceCheck
     /// <summary>The device to build on: CPU when null; CUDA only when usable.</summary>
     internal static Device Resolve(Device? device)
     {
+        TorchRuntime.EnsureLoaded();
         device ??= CPU;
         if (device.type == DeviceType.CUDA)
         {
