@@ -1,6 +1,6 @@
 // Multimodal.Caption: caption images, or answer a question about them, with a BLIP-2 checkpoint folder.
-//   dotnet run --project samples/Multimodal.Caption -- --model <folder> image.jpg [more.png ...]
-//       [--prompt "a photo of"] [--question "what is on the table?"] [--max-new-tokens 60] [--min-new-tokens 0] [--beams 1]
+//   dotnet run --project samples/Multimodal.Caption -- [--model <folder or hub id>] image.jpg [more.png ...]
+//       [--prompt "a photo of"] [--question "what is on the table?"] [--max-new-tokens N] [--min-new-tokens 0] [--beams 1]
 //       [--device cpu|cuda] [--dtype float32|float16|bfloat16]
 // Captions stream as they are generated (greedy); with --beams > 1 each appears when finished.
 // A retrieval checkpoint (Salesforce/blip2-itm-vit-g) scores texts against images:
@@ -18,13 +18,18 @@ using Multimodal.Loading;
 using Multimodal.Processing;
 using static TorchSharp.torch;
 
-var model = new Option<string?>("--model") { Description = "BLIP-2 checkpoint folder (config.json, *.safetensors, tokenizer and preprocessor files)" };
+var model = new Option<string?>("--model")
+{
+    Description = "checkpoint folder, or hub id (Salesforce/blip2-opt-2.7b) in the local Hugging Face cache " +
+                  "[default: models/blip2-shapes, the small model this project trained, found from the working directory or the sample's own location]",
+};
+var revision = new Option<string?>("--revision") { Description = "with a hub id: branch, tag or commit in the cache [default: main]" };
 var images = new Argument<string[]>("images") { Description = "image files to caption", Arity = ArgumentArity.ZeroOrMore };
 var prompt = new Option<string>("--prompt") { Description = "text the caption starts with, e.g. \"a photo of\"", DefaultValueFactory = _ => "" };
 var question = new Option<string?>("--question") { Description = "ask this question about each image instead of captioning" };
-var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "most tokens to generate", DefaultValueFactory = _ => 60 };
-var minNewTokens = new Option<int>("--min-new-tokens") { Description = "fewest tokens to generate before the end token is allowed", DefaultValueFactory = _ => 0 };
-var beams = new Option<int>("--beams") { Description = "beam search width (1 = greedy, streamed)", DefaultValueFactory = _ => 1 };
+var maxNewTokens = new Option<int?>("--max-new-tokens") { Description = "most tokens to generate [default: the model's generation_config.json, else 20]" };
+var minNewTokens = new Option<int?>("--min-new-tokens") { Description = "fewest tokens to generate before the end token is allowed [default: 0]" };
+var beams = new Option<int?>("--beams") { Description = "beam search width (1 = greedy, streamed) [default: 1]" };
 var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
 var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
 
@@ -34,74 +39,151 @@ var textPart = new Option<string[]>("--text") { Description = "Flamingo/IDEFICS:
 
 var root = new RootCommand("Caption images or answer questions about them with BLIP-2, OpenFlamingo or IDEFICS, in .NET.")
 {
-    model, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype, imagePart, textPart, matchTexts,
+    model, revision, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype, imagePart, textPart, matchTexts,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
-    string? folder = parse.GetValue(model) ?? DefaultModel();
-    if (folder is null)
+    var files = parse.GetValue(images) ?? [];
+    // Unknown options reach the image list (it takes any token): name them as what they are.
+    if (files.FirstOrDefault(f => f.StartsWith('-') && !File.Exists(f)) is { } unknown)
     {
-        Console.Error.WriteLine("error: no --model given. Download a BLIP-2 checkpoint folder as models/README.md explains " +
-                                "(Salesforce/blip2-opt-2.7b), or try the pipeline with the tiny random-weight folder: --model models/blip2-opt-tiny-random");
+        Console.Error.WriteLine($"error: unknown option '{unknown}' (see --help).");
         return 2;
     }
-    if (IsInterleavedModel(folder))
-        return await RunInterleavedAsync(folder, args, parse.GetValue(maxNewTokens), parse.GetValue(minNewTokens), parse.GetValue(beams),
-            parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
-    var files = parse.GetValue(images) ?? [];
-    if (IsRetrievalModel(folder))
-        return await RunRetrievalAsync(folder, files, parse.GetValue(matchTexts) ?? [], parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+    string? name = parse.GetValue(model);
+    string? folder;
+    try
+    {
+        folder = name is null ? DefaultModel() : HubCache.Resolve(name, parse.GetValue(revision));
+    }
+    catch (Exception e) when (e is DirectoryNotFoundException or ArgumentException)
+    {
+        return Fail(e);
+    }
+    if (folder is null)
+    {
+        Console.Error.WriteLine("error: no --model given and models/blip2-shapes was not found. Download a BLIP-2 checkpoint as models/README.md " +
+                                "explains (Salesforce/blip2-opt-2.7b), or try the pipeline with the tiny random-weight folder: --model models/blip2-opt-tiny-random");
+        return 2;
+    }
+    int? max = parse.GetValue(maxNewTokens), min = parse.GetValue(minNewTokens), width = parse.GetValue(beams);
+    var options = new GenerationOptions { MaxNewTokens = max };
+    if (min is int m) options = options with { MinNewTokens = m };
+    if (width is int w) options = options with { NumBeams = w };
+    string? badOption = max < 1 ? $"--max-new-tokens must be at least 1 (got {max})."
+        : min < 0 ? $"--min-new-tokens must not be negative (got {min})."
+        : width < 1 ? $"--beams must be at least 1 (got {width})."
+        : null;
+    if (badOption is not null)
+    {
+        Console.Error.WriteLine($"error: {badOption}");
+        return 2;
+    }
+    try
+    {
+        options.Validate();
+        if (IsInterleavedModel(folder))
+            return await RunInterleavedAsync(folder, args, options, parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+        if (IsRetrievalModel(folder))
+            return await RunRetrievalAsync(folder, files, parse.GetValue(matchTexts) ?? [], parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+    }
+    catch (Exception e) when (IsUserError(e))
+    {
+        return Fail(e);
+    }
     if (files.Length == 0)
     {
-        Console.Error.WriteLine("error: give at least one image file to caption.");
+        Console.Error.WriteLine("error: give at least one image file to caption (see --help).");
         return 2;
     }
     bool midLine = false;
     try
     {
-        var options = new GenerationOptions
-        {
-            MaxNewTokens = parse.GetValue(maxNewTokens), MinNewTokens = parse.GetValue(minNewTokens), NumBeams = parse.GetValue(beams),
-        };
-        options.Validate();
         var target = DeviceCheck.Parse(parse.GetValue(device)!);
         var type = ParseDtype(parse.GetValue(dtype)!);
         var decoded = files.Select(f => (File: f, Image: ImageDecoder.Decode(f))).ToList(); // fail early on a bad image
         using var blip2 = Blip2Captioner.FromPretrained(folder, target, type, new ConsoleProgress());
         string text = parse.GetValue(question) is string q ? Blip2Captioner.QuestionPrompt(q) : parse.GetValue(prompt)!;
+        var rowOptions = FitLengthBudget(blip2, text, options);
         foreach (var (file, image) in decoded)
         {
             Console.Write($"{file}: {text}");
             midLine = true;
-            if (options.NumBeams == 1)
+            TextResult result;
+            if (rowOptions.WithDefaults(blip2.Model.GenerationConfig).NumBeams == 1)
             {
                 bool first = true;
-                await foreach (var piece in blip2.CaptionStreamAsync(image, text, options, cancellationToken))
+                result = null!;
+                await foreach (var chunk in blip2.StreamAsync(image, text, rowOptions, cancellationToken))
                 {
-                    Console.Write(first && text.Length == 0 ? piece.TrimStart() : piece);
+                    if (chunk.Result is { } done) result = done;
+                    if (chunk.Text.Length == 0) continue;
+                    Console.Write(first && text.Length == 0 ? chunk.Text.TrimStart() : chunk.Text);
                     first = false;
                 }
-                Console.WriteLine();
-                midLine = false;
             }
             else
             {
-                var result = await blip2.CaptionAsync(image, text, options, cancellationToken);
-                Console.WriteLine((text.Length == 0 ? "" : " ") + result.Text);
-                midLine = false;
+                result = await blip2.CaptionAsync(image, text, rowOptions, cancellationToken);
+                Console.Write((text.Length == 0 ? "" : " ") + result.Text);
             }
+            if (result.Text.Length == 0)
+                Console.Write(result.FinishReason == FinishReason.Length
+                    ? $"(no text within {result.OutputTokens} new tokens)"
+                    : "(empty: the model ended the text at once)");
+            Console.WriteLine();
+            midLine = false;
+            WarnIfCut(file, result);
         }
         return 0;
     }
-    catch (Exception e) when (e is ConfigException or CheckpointException or ImageDecodeException or FileNotFoundException
-                                or DirectoryNotFoundException or NotSupportedException or ArgumentException or InvalidDataException)
+    catch (Exception e) when (IsUserError(e))
     {
         if (midLine) Console.WriteLine();
-        Console.Error.WriteLine($"error: {e.Message.Split('\n')[0]}");
-        return 1;
+        return Fail(e);
     }
 });
-return await root.Parse(args).InvokeAsync();
+var parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    // One line, not the whole help: the first problem and where to look.
+    string problem = System.Text.RegularExpressions.Regex.Replace(parsed.Errors[0].Message.TrimEnd('.'),
+        @" as expected type '[^']*Int32[^']*'", " as a whole number");
+    Console.Error.WriteLine($"error: {problem} (see --help).");
+    return 2;
+}
+return await parsed.InvokeAsync();
+
+static bool IsUserError(Exception e) =>
+    e is ConfigException or CheckpointException or ImageDecodeException or FileNotFoundException or DirectoryNotFoundException
+        or NotSupportedException or ArgumentException or InvalidDataException or TorchSharpLoadException;
+
+// One line naming the problem; .NET's "(Parameter 'x')" suffix is for programmers, not users.
+static int Fail(Exception e)
+{
+    string message = e.Message.Split('\n')[0];
+    if (e is ArgumentException { ParamName: { } param }) message = message.Replace($" (Parameter '{param}')", "", StringComparison.Ordinal);
+    Console.Error.WriteLine($"error: {message}");
+    return 1;
+}
+
+// OPT's learned positions end at max_position_embeddings: ask for no more new tokens than fit, and say so.
+static GenerationOptions FitLengthBudget(Blip2Captioner blip2, string prompt, GenerationOptions options)
+{
+    var effective = options.WithDefaults(blip2.Model.GenerationConfig);
+    if (effective.MaxLength is not null && effective.MaxNewTokens is null) return options;
+    int wanted = effective.MaxNewTokens ?? 20;
+    if (blip2.MaxNewTokensFor(prompt) is not int budget || wanted <= budget) return options;
+    if (budget <= 0) throw new ArgumentException("The prompt alone fills this model's max_position_embeddings; shorten it.");
+    Console.Error.WriteLine($"warning: {wanted} new tokens do not fit after this prompt (the model's max_position_embeddings); generating at most {budget}.");
+    return options with { MaxNewTokens = budget };
+}
+
+static void WarnIfCut(string what, TextResult result)
+{
+    if (result.FinishReason == FinishReason.Length)
+        Console.Error.WriteLine($"warning: {what}: the text stopped at the limit of {result.OutputTokens} new tokens and may be cut; raise --max-new-tokens.");
+}
 
 // The small model trained by the project (models/blip2-shapes), found from the working directory or the
 // sample's own location, so the first command of the README needs no download.
@@ -153,11 +235,9 @@ static async Task<int> RunRetrievalAsync(string folder, string[] files, string[]
         }
         return 0;
     }
-    catch (Exception e) when (e is ConfigException or CheckpointException or ImageDecodeException or FileNotFoundException
-                                or DirectoryNotFoundException or NotSupportedException or ArgumentException or InvalidDataException)
+    catch (Exception e) when (IsUserError(e))
     {
-        Console.Error.WriteLine($"error: {e.Message.Split('\n')[0]}");
-        return 1;
+        return Fail(e);
     }
 }
 
@@ -178,7 +258,7 @@ static bool IsInterleavedModel(string folder)
     }
 }
 
-static async Task<int> RunInterleavedAsync(string folder, string[] args, int maxNew, int minNew, int beams, string deviceName, string dtypeName,
+static async Task<int> RunInterleavedAsync(string folder, string[] args, GenerationOptions options, string deviceName, string dtypeName,
     CancellationToken cancellationToken)
 {
     try
@@ -195,15 +275,13 @@ static async Task<int> RunInterleavedAsync(string folder, string[] args, int max
             Console.Error.WriteLine("error: give the prompt as --image and --text parts, in order.");
             return 2;
         }
-        var options = new GenerationOptions { MaxNewTokens = maxNew, MinNewTokens = minNew, NumBeams = beams };
-        options.Validate();
         var device = DeviceCheck.Parse(deviceName);
         var dtype = ParseDtype(dtypeName);
         var progress = new ConsoleProgress();
-        InterleavedResult result;
+        TextResult result;
         if (File.ReadAllText(Path.Combine(folder, "config.json")).Contains("\"lang_encoder_config\""))
         {
-            using var pipeline = FlamingoPipeline.FromFolder(folder, device, dtype, progress);
+            using var pipeline = FlamingoPipeline.FromPretrained(folder, device, dtype, progress);
             result = await pipeline.GenerateAsync(prompt, options, cancellationToken);
         }
         else
@@ -211,14 +289,13 @@ static async Task<int> RunInterleavedAsync(string folder, string[] args, int max
             using var pipeline = IdeficsPipeline.FromPretrained(folder, device, dtype, progress);
             result = await pipeline.GenerateAsync(prompt, options, cancellationToken);
         }
-        Console.WriteLine(result.Text);
+        Console.WriteLine(result.Text.Length > 0 ? result.Text : "(empty: the model ended the text at once)");
+        WarnIfCut("the answer", result);
         return 0;
     }
-    catch (Exception e) when (e is ConfigException or CheckpointException or ImageDecodeException or FileNotFoundException
-                                or DirectoryNotFoundException or NotSupportedException or ArgumentException or InvalidDataException)
+    catch (Exception e) when (IsUserError(e))
     {
-        Console.Error.WriteLine($"error: {e.Message.Split('\n')[0]}");
-        return 1;
+        return Fail(e);
     }
 }
 

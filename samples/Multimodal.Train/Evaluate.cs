@@ -13,7 +13,7 @@ public static class Evaluate
         var images = scenes.Select(s => Scenes.Render(s.Shapes, s.Background)).ToList();
         var misses = new List<(string, string)>();
         int correct = 0;
-        var options = new GenerationOptions { MaxNewTokens = 60 };
+        var options = new GenerationOptions(); // the folder's generation_config.json: 50 new tokens
         for (int start = 0; start < scenes.Count; start += 50)
         {
             int n = Math.Min(50, scenes.Count - start);

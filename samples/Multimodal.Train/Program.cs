@@ -63,6 +63,7 @@ var tokenizer = Gpt2Tokenizer.FromFolder(output);
 var config = ShapesModel.Config();
 File.WriteAllText(Path.Combine(output, "config.json"), JsonSerializer.Serialize(config, PretrainedConfig.JsonOptions));
 File.WriteAllText(Path.Combine(output, "preprocessor_config.json"), ShapesModel.PreprocessorJson);
+File.WriteAllText(Path.Combine(output, Multimodal.Generation.GenerationConfig.FileName), ShapesModel.GenerationConfigJson);
 var processor = BlipImageProcessor.FromFolder(output);
 
 // --resume continues from a saved folder (its float16 weights, widened to float32) with a fresh optimizer.

@@ -19,6 +19,17 @@ public static class ShapesModel
         NumQueryTokens = 8,
     }.Normalize();
 
+    /// <summary>Generation defaults: the longest caption (three shapes) is 45 tokens with its end token, and
+    /// 8 queries + BOS + 50 new tokens stay inside the 64 learned positions.</summary>
+    public const string GenerationConfigJson = """
+        {
+          "bos_token_id": 2,
+          "eos_token_id": 2,
+          "max_new_tokens": 50,
+          "pad_token_id": 1
+        }
+        """;
+
     public const string PreprocessorJson = """
         {
           "do_convert_rgb": true, "do_normalize": true, "do_rescale": true, "do_resize": true,

@@ -1,20 +1,15 @@
 using Multimodal.Common;
-using System.Runtime.CompilerServices;
-using System.Threading.Channels;
 using Multimodal.Generation;
 using Multimodal.Loading;
 using Multimodal.Processing;
 
 namespace Multimodal.Blip2;
 
-/// <summary>A caption or answer, with the ids it came from.</summary>
-/// <param name="Text">decoded text, special tokens skipped, surrounding whitespace trimmed.</param>
-/// <param name="Ids">the generated ids as upstream returns them (BOS, new tokens, padding).</param>
-/// <param name="Score">the sequence score (see <see cref="GenerationOutput.Scores"/>).</param>
-public sealed record CaptionResult(string Text, IReadOnlyList<long> Ids, double Score);
-
 /// <summary>The one-stop BLIP-2 API: load a checkpoint folder, then caption images or answer questions
-/// about them, batched or streamed. Calls on one instance are serialized.</summary>
+/// about them, batched or streamed.</summary>
+/// <remarks>Thread-safe: calls on one instance may come from any number of threads; they run one at a time
+/// (each generation uses both the model and the cores fully), so N concurrent calls give exactly what N
+/// sequential calls give. Disposing waits for the call in progress.</remarks>
 /// <example>
 /// <code>
 /// using var blip2 = Blip2Captioner.FromPretrained("blip2-opt-2.7b");
@@ -25,6 +20,7 @@ public sealed record CaptionResult(string Text, IReadOnlyList<long> Ids, double 
 public sealed class Blip2Captioner : IDisposable
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private int _disposed;
 
     /// <summary>The model.</summary>
     public Blip2ForConditionalGeneration Model { get; }
@@ -42,115 +38,114 @@ public sealed class Blip2Captioner : IDisposable
         Processor = processor;
     }
 
-    /// <summary>Loads a BLIP-2 checkpoint folder: config, weights, preprocessor config and tokenizer files.</summary>
-    /// <param name="folder">e.g. a download of Salesforce/blip2-opt-2.7b.</param>
+    /// <summary>Loads a BLIP-2 checkpoint: config, weights, generation defaults, preprocessor config and tokenizer files.</summary>
+    /// <param name="folder">a checkpoint folder, or a hub id (Salesforce/blip2-opt-2.7b) in the local Hugging Face cache.</param>
     /// <param name="device">CPU (default) or CUDA; CUDA needs a TorchSharp CUDA backend package.</param>
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
+    /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <exception cref="DirectoryNotFoundException">neither a folder nor a cached model (the message says where it looked).</exception>
+    /// <exception cref="ConfigException">a config file is malformed or not BLIP-2.</exception>
+    /// <exception cref="CheckpointException">the weights are malformed or do not match the config.</exception>
+    /// <exception cref="TorchSharpLoadException">TorchSharp's native library cannot be loaded.</exception>
     public static Blip2Captioner FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null)
     {
-        return Ownership.DisposeOnFailure(Blip2ForConditionalGeneration.FromPretrained(folder, device, dtype, progress),
-            model => new Blip2Captioner(model, Blip2Processor.FromFolder(folder, model.Config)));
+        string resolved = HubCache.Resolve(folder, revision);
+        return Ownership.DisposeOnFailure(Blip2ForConditionalGeneration.FromPretrained(resolved, device, dtype, progress),
+            model => new Blip2Captioner(model, Blip2Processor.FromFolder(resolved, model.Config)));
     }
+
+    /// <summary>This captioner as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the captioner keeps owning the model).</summary>
+    public Blip2ChatClient AsChatClient(string? modelId = null) => new(this, modelId);
 
     /// <summary>The BLIP-2 VQA prompt for a question.</summary>
     public static string QuestionPrompt(string question) => $"Question: {question} Answer:";
 
     /// <summary>Captions an image file; <paramref name="prompt"/> optionally starts the caption ("a photo of").</summary>
-    public Task<CaptionResult> CaptionAsync(string imagePath, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+    public Task<TextResult> CaptionAsync(string imagePath, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         CaptionAsync(ImageDecoder.Decode(imagePath, MaxImagePixels), prompt, options, cancellationToken);
 
+    /// <summary>Captions an image file with these options (<c>CaptionAsync(path, options)</c>).</summary>
+    public Task<TextResult> CaptionAsync(string imagePath, GenerationOptions generationOptions, CancellationToken cancellationToken = default) =>
+        CaptionAsync(imagePath, "", generationOptions, cancellationToken);
+
     /// <summary>Captions a decoded image.</summary>
-    public async Task<CaptionResult> CaptionAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+    public async Task<TextResult> CaptionAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         (await CaptionAsync([image], [prompt], options, cancellationToken).ConfigureAwait(false))[0];
 
+    /// <summary>Captions a decoded image with these options (<c>CaptionAsync(image, options)</c>).</summary>
+    public Task<TextResult> CaptionAsync(DecodedImage image, GenerationOptions generationOptions, CancellationToken cancellationToken = default) =>
+        CaptionAsync(image, "", generationOptions, cancellationToken);
+
     /// <summary>Answers a question about an image file (prompt "Question: {q} Answer:").</summary>
-    public Task<CaptionResult> AskAsync(string imagePath, string question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+    public Task<TextResult> AskAsync(string imagePath, string question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         CaptionAsync(imagePath, QuestionPrompt(question), options, cancellationToken);
 
     /// <summary>Answers a question about a decoded image.</summary>
-    public Task<CaptionResult> AskAsync(DecodedImage image, string question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+    public Task<TextResult> AskAsync(DecodedImage image, string question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         CaptionAsync(image, QuestionPrompt(question), options, cancellationToken);
 
     /// <summary>Captions a batch (one prompt per image). Rows are left-padded; each row's result is
     /// what it would be alone, up to float rounding.</summary>
-    public async Task<IReadOnlyList<CaptionResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts,
-        GenerationOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        options ??= new GenerationOptions();
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            return await Task.Run(() =>
-            {
-                using var inputs = Processor.Process(images, prompts);
-                using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options,
-                    Decode, null, cancellationToken);
-                return (IReadOnlyList<CaptionResult>)output.Sequences
-                    .Select((ids, i) => new CaptionResult(Processor.Tokenizer.Decode(ids).Trim(), ids, output.Scores[i]))
-                    .ToList();
-            }, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
+    public Task<IReadOnlyList<TextResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerationStream.RunGatedAsync(_gate, () => Generate(images, prompts, options ?? new GenerationOptions(), null, cancellationToken), cancellationToken);
 
     /// <summary>Streams a caption as it is generated, in decoded pieces (a character split across tokens
-    /// comes out whole). Greedy or sampling only.</summary>
+    /// comes out whole). Greedy or sampling only. Stopping the enumeration stops the generation.</summary>
     public IAsyncEnumerable<string> CaptionStreamAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null,
-        CancellationToken cancellationToken = default) => StreamAsync(image, prompt, options ?? new GenerationOptions(), cancellationToken);
+        CancellationToken cancellationToken = default) =>
+        GenerationStream.TextAsync(StreamAsync(image, prompt, options, cancellationToken), cancellationToken);
+
+    /// <summary>Streams the caption of an image file.</summary>
+    public IAsyncEnumerable<string> CaptionStreamAsync(string imagePath, string prompt = "", GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        CaptionStreamAsync(ImageDecoder.Decode(imagePath, MaxImagePixels), prompt, options, cancellationToken);
 
     /// <summary>Streams the answer to a question about an image.</summary>
     public IAsyncEnumerable<string> AskStreamAsync(DecodedImage image, string question, GenerationOptions? options = null,
         CancellationToken cancellationToken = default) => CaptionStreamAsync(image, QuestionPrompt(question), options, cancellationToken);
 
-    private async IAsyncEnumerable<string> StreamAsync(DecodedImage image, string prompt, GenerationOptions options,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <summary>Streams the answer to a question about an image file.</summary>
+    public IAsyncEnumerable<string> AskStreamAsync(string imagePath, string question, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) => CaptionStreamAsync(imagePath, QuestionPrompt(question), options, cancellationToken);
+
+    /// <summary>The most new tokens <paramref name="prompt"/> leaves room for (queries, BOS and prompt tokens
+    /// take positions), or null when the language model has no position limit.</summary>
+    public int? MaxNewTokensFor(string prompt) =>
+        Model.NewTokenBudget((Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0) + Processor.PromptPositions(prompt));
+
+    /// <summary>Streams text pieces and, last, a chunk with the whole <see cref="TextResult"/> (finish reason,
+    /// token counts). Greedy or sampling only; stopping the enumeration stops the generation.</summary>
+    public IAsyncEnumerable<TextChunk> StreamAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
-        if (options.NumBeams > 1)
+        options ??= new GenerationOptions();
+        if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
-        var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var producer = Task.Run(() =>
-        {
-            try
-            {
-                var decoder = Processor.Tokenizer.CreateStreamingDecoder();
-                using var inputs = Processor.Process([image], [prompt]);
-                using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode,
-                    (ids, open) =>
-                    {
-                        if (!open[0]) return;
-                        var piece = decoder.Push(ids[0]);
-                        if (piece.Length > 0) channel.Writer.TryWrite(piece);
-                    }, cancellationToken);
-                var rest = decoder.Flush();
-                if (rest.Length > 0) channel.Writer.TryWrite(rest);
-                channel.Writer.TryComplete();
-            }
-            catch (Exception e)
-            {
-                channel.Writer.TryComplete(e);
-            }
-            finally
-            {
-                _gate.Release();
-            }
-        }, CancellationToken.None);
-        await foreach (var piece in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
-            yield return piece;
-        await producer.ConfigureAwait(false);
+        return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
+            (onTokens, token) => Generate([image], [prompt], options, onTokens, token)[0], cancellationToken);
+    }
+
+    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationOptions options,
+        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    {
+        using var scope = NewDisposeScope();
+        using var inputs = Processor.Process(images, prompts);
+        using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode, onTokens, cancellationToken);
+        var promptTokens = inputs.AttentionMask.sum(1).data<long>().ToArray();
+        int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
+        return output.Sequences.Select((ids, i) => new TextResult(Processor.Tokenizer.Decode(ids).Trim(), ids, output.Scores[i],
+            output.FinishReasons[i], queries + (int)promptTokens[i], output.NewTokens[i])).ToList();
     }
 
     private string Decode(IReadOnlyList<long> ids) => Processor.Tokenizer.Decode(ids);
 
-    /// <inheritdoc/>
+    /// <summary>Waits for the call in progress, then frees the model.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        _gate.Wait();
         Model.Dispose();
-        _gate.Dispose();
     }
 }

@@ -80,6 +80,10 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         }
     }
 
+    /// <summary>The checkpoint's <c>generation_config.json</c> defaults, applied to every option a caller
+    /// leaves unset (null when the model was not loaded from a folder, or the folder has none).</summary>
+    public GenerationConfig? GenerationConfig { get; init; }
+
     /// <summary>Advice about the chosen settings (e.g. float16 with T5), also sent to <see cref="System.Diagnostics.Trace"/>.</summary>
     public IReadOnlyList<string> Warnings { get; } = [];
 
@@ -90,17 +94,28 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// <param name="device">CPU (default) or CUDA.</param>
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each tensor.</param>
-    /// <exception cref="ConfigException">config.json is malformed or not BLIP-2.</exception>
+    /// <param name="revision">with a hub id: the branch, tag or commit in the local Hugging Face cache (default main).</param>
+    /// <exception cref="ConfigException">config.json or generation_config.json is malformed, or not BLIP-2.</exception>
     /// <exception cref="CheckpointException">a weight file is malformed or does not match the model;
     /// the message lists every missing, unexpected and mis-shaped tensor.</exception>
+    /// <exception cref="DirectoryNotFoundException">neither a folder nor a cached hub model.</exception>
+    /// <exception cref="TorchSharpLoadException">TorchSharp's native library cannot be loaded.</exception>
     public static Blip2ForConditionalGeneration FromPretrained(string folder, Device? device = null,
-        ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+        ScalarType? dtype = null, IProgress<LoadProgress>? progress = null, string? revision = null)
     {
-        using var checkpoint = CheckpointFolder.Open(folder);
+        using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
         var config = Blip2Config.Load(checkpoint.ConfigPath);
-        var model = new Blip2ForConditionalGeneration(config, device, dtype);
+        var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
+        var model = new Blip2ForConditionalGeneration(config, device, dtype) { GenerationConfig = defaults };
         return StateDictLoader.LoadInto(model, checkpoint, Blip2KeyMap.For(model.Config), nameof(Blip2ForConditionalGeneration), progress);
     }
+
+    /// <summary>The most new tokens a prompt of <paramref name="promptPositions"/> language-model positions
+    /// (queries included in the original layout) leaves room for, or null when the language model has no
+    /// position limit (T5's relative positions). OPT's learned positions end at <c>max_position_embeddings</c>;
+    /// the last new token is never fed back, so it needs no position.</summary>
+    public int? NewTokenBudget(int promptPositions) =>
+        Config.TextConfig is OptConfig opt ? Math.Max(0, opt.MaxPositionEmbeddings - promptPositions + 1) : null;
 
     /// <summary>Runs the whole model once (no generation) and returns every step's output.</summary>
     /// <param name="pixelValues">(B, 3, H, W) preprocessed images.</param>
@@ -160,6 +175,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     public GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
         Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
     {
+        options = options.WithDefaults(GenerationConfig);
         options.Validate();
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
@@ -176,6 +192,10 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         if (maxNew <= 0)
             throw new ArgumentException($"MaxLength {options.MaxLength} leaves no room for new tokens after {prompt} prompt positions; set MaxNewTokens instead.");
         int minNew = Math.Max(options.MinNewTokens, Math.Max(options.MinLength + (legacy ? Config.NumQueryTokens : 0) - prompt, 0));
+        if (NewTokenBudget(prompt) is int budget && maxNew > budget)
+            throw new ArgumentException(
+                $"{maxNew} new tokens after {prompt} prompt positions need {prompt + maxNew - 1} positions, but this OPT has " +
+                $"max_position_embeddings = {text.MaxPositionEmbeddings}: ask for at most {budget} new tokens.");
         var eos = (options.EosTokenIds ?? [text.EosTokenId]).ToArray();
         long pad = options.PadTokenId ?? text.PadTokenId;
 

@@ -69,9 +69,10 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
     }
 
     /// <summary>Loads a BLIP-2 retrieval checkpoint folder (e.g. Salesforce/blip2-itm-vit-g).</summary>
-    public static Blip2ForImageTextRetrieval FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    public static Blip2ForImageTextRetrieval FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
+        IProgress<LoadProgress>? progress = null, string? revision = null)
     {
-        using var checkpoint = CheckpointFolder.Open(folder);
+        using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
         return StateDictLoader.LoadInto(new Blip2ForImageTextRetrieval(Blip2Config.Load(checkpoint.ConfigPath), device, dtype),
             checkpoint, new WeightMap(), nameof(Blip2ForImageTextRetrieval), progress);
     }

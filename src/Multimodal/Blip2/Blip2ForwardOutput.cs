@@ -22,7 +22,7 @@ public sealed record Blip2ForwardOutput(
     Tensor? EncoderLastHiddenState = null) : IDisposable
 {
     /// <summary>Tensors by the names the upstream reference files use.</summary>
-    public IReadOnlyDictionary<string, Tensor> ByReferenceName
+    internal IReadOnlyDictionary<string, Tensor> ByReferenceName
     {
         get
         {

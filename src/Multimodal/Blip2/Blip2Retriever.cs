@@ -5,7 +5,9 @@ using Multimodal.Processing;
 namespace Multimodal.Blip2;
 
 /// <summary>Image–text retrieval with a BLIP-2 retrieval checkpoint (e.g. Salesforce/blip2-itm-vit-g):
-/// match probabilities, similarity matrices and normalized embeddings. Calls on one instance are serialized.</summary>
+/// match probabilities, similarity matrices and normalized embeddings.</summary>
+/// <remarks>Thread-safe: concurrent calls run one at a time, so N concurrent calls give what N sequential
+/// calls give. Disposing waits for the call in progress.</remarks>
 /// <example><code>
 /// using var itm = Blip2Retriever.FromPretrained("blip2-itm-vit-g");
 /// float[] p = await itm.MatchAsync(ImageDecoder.Decode("cat.jpg"), ["a cat on a sofa", "a dog in the snow"]);
@@ -13,6 +15,7 @@ namespace Multimodal.Blip2;
 public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImageProcessor imageProcessor, BertWordPieceTokenizer tokenizer) : IDisposable
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private int _disposed;
 
     /// <summary>The model.</summary>
     public Blip2ForImageTextRetrieval Model { get; } = model;
@@ -23,12 +26,22 @@ public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImagePr
     /// <summary>The Q-Former's text tokenizer.</summary>
     public BertWordPieceTokenizer Tokenizer { get; } = tokenizer;
 
-    /// <summary>Loads a retrieval checkpoint folder: config, weights, <c>preprocessor_config.json</c>, <c>vocab.txt</c>.</summary>
-    public static Blip2Retriever FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    /// <summary>Loads a retrieval checkpoint folder: config, weights, <c>preprocessor_config.json</c>, <c>vocab.txt</c>; or a
+    /// hub id (Salesforce/blip2-itm-vit-g) in the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    public static Blip2Retriever FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
+        IProgress<LoadProgress>? progress = null, string? revision = null)
     {
+        folder = HubCache.Resolve(folder, revision);
         return Ownership.DisposeOnFailure(Blip2ForImageTextRetrieval.FromPretrained(folder, device, dtype, progress),
             model => new Blip2Retriever(model, BlipImageProcessor.FromFolder(folder), BertWordPieceTokenizer.FromVocab(Path.Combine(folder, "vocab.txt"))));
     }
+
+    /// <summary>Upper bound on decoded image pixels for images given as bytes (decompression bombs are refused).</summary>
+    public long MaxImagePixels { get; init; } = ImageDecoder.DefaultMaxPixels;
+
+    /// <summary>Text and image embeddings as a <see cref="Microsoft.Extensions.AI.IEmbeddingGenerator{TInput, TEmbedding}"/>
+    /// (the retriever keeps owning the model).</summary>
+    public Blip2EmbeddingGenerator AsEmbeddingGenerator(string? modelId = null) => new(this, modelId);
 
     /// <summary>Probability that each text describes the image (ITM head, softmax column "match").</summary>
     public Task<float[]> MatchAsync(DecodedImage image, IReadOnlyList<string> texts, CancellationToken cancellationToken = default) =>
@@ -90,27 +103,18 @@ public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImagePr
         return (tensor(ids, [rows.Count, width]), tensor(mask, [rows.Count, width]));
     }
 
-    private async Task<T> Run<T>(Func<T> work, CancellationToken cancellationToken)
-    {
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+    private Task<T> Run<T>(Func<T> work, CancellationToken cancellationToken) =>
+        Generation.GenerationStream.RunGatedAsync(_gate, () =>
         {
-            return await Task.Run(() =>
-            {
-                using var scope = NewDisposeScope();
-                return work();
-            }, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
+            using var scope = NewDisposeScope();
+            return work();
+        }, cancellationToken);
 
-    /// <inheritdoc/>
+    /// <summary>Waits for the call in progress, then frees the model.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        _gate.Wait();
         Model.Dispose();
-        _gate.Dispose();
     }
 }

@@ -16,7 +16,7 @@ namespace Multimodal.Flamingo;
 public sealed record FlamingoForwardOutput(Tensor VisionEncoderTokens, Tensor VisionEncoderPooled, Tensor PerceiverOutput, Tensor Logits) : IDisposable
 {
     /// <summary>Tensors by the names the upstream reference files use.</summary>
-    public IReadOnlyDictionary<string, Tensor> ByReferenceName => new Dictionary<string, Tensor>
+    internal IReadOnlyDictionary<string, Tensor> ByReferenceName => new Dictionary<string, Tensor>
     {
         ["vision_encoder_tokens"] = VisionEncoderTokens,
         ["vision_encoder_pooled"] = VisionEncoderPooled,
@@ -86,10 +86,12 @@ public sealed class FlamingoModel : nn.Module
     }
 
     /// <summary>Loads a Flamingo folder: our <c>config.json</c> (every constructor argument) and the full
-    /// state dict as <c>model.safetensors</c> (or sharded) or OpenFlamingo's <c>checkpoint.pt</c>.</summary>
-    public static FlamingoModel FromFolder(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    /// state dict as <c>model.safetensors</c> (or sharded) or OpenFlamingo's <c>checkpoint.pt</c>; or a hub id
+    /// in the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    public static FlamingoModel FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
+        IProgress<LoadProgress>? progress = null, string? revision = null)
     {
-        folder = Path.GetFullPath(folder);
+        folder = HubCache.Resolve(folder, revision);
         string pt = Path.Combine(folder, "checkpoint.pt");
         bool useSafetensors = File.Exists(Path.Combine(folder, CheckpointFolder.SingleFile)) || File.Exists(Path.Combine(folder, CheckpointFolder.IndexFile));
         using ITensorSource weights = useSafetensors || !File.Exists(pt) ? CheckpointFolder.Open(folder) : TorchCheckpointFile.Open(pt);

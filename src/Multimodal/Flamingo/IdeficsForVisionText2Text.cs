@@ -183,7 +183,7 @@ internal sealed class IdeficsModel : nn.Module
 public sealed record IdeficsForwardOutput(Tensor VisionLastHiddenState, Tensor PerceiverOutput, Tensor ImageHiddenStates, Tensor Logits) : IDisposable
 {
     /// <summary>Tensors by the names the upstream reference files use.</summary>
-    public IReadOnlyDictionary<string, Tensor> ByReferenceName => new Dictionary<string, Tensor>
+    internal IReadOnlyDictionary<string, Tensor> ByReferenceName => new Dictionary<string, Tensor>
     {
         ["vision_last_hidden_state"] = VisionLastHiddenState,
         ["perceiver_output"] = PerceiverOutput,
@@ -229,11 +229,19 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         foreach (var p in parameters()) p.requires_grad = false;
     }
 
-    /// <summary>Loads a transformers IDEFICS folder (config.json, single or sharded safetensors; bf16 weights load into any dtype).</summary>
-    public static IdeficsForVisionText2Text FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    /// <summary>The checkpoint's <c>generation_config.json</c> defaults, applied to every option a caller
+    /// leaves unset (null when the folder has none).</summary>
+    public GenerationConfig? GenerationConfig { get; init; }
+
+    /// <summary>Loads a transformers IDEFICS folder (config.json, single or sharded safetensors; bf16 weights load
+    /// into any dtype), or a hub id from the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    public static IdeficsForVisionText2Text FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
+        IProgress<LoadProgress>? progress = null, string? revision = null)
     {
-        using var checkpoint = CheckpointFolder.Open(folder);
-        return StateDictLoader.LoadInto(new IdeficsForVisionText2Text(IdeficsConfig.Load(checkpoint.ConfigPath), device, dtype),
+        using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
+        var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
+        return StateDictLoader.LoadInto(
+            new IdeficsForVisionText2Text(IdeficsConfig.Load(checkpoint.ConfigPath), device, dtype) { GenerationConfig = defaults },
             checkpoint, new WeightMap(), nameof(IdeficsForVisionText2Text), progress);
     }
 
@@ -266,7 +274,7 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         GenerationOptions? options = null, Func<IReadOnlyList<long>, string>? decode = null, Action<long[], bool[]>? onTokens = null,
         CancellationToken cancellationToken = default)
     {
-        options ??= new GenerationOptions();
+        options = (options ?? new GenerationOptions()).WithDefaults(GenerationConfig);
         options.Validate();
         using var inference = inference_mode();
         using var scope = NewDisposeScope();

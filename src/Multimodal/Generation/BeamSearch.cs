@@ -4,17 +4,21 @@ namespace Multimodal.Generation;
 /// hypotheses of one row, scored sum(log p) / length^length_penalty.</summary>
 internal sealed class BeamHypotheses(int numBeams, double lengthPenalty, BeamEarlyStopping earlyStopping, int maxLength)
 {
-    private readonly List<(double Score, long[] Tokens)> _beams = [];
+    private readonly List<(double Score, long[] Tokens, bool Ended)> _beams = [];
     private double _worstScore = 1e9;
 
-    public IReadOnlyList<(double Score, long[] Tokens)> Beams => _beams;
+    public IReadOnlyList<(double Score, long[] Tokens, bool Ended)> Beams => _beams;
 
-    public void Add(long[] tokens, double sumLogProbs, int generatedLength)
+    /// <param name="tokens">the hypothesis without its end id.</param>
+    /// <param name="sumLogProbs">its beam score.</param>
+    /// <param name="generatedLength">the length its score is normalised by.</param>
+    /// <param name="ended">whether it ended with an end id (false: still open when the search stopped).</param>
+    public void Add(long[] tokens, double sumLogProbs, int generatedLength, bool ended)
     {
         double score = sumLogProbs / Math.Pow(generatedLength, lengthPenalty);
         if (_beams.Count < numBeams || score > _worstScore)
         {
-            _beams.Add((score, tokens));
+            _beams.Add((score, tokens, ended));
             if (_beams.Count > numBeams)
             {
                 // Drop the worst; ties go to the earlier entry, as Python's sort of (score, index) does.
@@ -111,7 +115,7 @@ internal static class BeamSearch
                     if (request.Eos.Contains(token))
                     {
                         if (rank >= nb) continue;
-                        hypotheses[b].Add(tokenRows[source].data<long>().ToArray(), score, currentLength);
+                        hypotheses[b].Add(tokenRows[source].data<long>().ToArray(), score, currentLength, ended: true);
                     }
                     else
                     {
@@ -139,15 +143,17 @@ internal static class BeamSearch
         var finalScores = beamScores.cpu().data<float>().ToArray();
         var best = new long[batch][];
         var bestScores = new double[batch];
+        var reasons = new FinishReason[batch];
         for (int b = 0; b < batch; b++)
         {
             if (!done[b])
                 for (int j = 0; j < nb; j++)
-                    hypotheses[b].Add(finalTokens[b * nb + j].data<long>().ToArray(), finalScores[b * nb + j], (int)finalTokens.shape[1]);
+                    hypotheses[b].Add(finalTokens[b * nb + j].data<long>().ToArray(), finalScores[b * nb + j], (int)finalTokens.shape[1], ended: false);
             // Python's sorted(...).pop(): the last of the highest scores.
             var winner = hypotheses[b].Beams.Select((h, i) => (h, i)).OrderBy(x => x.h.Score).ThenBy(x => x.i).Last().h;
             best[b] = winner.Tokens;
             bestScores[b] = winner.Score;
+            reasons[b] = winner.Ended ? FinishReason.EndOfSequence : FinishReason.Length;
         }
         int longest = Math.Min(best.Max(t => t.Length) + 1, request.MaxNewTokens);
         var sequences = best.Select(t =>
@@ -160,6 +166,8 @@ internal static class BeamSearch
         // Upstream fills with pad only when lengths differ; otherwise every row is exactly `longest` long.
         Tensor? all = options.OutputScores && stepScores.Count > 0 ? stack(stepScores, 1).MoveToOuterDisposeScope() : null;
         all?.DetachFromDisposeScope();
-        return new GenerationOutput(sequences, bestScores, all);
+        // The end id counts as generated, as in the greedy path.
+        var produced = best.Select((t, b) => Math.Min(t.Length + (reasons[b] == FinishReason.EndOfSequence ? 1 : 0), longest)).ToArray();
+        return new GenerationOutput(sequences, bestScores, all, reasons, produced);
     }
 }

@@ -31,37 +31,47 @@ public sealed record GenerationOptions
     /// <summary>Upstream's <c>min_length</c>, adjusted like <see cref="MaxLength"/> (in the original
     /// layout BLIP-2 adds <c>num_query_tokens</c>, then the prompt-embedding length is subtracted):
     /// EOS is forbidden until that many new tokens exist. 0 (default) means no minimum.</summary>
-    public int MinLength { get; init; }
+    public int MinLength { get => _minLength ?? 0; init => _minLength = value; }
+    private int? _minLength;
 
     /// <summary>EOS is forbidden until this many new tokens exist (<c>min_new_tokens</c>).</summary>
-    public int MinNewTokens { get; init; }
+    public int MinNewTokens { get => _minNewTokens ?? 0; init => _minNewTokens = value; }
+    private int? _minNewTokens;
 
     /// <summary>Sample from the distribution instead of taking the most likely token.</summary>
-    public bool DoSample { get; init; }
+    public bool DoSample { get => _doSample ?? false; init => _doSample = value; }
+    private bool? _doSample;
 
     /// <summary>Beams for beam search; 1 = no beam search.</summary>
-    public int NumBeams { get; init; } = 1;
+    public int NumBeams { get => _numBeams ?? 1; init => _numBeams = value; }
+    private int? _numBeams;
 
     /// <summary>Beam score = sum of log-probs / length^LengthPenalty.</summary>
-    public double LengthPenalty { get; init; } = 1.0;
+    public double LengthPenalty { get => _lengthPenalty ?? 1.0; init => _lengthPenalty = value; }
+    private double? _lengthPenalty;
 
     /// <summary>When beam search stops.</summary>
-    public BeamEarlyStopping EarlyStopping { get; init; } = BeamEarlyStopping.Heuristic;
+    public BeamEarlyStopping EarlyStopping { get => _earlyStopping ?? BeamEarlyStopping.Heuristic; init => _earlyStopping = value; }
+    private BeamEarlyStopping? _earlyStopping;
 
     /// <summary>Sampling temperature (only with <see cref="DoSample"/>).</summary>
-    public double Temperature { get; init; } = 1.0;
+    public double Temperature { get => _temperature ?? 1.0; init => _temperature = value; }
+    private double? _temperature;
 
     /// <summary>Keep only the k most likely tokens when sampling; 0 disables.</summary>
-    public int TopK { get; init; } = 50;
+    public int TopK { get => _topK ?? 50; init => _topK = value; }
+    private int? _topK;
 
     /// <summary>Keep the smallest set of tokens whose probability reaches p when sampling; 1 disables.</summary>
-    public double TopP { get; init; } = 1.0;
+    public double TopP { get => _topP ?? 1.0; init => _topP = value; }
+    private double? _topP;
 
     /// <summary>Seed of the sampler; the same seed, prompt and options give the same text. Null: random.</summary>
     public ulong? Seed { get; init; }
 
     /// <summary>Divides positive (multiplies negative) scores of tokens already generated; 1 disables.</summary>
-    public double RepetitionPenalty { get; init; } = 1.0;
+    public double RepetitionPenalty { get => _repetitionPenalty ?? 1.0; init => _repetitionPenalty = value; }
+    private double? _repetitionPenalty;
 
     /// <summary>Tokens that end a sequence; null uses the model's <c>eos_token_id</c>.</summary>
     public IReadOnlyList<long>? EosTokenIds { get; init; }
@@ -79,19 +89,56 @@ public sealed record GenerationOptions
     /// <summary>Keep each step's processed scores (B, steps, V) in the output.</summary>
     public bool OutputScores { get; init; }
 
+    /// <summary>These options with every option the caller left unset taken from a checkpoint's
+    /// <c>generation_config.json</c>, as transformers' <c>generate(**kwargs)</c> overrides
+    /// <c>model.generation_config</c> key by key. The length limit is taken as a whole: a caller who sets
+    /// <see cref="MaxNewTokens"/> or <see cref="MaxLength"/> gets exactly that limit.</summary>
+    public GenerationOptions WithDefaults(GenerationConfig? defaults)
+    {
+        if (defaults is null) return this;
+        bool callerLimit = MaxNewTokens is not null || MaxLength is not null;
+        return this with
+        {
+            MaxNewTokens = callerLimit ? MaxNewTokens : defaults.MaxNewTokens,
+            MaxLength = callerLimit ? MaxLength : defaults.MaxLength,
+            _minLength = _minLength ?? defaults.MinLength,
+            _minNewTokens = _minNewTokens ?? defaults.MinNewTokens,
+            _doSample = _doSample ?? defaults.DoSample,
+            _numBeams = _numBeams ?? defaults.NumBeams,
+            _lengthPenalty = _lengthPenalty ?? defaults.LengthPenalty,
+            _earlyStopping = _earlyStopping ?? defaults.EarlyStopping,
+            _temperature = _temperature ?? defaults.Temperature,
+            _topK = _topK ?? defaults.TopK,
+            _topP = _topP ?? defaults.TopP,
+            _repetitionPenalty = _repetitionPenalty ?? defaults.RepetitionPenalty,
+            EosTokenIds = EosTokenIds ?? defaults.EosTokenIds,
+            PadTokenId = PadTokenId ?? defaults.PadTokenId,
+        };
+    }
+
     /// <summary>Checks the options, naming the first wrong one.</summary>
     /// <exception cref="ArgumentException">an option is out of range or options conflict.</exception>
     public void Validate()
     {
-        static void Require(bool ok, string message)
-        {
-            if (!ok) throw new ArgumentException(message);
-        }
+        ValidateRanges();
+        Require(!(DoSample && NumBeams > 1), "Beam sampling (DoSample with NumBeams > 1) is not supported; use one or the other.");
+        // transformers checks stop strings per beam against the running text; our beam search does not
+        // decode beams, so the combination is refused rather than silently ignored.
+        Require(StopStrings.Count == 0 || NumBeams == 1, "StopStrings work with greedy search and sampling, not with beam search (NumBeams > 1).");
+    }
+
+    private static void Require(bool ok, string message)
+    {
+        if (!ok) throw new ArgumentException(message);
+    }
+
+    /// <summary>Each option within its range (combinations are checked by <see cref="Validate"/>, when options are used).</summary>
+    internal void ValidateRanges()
+    {
         Require(MaxNewTokens is null or > 0, $"MaxNewTokens must be positive (got {MaxNewTokens}).");
         Require(MaxLength is null or > 0, $"MaxLength must be positive (got {MaxLength}).");
         Require(MinLength >= 0 && MinNewTokens >= 0, "MinLength and MinNewTokens must not be negative.");
         Require(NumBeams >= 1, $"NumBeams must be at least 1 (got {NumBeams}).");
-        Require(!(DoSample && NumBeams > 1), "Beam sampling (DoSample with NumBeams > 1) is not supported; use one or the other.");
         Require(Temperature > 0 && double.IsFinite(Temperature), $"Temperature must be a positive number (got {Temperature}).");
         Require(TopK >= 0, $"TopK must not be negative (got {TopK}).");
         Require(TopP > 0 && TopP <= 1, $"TopP must be in (0, 1] (got {TopP}).");

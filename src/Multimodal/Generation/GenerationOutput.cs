@@ -2,6 +2,22 @@ using static TorchSharp.torch;
 
 namespace Multimodal.Generation;
 
+/// <summary>Why a row stopped generating.</summary>
+public enum FinishReason
+{
+    /// <summary>The model produced an end-of-sequence id.</summary>
+    EndOfSequence,
+
+    /// <summary>The new-token limit was reached: the text may be cut.</summary>
+    Length,
+
+    /// <summary>The decoded text reached one of <see cref="GenerationOptions.StopStrings"/>.</summary>
+    StopString,
+
+    /// <summary>The caller cancelled; the text is what was generated until then (streaming only).</summary>
+    Cancelled,
+}
+
 /// <summary>The result of one generation call.</summary>
 /// <param name="Sequences">(B, L) ids: what upstream's <c>generate()</c> returns (for BLIP-2 with a
 /// decoder-only LM: BOS then the new tokens, rows that ended early padded with the pad id).</param>
@@ -10,7 +26,11 @@ namespace Multimodal.Generation;
 /// under the processed distribution.</param>
 /// <param name="StepScores">(B, steps, V) processed scores of every step, when
 /// <see cref="GenerationOptions.OutputScores"/>; owned by the output.</param>
-public sealed record GenerationOutput(long[][] Sequences, double[] Scores, Tensor? StepScores) : IDisposable
+/// <param name="FinishReasons">why each row stopped.</param>
+/// <param name="NewTokens">per row, how many tokens it generated before it stopped (its end id included,
+/// padding not).</param>
+public sealed record GenerationOutput(long[][] Sequences, double[] Scores, Tensor? StepScores, FinishReason[] FinishReasons, int[] NewTokens)
+    : IDisposable
 {
     /// <summary>The sequences as a (B, L) int64 CPU tensor.</summary>
     public Tensor ToTensor()
@@ -22,3 +42,14 @@ public sealed record GenerationOutput(long[][] Sequences, double[] Scores, Tenso
     /// <inheritdoc/>
     public void Dispose() => StepScores?.Dispose();
 }
+
+/// <summary>Generated text, the one result shape of every façade (captioning, VQA, interleaved prompts).</summary>
+/// <param name="Text">the new text, special tokens skipped, surrounding whitespace trimmed.</param>
+/// <param name="Ids">the ids as upstream's <c>generate()</c> returns them (BLIP-2: BOS or the decoder start,
+/// then the new tokens; Flamingo/IDEFICS: prompt and new tokens; padding after an early end).</param>
+/// <param name="Score">the sequence score (see <see cref="GenerationOutput.Scores"/>).</param>
+/// <param name="FinishReason">why generation stopped; <see cref="FinishReason.Length"/> means the text may be cut.</param>
+/// <param name="InputTokens">positions the language model read before the first new token (image
+/// queries or image tokens and prompt tokens, padding not counted).</param>
+/// <param name="OutputTokens">tokens generated, the end token included.</param>
+public sealed record TextResult(string Text, IReadOnlyList<long> Ids, double Score, FinishReason FinishReason, int InputTokens, int OutputTokens);

@@ -20,6 +20,8 @@ internal static class GreedySearch
         var logProbSum = zeros(batch, ScalarType.Float64, device);
         var counted = zeros(batch, ScalarType.Float64, device);
         var rows = Enumerable.Range(0, (int)batch).Select(_ => new List<long>()).ToArray();
+        var reasons = Enumerable.Repeat(FinishReason.Length, (int)batch).ToArray();
+        var produced = new int[batch];
         var stepScores = new List<Tensor>();
         for (int step = 0; step < request.MaxNewTokens; step++)
         {
@@ -45,7 +47,14 @@ internal static class GreedySearch
             for (int r = 0; r < batch; r++)
             {
                 rows[r].Add(ids[r]);
-                if (stillOpen[r] && !ended[r] && request.HitsStopString(rows[r])) ended[r] = true;
+                if (!stillOpen[r]) continue;
+                produced[r]++;
+                if (ended[r]) reasons[r] = FinishReason.EndOfSequence;
+                else if (request.HitsStopString(rows[r]))
+                {
+                    ended[r] = true;
+                    reasons[r] = FinishReason.StopString;
+                }
             }
             request.OnTokens?.Invoke(ids, stillOpen);
             unfinished = unfinished.logical_and(tensor(ended, device: device).logical_not()).MoveToOuterDisposeScope();
@@ -54,6 +63,6 @@ internal static class GreedySearch
         var scoresPerRow = (logProbSum / counted.clamp_min(1)).cpu().data<double>().ToArray();
         Tensor? all = options.OutputScores && stepScores.Count > 0 ? stack(stepScores, 1).MoveToOuterDisposeScope() : null;
         all?.DetachFromDisposeScope();
-        return new GenerationOutput(rows.Select(r => r.ToArray()).ToArray(), scoresPerRow, all);
+        return new GenerationOutput(rows.Select(r => r.ToArray()).ToArray(), scoresPerRow, all, reasons, produced);
     }
 }

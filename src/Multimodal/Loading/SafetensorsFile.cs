@@ -62,10 +62,13 @@ public sealed class SafetensorsFile : IDisposable
     {
         path = System.IO.Path.GetFullPath(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file '{path}' does not exist.", path);
-        long fileLength = new FileInfo(path).Length;
+        long fileLength;
         byte[] header;
         using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))
         {
+            // The open file's length, not FileInfo's: a hub cache snapshot entry is a symbolic link, whose own
+            // length is that of the link text.
+            fileLength = stream.Length;
             if (fileLength < 8)
                 throw new CheckpointFormatException(path, $"the file is {fileLength} bytes, shorter than the 8-byte header length.");
             Span<byte> lengthBytes = stackalloc byte[8];

@@ -64,6 +64,10 @@ public sealed class Blip2Processor
         return new Blip2Processor(BlipImageProcessor.FromFolder(folder), tokenizer, config);
     }
 
+    /// <summary>Positions a prompt takes in <c>input_ids</c> (its tokens, and the image tokens in the
+    /// <c>image_token_index</c> layout).</summary>
+    public int PromptPositions(string prompt) => Tokenizer.Encode(prompt).Count + (_imageToken is null ? 0 : _queryTokens);
+
     /// <summary>Builds the inputs for images and their prompts (one prompt per image; "" for plain captioning).</summary>
     public Blip2Inputs Process(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts)
     {

@@ -22,8 +22,11 @@ public static class ImageDecoder
     /// <paramref name="maxPixels"/> pixels.</exception>
     public static DecodedImage Decode(string path, long maxPixels = DefaultMaxPixels)
     {
+        if (Directory.Exists(path)) throw new ImageDecodeException($"Image '{path}' is a directory, not an image file.");
         if (!File.Exists(path)) throw new FileNotFoundException($"Image '{path}' does not exist.", path);
-        return Decode(File.ReadAllBytes(path), path, maxPixels);
+        var bytes = File.ReadAllBytes(path);
+        if (bytes.Length == 0) throw new ImageDecodeException($"Image '{path}' is empty (0 bytes).");
+        return Decode(bytes, path, maxPixels);
     }
 
     /// <summary>Decodes encoded image bytes; <paramref name="name"/> names the image in errors.</summary>
@@ -33,7 +36,9 @@ public static class ImageDecoder
         using var data = SKData.CreateCopy(bytes);
         using var stream = new SKMemoryStream(data);
         using var codec = SKCodec.Create(stream, out var status)
-            ?? throw new ImageDecodeException($"{name}: not a decodable image ({status}; expected PNG, JPEG, WebP, GIF or BMP).");
+            ?? throw new ImageDecodeException(bytes.Length == 0 ? $"{name}: no bytes (an empty image)."
+                : status == SKCodecResult.IncompleteInput ? $"{name}: the image data is truncated."
+                : $"{name}: not an image this library decodes (expected PNG, JPEG, WebP, GIF or BMP).");
         var info = codec.Info;
         if (info.Width <= 0 || info.Height <= 0)
             throw new ImageDecodeException($"{name}: the image has no pixels ({info.Width}x{info.Height}).");
@@ -49,7 +54,7 @@ public static class ImageDecoder
         SKCodecResult result;
         fixed (byte* p = pixels) result = codec.GetPixels(target, (IntPtr)p);
         if (result != SKCodecResult.Success)
-            throw new ImageDecodeException($"{name}: decoding failed ({result}); the file is truncated or corrupt.");
+            throw new ImageDecodeException(result == SKCodecResult.IncompleteInput ? $"{name}: the image data is truncated." : $"{name}: the image data is corrupt.");
         return new DecodedImage(info.Width, info.Height, mode, pixels);
     }
 

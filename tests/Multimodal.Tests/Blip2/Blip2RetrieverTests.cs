@@ -15,7 +15,7 @@ public sealed class Blip2RetrieverTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => _folder.Dispose();
 
-    private static TempDir MakeFolder()
+    internal static TempDir MakeFolder()
     {
         var folder = TempDir.CopyOf(FixtureCase.Get("blip2-itm").Path);
         var vocab = new[] { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" }.Concat(Words)

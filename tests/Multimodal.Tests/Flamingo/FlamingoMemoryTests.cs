@@ -13,7 +13,7 @@ public sealed class FlamingoMemoryTests(ITestOutputHelper output)
     [Fact]
     public void Repeated_flamingo_and_idefics_generations_leave_the_live_tensor_count_unchanged()
     {
-        using var flamingo = FlamingoModel.FromFolder(FixtureCase.Get("openflamingo").Path);
+        using var flamingo = FlamingoModel.FromPretrained(FixtureCase.Get("openflamingo").Path);
         using var idefics = IdeficsForVisionText2Text.FromPretrained(FixtureCase.Get("idefics").Path);
         using var fr = FixtureCase.Get("openflamingo").OpenReference();
         using var ir = FixtureCase.Get("idefics").OpenReference();

@@ -51,7 +51,7 @@ public sealed class FlamingoLoadingTests(ITestOutputHelper output)
         var fixture = FixtureCase.Get(caseId);
         SupportedModels.SkipUnlessSupported(fixture);
         using var composed = FlamingoModel.FromParts(PartsOf(fixture));
-        using var full = FlamingoModel.FromFolder(fixture.Path);
+        using var full = FlamingoModel.FromPretrained(fixture.Path);
         Assert.Equal(full.Config.Perceiver, composed.Config.Perceiver);
         var a = full.state_dict();
         var b = composed.state_dict();
@@ -70,7 +70,7 @@ public sealed class FlamingoLoadingTests(ITestOutputHelper output)
         using var temp = new TempDir();
         File.Copy(Path.Combine(fixture.Path, "config.json"), Path.Combine(temp.Path, "config.json"));
         File.Copy(Path.Combine(fixture.Path, "checkpoint.pt"), Path.Combine(temp.Path, "checkpoint.pt"));
-        using var model = FlamingoModel.FromFolder(temp.Path);
+        using var model = FlamingoModel.FromPretrained(temp.Path);
         LogitsMatch(fixture, model, "checkpoint.pt");
     }
 

@@ -31,7 +31,7 @@ public sealed class FlamingoParityTests(ITestOutputHelper output)
     {
         var fixture = FixtureCase.Get(caseId);
         SupportedModels.SkipUnlessSupported(fixture);
-        using var model = FlamingoModel.FromFolder(fixture.Path);
+        using var model = FlamingoModel.FromPretrained(fixture.Path);
         using var reference = fixture.OpenReference();
         using var visionX = reference.Read("vision_x");
         using var langX = reference.Read("lang_x");
@@ -62,7 +62,7 @@ public sealed class FlamingoParityTests(ITestOutputHelper output)
         var fixture = FixtureCase.Get(caseId);
         SupportedModels.SkipUnlessSupported(fixture);
         var (kwargs, options) = Blip2GenerationParityTests.OptionsFor(fixture, variant);
-        using var model = FlamingoModel.FromFolder(fixture.Path);
+        using var model = FlamingoModel.FromPretrained(fixture.Path);
         using var reference = fixture.OpenReference();
         using var visionX = reference.Read("vision_x");
         using var langX = reference.Read("lang_x");

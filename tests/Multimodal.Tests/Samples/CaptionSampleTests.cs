@@ -1,0 +1,102 @@
+using Multimodal.Tests.TestSupport;
+using Xunit.Abstractions;
+
+namespace Multimodal.Tests.Samples;
+
+/// <summary>The caption sample tried as a new user would: every mistake gets one line naming it, an exit code
+/// (2 for a wrong command line, 1 for a wrong input) and no programmer's words.</summary>
+public sealed class CaptionSampleTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly TempDir _temp = new();
+
+    public void Dispose() => _temp.Dispose();
+
+    private (int ExitCode, string Stdout, string Stderr) Sample(params string[] args)
+    {
+        var result = Repo.Run(Repo.Dotnet, [Repo.CaptionSample, .. args], Repo.Root, TimeSpan.FromMinutes(2));
+        output.WriteLine($"$ {string.Join(' ', args)}\n[{result.ExitCode}] {result.Stdout}{result.Stderr}");
+        return result;
+    }
+
+    private static void OneLineError(string stderr, string expected)
+    {
+        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("error: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+        foreach (var internalWord in new[] { "Unimplemented", "(Parameter '", "System.", "Exception", "   at " })
+            Assert.DoesNotContain(internalWord, lines[0]);
+    }
+
+    [Fact]
+    public void Mistakes_on_the_command_line_are_named_in_one_line()
+    {
+        var unknown = Sample("--frobnicate", "samples/images/scene1.png");
+        Assert.Equal(2, unknown.ExitCode);
+        OneLineError(unknown.Stderr, "unknown option '--frobnicate'");
+
+        var badNumber = Sample("--beams", "three", "samples/images/scene1.png");
+        Assert.Equal(2, badNumber.ExitCode);
+        OneLineError(badNumber.Stderr, "'three'");
+        Assert.DoesNotContain("Usage:", badNumber.Stdout + badNumber.Stderr);
+
+        var zero = Sample("--max-new-tokens", "0", "samples/images/scene1.png");
+        Assert.Equal(2, zero.ExitCode);
+        OneLineError(zero.Stderr, "--max-new-tokens must be at least 1");
+    }
+
+    [Fact]
+    public void Bad_images_are_named_as_what_they_are()
+    {
+        var directory = Sample("samples/images");
+        Assert.Equal(1, directory.ExitCode);
+        OneLineError(directory.Stderr, "is a directory");
+
+        string empty = Path.Combine(_temp.Path, "empty.png");
+        File.WriteAllBytes(empty, []);
+        var emptyFile = Sample(empty);
+        Assert.Equal(1, emptyFile.ExitCode);
+        OneLineError(emptyFile.Stderr, "is empty");
+
+        string text = Path.Combine(_temp.Path, "notes.png");
+        File.WriteAllText(text, "not an image");
+        var notImage = Sample(text);
+        Assert.Equal(1, notImage.ExitCode);
+        OneLineError(notImage.Stderr, "not an image");
+
+        var missingModel = Sample("--model", "Salesforce/blip2-opt-2.7b", "samples/images/scene1.png");
+        Assert.Equal(1, missingModel.ExitCode);
+        OneLineError(missingModel.Stderr, "huggingface-cli download Salesforce/blip2-opt-2.7b");
+    }
+
+    [Fact]
+    public void Version_and_help_say_what_a_user_needs()
+    {
+        var version = Sample("--version");
+        Assert.Equal(0, version.ExitCode);
+        string packageVersion = typeof(Multimodal.Blip2.Blip2Captioner).Assembly
+            .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+            .Cast<System.Reflection.AssemblyInformationalVersionAttribute>().Single().InformationalVersion;
+        Assert.Equal(packageVersion, version.Stdout.Trim());
+        var package = System.Xml.Linq.XDocument.Load(Path.Combine(Repo.Root, "Directory.Build.props"));
+        Assert.Equal(package.Descendants("Version").Single().Value, packageVersion);
+
+        var help = Sample("--help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("models/blip2-shapes", help.Stdout);
+    }
+
+    [Fact]
+    public void Too_many_new_tokens_for_the_positions_are_clamped_with_a_warning_and_cut_text_is_flagged()
+    {
+        var beams = Sample("--model", "models/blip2-opt-tiny-random", "--beams", "3", "--max-new-tokens", "100", "samples/images/scene1.png");
+        Assert.Equal(0, beams.ExitCode);
+        Assert.Contains("warning: 100 new tokens do not fit", beams.Stderr);
+        Assert.Contains("at most 56", beams.Stderr);
+
+        var cut = Sample("--max-new-tokens", "3", "samples/images/scene1.png");
+        Assert.Equal(0, cut.ExitCode);
+        Assert.Equal("samples/images/scene1.png: a big red", cut.Stdout.Trim());
+        Assert.Contains("warning: samples/images/scene1.png: the text stopped at the limit of 3 new tokens", cut.Stderr);
+    }
+}
