@@ -105,6 +105,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     {
         using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
         var config = Blip2Config.Load(checkpoint.ConfigPath);
+        config.RequireArchitecture(checkpoint.ConfigPath, nameof(Blip2ForConditionalGeneration), "Blip2ForConditionalGeneration", "Blip2Model");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
         var model = new Blip2ForConditionalGeneration(config, device, dtype) { GenerationConfig = defaults };
         return StateDictLoader.LoadInto(model, checkpoint, Blip2KeyMap.For(model.Config), nameof(Blip2ForConditionalGeneration), progress);

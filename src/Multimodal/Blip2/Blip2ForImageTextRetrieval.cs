@@ -73,7 +73,10 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
         IProgress<LoadProgress>? progress = null, string? revision = null)
     {
         using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
-        return StateDictLoader.LoadInto(new Blip2ForImageTextRetrieval(Blip2Config.Load(checkpoint.ConfigPath), device, dtype),
+        var config = Blip2Config.Load(checkpoint.ConfigPath);
+        config.RequireArchitecture(checkpoint.ConfigPath, nameof(Blip2ForImageTextRetrieval), "Blip2ForImageTextRetrieval",
+            "Blip2TextModelWithProjection", "Blip2VisionModelWithProjection");
+        return StateDictLoader.LoadInto(new Blip2ForImageTextRetrieval(config, device, dtype),
             checkpoint, new WeightMap(), nameof(Blip2ForImageTextRetrieval), progress);
     }
 

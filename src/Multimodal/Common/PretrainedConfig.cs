@@ -51,6 +51,21 @@ public abstract record PretrainedConfig
         "torchscript", "typical_p", "use_bfloat16", "use_cache",
     };
 
+    /// <summary>Refuses a checkpoint whose <c>architectures</c> names another class than the one loading it
+    /// (a retrieval checkpoint opened for captioning, an InstructBLIP folder opened as BLIP-2): the strict
+    /// loader would fail too, but with a list of tensors instead of the reason. A file without the key passes.</summary>
+    /// <param name="path">the config file, named in the error.</param>
+    /// <param name="loading">the class doing the loading, named in the error.</param>
+    /// <param name="accepted">upstream class names this class loads.</param>
+    /// <exception cref="ConfigException">the file names only other classes.</exception>
+    public void RequireArchitecture(string path, string loading, params string[] accepted)
+    {
+        if (Architectures is not { Count: > 0 } names || names.Any(accepted.Contains)) return;
+        throw new ConfigException(path,
+            $"\"architectures\" is [{string.Join(", ", names)}], but the checkpoint is being loaded as {loading}, which takes " +
+            $"{string.Join(" or ", accepted)}; use the class made for {names[0]}.");
+    }
+
     /// <summary>Serializer options for upstream config files.</summary>
     public static readonly JsonSerializerOptions JsonOptions = new()
     {

@@ -239,9 +239,10 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         IProgress<LoadProgress>? progress = null, string? revision = null)
     {
         using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
+        var config = IdeficsConfig.Load(checkpoint.ConfigPath);
+        config.RequireArchitecture(checkpoint.ConfigPath, nameof(IdeficsForVisionText2Text), "IdeficsForVisionText2Text", "IdeficsModel");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        return StateDictLoader.LoadInto(
-            new IdeficsForVisionText2Text(IdeficsConfig.Load(checkpoint.ConfigPath), device, dtype) { GenerationConfig = defaults },
+        return StateDictLoader.LoadInto(new IdeficsForVisionText2Text(config, device, dtype) { GenerationConfig = defaults },
             checkpoint, new WeightMap(), nameof(IdeficsForVisionText2Text), progress);
     }
 

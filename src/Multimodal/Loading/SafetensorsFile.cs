@@ -125,13 +125,26 @@ public sealed class SafetensorsFile : IDisposable
                 if (entry is null) continue;
                 if (!entries.TryAdd(entry.Name, entry)) problems.Add($"{entry.Name}: listed twice");
             }
-            SafetensorsEntry? previous = null;
-            foreach (var e in entries.Values.Where(e => e.ByteLength > 0).OrderBy(e => e.Begin))
+            // As the format's own validation requires: sorted by offset, the tensors tile the data section
+            // exactly — no overlap, no gap before, between or after them.
+            long covered = 0, lastBegin = 0;
+            string? last = null;
+            foreach (var e in entries.Values.OrderBy(e => e.Begin).ThenBy(e => e.End))
             {
-                if (previous is not null && e.Begin < previous.End)
-                    problems.Add($"{e.Name}: bytes [{e.Begin}, {e.End}) overlap {previous.Name} [{previous.Begin}, {previous.End})");
-                if (previous is null || e.End > previous.End) previous = e;
+                if (e.Begin < covered)
+                    problems.Add($"{e.Name}: bytes [{e.Begin}, {e.End}) overlap {last} [{lastBegin}, {covered})");
+                else if (e.Begin > covered)
+                    problems.Add($"{e.Name}: begins at byte {e.Begin} of the data section, but " +
+                                 (last is null ? "no tensor covers the bytes before it" : $"{last} ends at {covered}: {e.Begin - covered} bytes belong to no tensor"));
+                if (e.End >= covered)
+                {
+                    covered = e.End;
+                    lastBegin = e.Begin;
+                    last = e.Name;
+                }
             }
+            if (problems.Count == 0 && covered != dataLength)
+                problems.Add($"the data section is {dataLength} bytes but the tensors cover {covered}: {dataLength - covered} trailing bytes belong to no tensor");
             if (problems.Count > 0) throw new CheckpointFormatException(path, problems);
             return (entries, metadata);
         }
@@ -167,6 +180,11 @@ public sealed class SafetensorsFile : IDisposable
             shape.Add(n);
         }
         var offsets = offsetsElement.EnumerateArray().ToArray();
+        if (offsets.Any(o => o.ValueKind != JsonValueKind.Number))
+        {
+            problems.Add($"{name}: data_offsets {offsetsElement.GetRawText()} must be two integers");
+            return null;
+        }
         if (!offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end) || begin < 0 || end < begin)
         {
             problems.Add($"{name}: data_offsets {offsetsElement.GetRawText()} are not 0 <= begin <= end");

@@ -69,6 +69,31 @@ public sealed class SafetensorsFormatTests(ITestOutputHelper output) : IDisposab
             "b: bytes [4, 12) overlap a [0, 8)");
 
     [Fact]
+    public void Bytes_that_belong_to_no_tensor_are_refused()
+    {
+        Refused(WriteRaw("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8), "a: begins at byte 4", "no tensor covers the bytes before it");
+        Refused(WriteRaw("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""", 12),
+            "b: begins at byte 8", "a ends at 4: 4 bytes belong to no tensor");
+        Refused(WriteRaw("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", 12), "8 trailing bytes belong to no tensor");
+        // Empty tensors take no bytes and fit anywhere in the tiling.
+        using var ok = SafetensorsFile.Open(WriteRaw("""{"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8));
+        Assert.Equal(3, ok.Entries.Count);
+    }
+
+    [Fact]
+    public void Offsets_of_the_wrong_type_name_the_tensor() =>
+        Refused(WriteRaw("""{"w":{"dtype":"F32","shape":[1],"data_offsets":["0",4]}}""", 4), "w: data_offsets [\"0\",4] must be two integers");
+
+    [Fact]
+    public void Every_shipped_weight_file_tiles_its_data_section()
+    {
+        var files = Directory.EnumerateFiles(FixtureCase.BuiltInRoot, "*.safetensors", SearchOption.AllDirectories)
+            .Concat(Directory.EnumerateFiles(Path.Combine(Repo.Root, "models"), "*.safetensors", SearchOption.AllDirectories)).ToList();
+        Assert.NotEmpty(files);
+        foreach (var file in files) SafetensorsFile.Open(file).Dispose();
+    }
+
+    [Fact]
     public void Out_of_bounds_offsets_are_refused() =>
         Refused(WriteRaw("""{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}""", 8), "w: data_offsets [0, 16) go beyond the 8-byte data section");
 

@@ -42,7 +42,7 @@ public sealed record MosaicGptConfig : TextConfig
         var attn = System.Text.Json.JsonSerializer.SerializeToElement(new { alibi = true, alibi_bias_max = AlibiBiasMax });
         return new MptConfig
         {
-            DModel = DModel, NHeads = NHeads, NLayers = NLayers, ExpansionRatio = MlpRatio, MaxSeqLen = MaxSeqLen,
+            DModel = DModel, NHeads = NHeads, NLayers = NLayers, ExpansionRatio = MlpRatio, FfnWidth = MlpRatio * DModel, MaxSeqLen = MaxSeqLen,
             VocabSize = VocabSize, NoBias = NoBias, LayerNormEpsilon = LayerNormEpsilon, AttnConfig = attn,
         };
     }

@@ -22,8 +22,14 @@ public sealed record MptConfig : TextConfig
     /// <summary>Layers.</summary>
     public int NLayers { get; init; } = 24;
 
-    /// <summary>FFN width = expansion_ratio · d_model.</summary>
+    /// <summary>Read and kept, but not what the FFN is built with: transformers v4.45.1 <c>MptMLP</c> makes
+    /// <c>up_proj</c>/<c>down_proj</c> 4·d_model whatever this says (see <see cref="FfnWidth"/>).</summary>
     public int ExpansionRatio { get; init; } = 4;
+
+    /// <summary>The FFN width the weights have: 4·d_model for transformers-format MPT (upstream ignores
+    /// <c>expansion_ratio</c>); mosaic_gpt folders set their own <c>mlp_ratio</c>·d_model.</summary>
+    [JsonIgnore] public int FfnWidth { get => _ffnWidth ?? 4 * DModel; init => _ffnWidth = value; }
+    private int? _ffnWidth;
 
     /// <summary>Length of the ALiBi table (the bias itself only depends on key distance).</summary>
     public int MaxSeqLen { get; init; } = 2048;

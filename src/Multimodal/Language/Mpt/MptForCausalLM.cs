@@ -45,7 +45,7 @@ internal sealed class MptMlp : nn.Module<Tensor, Tensor>
 
     public MptMlp(MptConfig config, Device? device, ScalarType? dtype) : base(nameof(MptMlp))
     {
-        int inner = config.ExpansionRatio * config.DModel;
+        int inner = config.FfnWidth;
         _upProj = nn.Linear(config.DModel, inner, hasBias: !config.NoBias, device: device, dtype: dtype);
         _downProj = nn.Linear(inner, config.DModel, hasBias: !config.NoBias, device: device, dtype: dtype);
         RegisterComponents();
