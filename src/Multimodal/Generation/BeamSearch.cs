@@ -77,6 +77,7 @@ internal static class BeamSearch
             .Select(_ => new BeamHypotheses(nb, options.LengthPenalty, options.EarlyStopping, request.MaxNewTokens)).ToArray();
         var done = new bool[batch];
         var stepScores = new List<Tensor>();
+        var stepLogits = new List<Tensor>();
         int keep = Math.Max(2, 1 + request.Eos.Length) * nb;
         for (int step = 0; step < request.MaxNewTokens; step++)
         {
@@ -85,7 +86,11 @@ internal static class BeamSearch
             var logits = request.NextLogits(embeds, mask, tokens, cache, promptIds);
             var processed = LogitsProcessors.Apply(GenerationRequest.PenaltyIds(promptIds, tokens), logits.log_softmax(-1), options,
                 request.Eos, request.MinNewTokens, generated: step, minTokensToKeep: 2);
-            if (options.OutputScores) stepScores.Add(processed.cpu().MoveToOuterDisposeScope());
+            if (options.OutputScores)
+            {
+                stepScores.Add(processed.cpu().MoveToOuterDisposeScope());
+                stepLogits.Add(logits.cpu().MoveToOuterDisposeScope());
+            }
             long vocab = processed.shape[1];
             var total = (processed + beamScores.unsqueeze(1)).view(batch, nb * vocab);
             var (topScores, topIndex) = total.topk(keep, 1, largest: true, sorted: true);
@@ -164,10 +169,9 @@ internal static class BeamSearch
             return row;
         }).ToArray();
         // Upstream fills with pad only when lengths differ; otherwise every row is exactly `longest` long.
-        Tensor? all = options.OutputScores && stepScores.Count > 0 ? stack(stepScores, 1).MoveToOuterDisposeScope() : null;
-        all?.DetachFromDisposeScope();
+        var (allScores, allLogits) = (GenerationRequest.Stack(stepScores), GenerationRequest.Stack(stepLogits));
         // The end id counts as generated, as in the greedy path.
         var produced = best.Select((t, b) => Math.Min(t.Length + (reasons[b] == FinishReason.EndOfSequence ? 1 : 0), longest)).ToArray();
-        return new GenerationOutput(sequences, bestScores, all, reasons, produced);
+        return new GenerationOutput(sequences, bestScores, allScores, reasons, produced) { StepLogits = allLogits };
     }
 }

@@ -32,6 +32,10 @@ public enum FinishReason
 public sealed record GenerationOutput(long[][] Sequences, double[] Scores, Tensor? StepScores, FinishReason[] FinishReasons, int[] NewTokens)
     : IDisposable
 {
+    /// <summary>(B, steps, V) raw logits of every step (before the logits processors; for beam search one row
+    /// per beam, B·beams), when <see cref="GenerationOptions.OutputScores"/>; owned by the output.</summary>
+    public Tensor? StepLogits { get; init; }
+
     /// <summary>The sequences as a (B, L) int64 CPU tensor.</summary>
     public Tensor ToTensor()
     {
@@ -40,7 +44,11 @@ public sealed record GenerationOutput(long[][] Sequences, double[] Scores, Tenso
     }
 
     /// <inheritdoc/>
-    public void Dispose() => StepScores?.Dispose();
+    public void Dispose()
+    {
+        StepScores?.Dispose();
+        StepLogits?.Dispose();
+    }
 }
 
 /// <summary>Generated text, the one result shape of every façade (captioning, VQA, interleaved prompts).</summary>

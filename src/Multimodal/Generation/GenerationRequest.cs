@@ -59,6 +59,15 @@ internal sealed record GenerationRequest(
         return logits.select(1, logits.shape[1] - 1).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
+    /// <summary>(N, steps, V) of per-step (N, V) tensors, outliving the search's dispose scopes; null when none were kept.</summary>
+    public static Tensor? Stack(List<Tensor> steps)
+    {
+        if (steps.Count == 0) return null;
+        var all = stack(steps, 1).MoveToOuterDisposeScope();
+        all.DetachFromDisposeScope();
+        return all;
+    }
+
     /// <summary>The ids the repetition penalty looks at: the prompt's (when it has ids) and the new ones.</summary>
     public static Tensor PenaltyIds(Tensor? promptIds, Tensor tokens) => promptIds is null ? tokens : cat([promptIds, tokens], 1);
 

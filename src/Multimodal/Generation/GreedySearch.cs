@@ -23,13 +23,18 @@ internal static class GreedySearch
         var reasons = Enumerable.Repeat(FinishReason.Length, (int)batch).ToArray();
         var produced = new int[batch];
         var stepScores = new List<Tensor>();
+        var stepLogits = new List<Tensor>();
         for (int step = 0; step < request.MaxNewTokens; step++)
         {
             request.Cancel.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
             var logits = request.NextLogits(request.PromptEmbeds, mask, tokens, cache, request.PromptIds);
             var scores = LogitsProcessors.Apply(GenerationRequest.PenaltyIds(request.PromptIds, tokens), logits, options, request.Eos, request.MinNewTokens, generated: step);
-            if (options.OutputScores) stepScores.Add(scores.cpu().MoveToOuterDisposeScope());
+            if (options.OutputScores)
+            {
+                stepScores.Add(scores.cpu().MoveToOuterDisposeScope());
+                stepLogits.Add(logits.cpu().MoveToOuterDisposeScope());
+            }
             var logProbs = scores.log_softmax(-1);
             var next = options.DoSample
                 ? multinomial(scores.softmax(-1), 1, generator: generator).squeeze(1)
@@ -61,8 +66,7 @@ internal static class GreedySearch
             if (!unfinished.any().item<bool>()) break;
         }
         var scoresPerRow = (logProbSum / counted.clamp_min(1)).cpu().data<double>().ToArray();
-        Tensor? all = options.OutputScores && stepScores.Count > 0 ? stack(stepScores, 1).MoveToOuterDisposeScope() : null;
-        all?.DetachFromDisposeScope();
-        return new GenerationOutput(rows.Select(r => r.ToArray()).ToArray(), scoresPerRow, all, reasons, produced);
+        var (allScores, allLogits) = (GenerationRequest.Stack(stepScores), GenerationRequest.Stack(stepLogits));
+        return new GenerationOutput(rows.Select(r => r.ToArray()).ToArray(), scoresPerRow, allScores, reasons, produced) { StepLogits = allLogits };
     }
 }
