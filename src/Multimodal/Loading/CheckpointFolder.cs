@@ -53,9 +53,9 @@ public sealed class CheckpointFolder : ITensorSource
             throw new FileNotFoundException($"Checkpoint folder '{folder}' has no config.json.", Path.Combine(folder, "config.json"));
 
         string index = Path.Combine(folder, IndexFile);
-        if (File.Exists(index)) return OpenSharded(folder, index);
+        if (CheckpointFiles.EntryExists(index)) return OpenSharded(folder, index);
         string single = Path.Combine(folder, SingleFile);
-        if (File.Exists(single))
+        if (CheckpointFiles.EntryExists(single))
         {
             var file = SafetensorsFile.Open(single);
             return new CheckpointFolder(folder, [file], file.Entries.Keys.ToDictionary(k => k, _ => file));
@@ -70,6 +70,7 @@ public sealed class CheckpointFolder : ITensorSource
     private static CheckpointFolder OpenSharded(string folder, string indexPath)
     {
         Dictionary<string, string> weightMap;
+        CheckpointFiles.RequireRegularFile(indexPath, minimumBytes: 2);
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
@@ -98,7 +99,7 @@ public sealed class CheckpointFolder : ITensorSource
                     problems.Add($"shard \"{shardName}\" is not a file name inside the folder");
                     continue;
                 }
-                if (!File.Exists(shardPath))
+                if (!CheckpointFiles.EntryExists(shardPath))
                 {
                     problems.Add($"shard {shardName} is listed but does not exist");
                     continue;

@@ -61,7 +61,8 @@ public sealed class SafetensorsFile : IDisposable
     public static SafetensorsFile Open(string path)
     {
         path = System.IO.Path.GetFullPath(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file '{path}' does not exist.", path);
+        if (!CheckpointFiles.EntryExists(path)) throw new FileNotFoundException($"Safetensors file '{path}' does not exist.", path);
+        CheckpointFiles.RequireRegularFile(path, minimumBytes: 1);
         long fileLength;
         byte[] header;
         using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))

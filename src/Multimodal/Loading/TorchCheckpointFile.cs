@@ -56,7 +56,8 @@ public sealed class TorchCheckpointFile : ITensorSource
     public static TorchCheckpointFile Open(string path)
     {
         path = Path.GetFullPath(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint '{path}' does not exist.", path);
+        if (!CheckpointFiles.EntryExists(path)) throw new FileNotFoundException($"Checkpoint '{path}' does not exist.", path);
+        CheckpointFiles.RequireRegularFile(path, minimumBytes: 1);
         ZipArchive zip;
         try
         {
