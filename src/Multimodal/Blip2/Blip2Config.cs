@@ -80,35 +80,49 @@ public sealed record Blip2Config : PretrainedConfig
         return config;
     }
 
-    /// <summary>Checks the sizes the modules rely on, so a bad config fails here and not in native code.</summary>
+    /// <summary>Checks every size the modules are built from, so a bad config fails here, naming the key, and
+    /// never in native code or in an allocation.</summary>
     public void Validate(string source)
     {
-        var problems = new List<string>();
-        void Heads(string name, int width, int heads)
+        var v = VisionConfig;
+        var q = QformerConfig;
+        var checks = new ConfigChecks(source)
+            .Heads("vision_config.hidden_size", v.HiddenSize, "vision_config.num_attention_heads", v.NumAttentionHeads)
+            .Size("vision_config.intermediate_size", v.IntermediateSize)
+            .Layers("vision_config.num_hidden_layers", v.NumHiddenLayers)
+            .Patches("vision_config.", v.ImageSize, v.PatchSize)
+            .Heads("qformer_config.hidden_size", q.HiddenSize, "qformer_config.num_attention_heads", q.NumAttentionHeads)
+            .Size("qformer_config.intermediate_size", q.IntermediateSize)
+            .Layers("qformer_config.num_hidden_layers", q.NumHiddenLayers)
+            .Size("qformer_config.cross_attention_frequency", q.CrossAttentionFrequency, ConfigChecks.MaxLayers)
+            .Vocabulary("qformer_config.vocab_size", q.VocabSize)
+            .Vocabulary("qformer_config.max_position_embeddings", q.MaxPositionEmbeddings)
+            .Size("num_query_tokens", NumQueryTokens, 100_000)
+            .Size("image_text_hidden_size", ImageTextHiddenSize);
+        switch (TextConfig)
         {
-            if (width <= 0 || heads <= 0 || width % heads != 0)
-                problems.Add($"{name}: hidden size {width} must be a positive multiple of num_attention_heads {heads}");
+            case OptConfig opt:
+                checks.Heads("text_config.hidden_size", opt.HiddenSize, "text_config.num_attention_heads", opt.NumAttentionHeads)
+                    .Size("text_config.ffn_dim", opt.FfnDim)
+                    .Size("text_config.word_embed_proj_dim", opt.EmbedDim)
+                    .Layers("text_config.num_hidden_layers", opt.NumHiddenLayers)
+                    .Vocabulary("text_config.vocab_size", opt.VocabSize)
+                    .Vocabulary("text_config.max_position_embeddings", opt.MaxPositionEmbeddings)
+                    .Id("image_token_index", ImageTokenIndex, opt.VocabSize);
+                break;
+            case Language.T5.T5Config t:
+                checks.Size("text_config.d_model", t.DModel).Size("text_config.d_kv", t.DKv).Size("text_config.num_heads", t.NumHeads)
+                    .Size("text_config.d_ff", t.DFf)
+                    .Layers("text_config.num_layers", t.NumLayers)
+                    .Layers("text_config.num_decoder_layers", t.DecoderLayers)
+                    .Vocabulary("text_config.vocab_size", t.VocabSize)
+                    .Size("text_config.relative_attention_num_buckets", t.RelativeAttentionNumBuckets, 100_000)
+                    .Size("text_config.relative_attention_max_distance", t.RelativeAttentionMaxDistance, ConfigChecks.MaxVocabulary)
+                    .Id("image_token_index", ImageTokenIndex, t.VocabSize)
+                    .Require(t.FeedForwardProj is "relu" or "gated-gelu" or "gelu" or "gated-relu" or "gated-silu",
+                        $"text_config.feed_forward_proj \"{t.FeedForwardProj}\" is not supported");
+                break;
         }
-        Heads("vision_config", VisionConfig.HiddenSize, VisionConfig.NumAttentionHeads);
-        Heads("qformer_config", QformerConfig.HiddenSize, QformerConfig.NumAttentionHeads);
-        if (VisionConfig.PatchSize <= 0 || VisionConfig.ImageSize < VisionConfig.PatchSize)
-            problems.Add($"vision_config: image_size {VisionConfig.ImageSize} and patch_size {VisionConfig.PatchSize} give no patches");
-        if (QformerConfig.CrossAttentionFrequency <= 0)
-            problems.Add($"qformer_config: cross_attention_frequency {QformerConfig.CrossAttentionFrequency} must be positive");
-        if (NumQueryTokens <= 0) problems.Add($"num_query_tokens {NumQueryTokens} must be positive");
-        if (TextConfig is OptConfig opt)
-        {
-            Heads("text_config", opt.HiddenSize, opt.NumAttentionHeads);
-            if (opt.VocabSize <= 0) problems.Add($"text_config: vocab_size {opt.VocabSize} must be positive");
-            if (ImageTokenIndex is int idx && (idx < 0 || idx >= opt.VocabSize))
-                problems.Add($"image_token_index {idx} is outside the vocabulary (size {opt.VocabSize})");
-        }
-        if (TextConfig is Language.T5.T5Config t)
-        {
-            if (t.DModel <= 0 || t.NumHeads <= 0 || t.DKv <= 0) problems.Add("text_config: d_model, num_heads and d_kv must be positive");
-            if (t.FeedForwardProj is not ("relu" or "gated-gelu" or "gelu" or "gated-relu" or "gated-silu"))
-                problems.Add($"text_config: feed_forward_proj \"{t.FeedForwardProj}\" is not supported");
-        }
-        if (problems.Count > 0) throw new ConfigException(source, string.Join("; ", problems));
+        checks.ThrowIfAny();
     }
 }

@@ -107,8 +107,8 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var config = Blip2Config.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(Blip2ForConditionalGeneration), "Blip2ForConditionalGeneration", "Blip2Model");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        var model = new Blip2ForConditionalGeneration(config, device, dtype) { GenerationConfig = defaults };
-        return StateDictLoader.LoadInto(model, checkpoint, Blip2KeyMap.For(model.Config), nameof(Blip2ForConditionalGeneration), progress);
+        return StateDictLoader.BuildAndLoad(d => new Blip2ForConditionalGeneration(config, d, dtype) { GenerationConfig = defaults },
+            device, checkpoint, Blip2KeyMap.For(config.Normalize()), nameof(Blip2ForConditionalGeneration), progress);
     }
 
     /// <summary>The most new tokens a prompt of <paramref name="promptPositions"/> language-model positions

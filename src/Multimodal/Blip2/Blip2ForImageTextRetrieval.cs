@@ -76,8 +76,8 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
         var config = Blip2Config.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(Blip2ForImageTextRetrieval), "Blip2ForImageTextRetrieval",
             "Blip2TextModelWithProjection", "Blip2VisionModelWithProjection");
-        return StateDictLoader.LoadInto(new Blip2ForImageTextRetrieval(config, device, dtype),
-            checkpoint, new WeightMap(), nameof(Blip2ForImageTextRetrieval), progress);
+        return StateDictLoader.BuildAndLoad(d => new Blip2ForImageTextRetrieval(config, d, dtype),
+            device, checkpoint, new WeightMap(), nameof(Blip2ForImageTextRetrieval), progress);
     }
 
     /// <summary>ITM for pairs: row k of the images with row k of the texts. (B, 3, H, W) + (B, T) → (B, 2).</summary>

@@ -124,8 +124,27 @@ public sealed record FlamingoConfig
     {
         if (LangEncoderConfig is null or UnsupportedTextConfig)
             throw new NotSupportedException($"{source}: lang_encoder_config.model_type \"{LangEncoderConfig?.ModelType}\" is not supported (mpt, gpt_neox).");
-        if (CrossAttnEveryNLayers <= 0) throw new ConfigException(source, $"cross_attn_every_n_layers {CrossAttnEveryNLayers} must be positive.");
-        if (LenTokenizer <= 0) throw new ConfigException(source, $"len_tokenizer {LenTokenizer} must be positive.");
+        var vision = ClipModelCfg.VisionCfg;
+        new ConfigChecks(source)
+            .Size("cross_attn_every_n_layers", CrossAttnEveryNLayers, ConfigChecks.MaxLayers)
+            .Vocabulary("len_tokenizer", LenTokenizer)
+            .Size("vis_dim", VisDim).Size("lang_dim", LangDim)
+            .Size("perceiver.dim", Perceiver.Dim).Layers("perceiver.depth", Perceiver.Depth).Size("perceiver.dim_head", Perceiver.DimHead)
+            .Size("perceiver.heads", Perceiver.Heads).Size("perceiver.num_latents", Perceiver.NumLatents, 100_000).Size("perceiver.ff_mult", Perceiver.FfMult, 1_000)
+            .Size("gated_cross_attn.dim", GatedCrossAttn.Dim).Size("gated_cross_attn.dim_visual", GatedCrossAttn.DimVisual)
+            .Size("gated_cross_attn.dim_head", GatedCrossAttn.DimHead).Size("gated_cross_attn.heads", GatedCrossAttn.Heads)
+            .Size("gated_cross_attn.ff_mult", GatedCrossAttn.FfMult, 1_000)
+            .Heads("clip_model_cfg.vision_cfg.width", vision.Width, "clip_model_cfg.vision_cfg.head_width", vision.HeadWidth)
+            .Layers("clip_model_cfg.vision_cfg.layers", vision.Layers)
+            .Patches("clip_model_cfg.vision_cfg.", vision.ImageSize, vision.PatchSize)
+            .Size("clip_model_cfg.embed_dim", ClipModelCfg.EmbedDim)
+            .ThrowIfAny();
+        switch (LangEncoderConfig)
+        {
+            case Language.Mpt.MptConfig mpt: mpt.Validate(source); break;
+            case Language.Mpt.MosaicGptConfig mosaic: mosaic.ToMpt().Validate(source); break;
+            case Language.GptNeoX.GptNeoXConfig neox: neox.Validate(source); break;
+        }
         if (MediaTokenId < 0 || MediaTokenId >= LenTokenizer || EocTokenId < 0 || EocTokenId >= LenTokenizer)
             throw new ConfigException(source, $"media_token_id {MediaTokenId} and eoc_token_id {EocTokenId} must lie in the vocabulary of {LenTokenizer}.");
     }

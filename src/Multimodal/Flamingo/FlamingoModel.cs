@@ -148,13 +148,12 @@ public sealed class FlamingoModel : nn.Module
 
     private static FlamingoModel Load(FlamingoConfig config, ITensorSource weights, Device? device, ScalarType? dtype, IProgress<LoadProgress>? progress)
     {
-        var model = new FlamingoModel(config, device, dtype);
-        return StateDictLoader.LoadInto(model, weights, model.KeyMap(), nameof(FlamingoModel), progress);
+        return StateDictLoader.BuildAndLoad(d => new FlamingoModel(config, d, dtype), device, weights, KeyMap(config), nameof(FlamingoModel), progress);
     }
 
-    internal WeightMap KeyMap() => new()
+    internal static WeightMap KeyMap(FlamingoConfig config) => new()
     {
-        Tied = Config.LangEncoderConfig switch
+        Tied = config.LangEncoderConfig switch
         {
             MptConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { ["lang_encoder.lm_head.weight"] = "lang_encoder.transformer.wte.weight" },
             Language.GptNeoX.GptNeoXConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { ["lang_encoder.embed_out.weight"] = "lang_encoder.gpt_neox.embed_in.weight" },

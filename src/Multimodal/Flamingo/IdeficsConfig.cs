@@ -128,8 +128,25 @@ public sealed record IdeficsConfig : PretrainedConfig
         if (config.ModelType != "idefics") throw new ConfigException(path, $"model_type is \"{config.ModelType}\"; an IDEFICS checkpoint has \"idefics\".");
         if (!config.UseResampler) throw new NotSupportedException($"{path}: use_resampler = false is not supported (every published IDEFICS uses the perceiver).");
         if (config.AlphaType is not ("float" or "vector")) throw new ConfigException(path, $"alpha_type \"{config.AlphaType}\" must be \"float\" or \"vector\".");
-        if (config.HiddenSize % config.NumAttentionHeads != 0 || config.CrossLayerInterval <= 0)
-            throw new ConfigException(path, "hidden_size must be a multiple of num_attention_heads and cross_layer_interval positive.");
+        var v = config.VisionConfig;
+        var p = config.PerceiverConfig;
+        new ConfigChecks(path)
+            .Heads("hidden_size", config.HiddenSize, "num_attention_heads", config.NumAttentionHeads)
+            .Size("intermediate_size", config.IntermediateSize)
+            .Layers("num_hidden_layers", config.NumHiddenLayers)
+            .Vocabulary("vocab_size", config.VocabSize)
+            .Require(config.AdditionalVocabSize is >= 0 and <= ConfigChecks.MaxVocabulary, $"additional_vocab_size = {config.AdditionalVocabSize} must be between 0 and {ConfigChecks.MaxVocabulary}")
+            .Size("cross_layer_interval", config.CrossLayerInterval, ConfigChecks.MaxLayers)
+            .Heads("vision_config.embed_dim", v.EmbedDim, "vision_config.num_attention_heads", v.NumAttentionHeads)
+            .Size("vision_config.intermediate_size", v.IntermediateSize)
+            .Layers("vision_config.num_hidden_layers", v.NumHiddenLayers)
+            .Patches("vision_config.", v.ImageSize, v.PatchSize)
+            .Require(v.NumChannels == 3, $"vision_config.num_channels = {v.NumChannels} must be 3 (RGB)")
+            .Size("perceiver_config.resampler_n_latents", p.ResamplerNLatents, 100_000)
+            .Layers("perceiver_config.resampler_depth", p.ResamplerDepth)
+            .Size("perceiver_config.resampler_n_heads", p.ResamplerNHeads)
+            .Size("perceiver_config.resampler_head_dim", p.ResamplerHeadDim)
+            .ThrowIfAny();
         return config;
     }
 }

@@ -15,12 +15,12 @@ namespace Multimodal.Flamingo;
 internal sealed class IdeficsDecoupledEmbedding : nn.Module<Tensor, Tensor>
 {
     [ComponentName(Name = "weight")] private readonly Parameter _weight;
-    [ComponentName(Name = "additional_embedding")] private readonly Embedding? _additionalEmbedding;
+    [ComponentName(Name = "additional_embedding")] private readonly EmbeddingTable? _additionalEmbedding;
 
     public IdeficsDecoupledEmbedding(int vocab, int additional, int dim, Device? device, ScalarType? dtype) : base(nameof(IdeficsDecoupledEmbedding))
     {
         _weight = new Parameter(zeros(vocab, dim, dtype: dtype, device: device), requires_grad: false);
-        if (additional > 0) _additionalEmbedding = nn.Embedding(additional, dim, device: device, dtype: dtype);
+        if (additional > 0) _additionalEmbedding = new EmbeddingTable(additional, dim, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -242,8 +242,8 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         var config = IdeficsConfig.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(IdeficsForVisionText2Text), "IdeficsForVisionText2Text", "IdeficsModel");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        return StateDictLoader.LoadInto(new IdeficsForVisionText2Text(config, device, dtype) { GenerationConfig = defaults },
-            checkpoint, new WeightMap(), nameof(IdeficsForVisionText2Text), progress);
+        return StateDictLoader.BuildAndLoad(d => new IdeficsForVisionText2Text(config, d, dtype) { GenerationConfig = defaults },
+            device, checkpoint, new WeightMap(), nameof(IdeficsForVisionText2Text), progress);
     }
 
     internal IdeficsModel Inner => _model;

@@ -11,12 +11,17 @@ internal static class CausalLanguageModels
     {
         using var checkpoint = CheckpointFolder.Open(folder);
         var config = PretrainedConfig.Read<TextConfig>(checkpoint.ConfigPath);
-        var (model, map) = Create(config, checkpoint.ConfigPath, DeviceCheck.Resolve(device), DeviceCheck.Resolve(dtype));
-        StateDictLoader.LoadInto(model, checkpoint, map, model.GetType().Name).eval();
+        // The key map depends on the config only; the meta-device build that yields it costs no memory.
+        var (probe, map) = Create(config, checkpoint.ConfigPath, META, DeviceCheck.Resolve(dtype));
+        string modelName = probe.GetType().Name;
+        probe.Dispose();
+        var model = StateDictLoader.BuildAndLoad(d => Create(config, checkpoint.ConfigPath, DeviceCheck.Resolve(d), DeviceCheck.Resolve(dtype)).Model,
+            device, checkpoint, map, modelName);
+        model.eval();
         return model;
     }
 
-    private static (nn.Module, WeightMap) Create(TextConfig config, string source, Device device, ScalarType dtype)
+    private static (nn.Module Model, WeightMap Map) Create(TextConfig config, string source, Device device, ScalarType dtype)
     {
         switch (config)
         {
@@ -27,6 +32,7 @@ internal static class CausalLanguageModels
                     Tied = mpt.TieWordEmbeddings ? new Dictionary<string, string> { ["lm_head.weight"] = "transformer.wte.weight" } : new Dictionary<string, string>(),
                 });
             case MosaicGptConfig mosaic:
+                mosaic.ToMpt().Validate(source);
                 return (new MptForCausalLM(mosaic.ToMpt(), device, dtype), MosaicGptConfig.KeyMap(tied: true));
             case GptNeoX.GptNeoXConfig neox:
                 neox.Validate(source);

@@ -37,18 +37,28 @@ internal sealed class TextConfigConverter : JsonConverter<TextConfig>
         var element = doc.RootElement;
         if (element.ValueKind == JsonValueKind.Null) return null;
         if (element.ValueKind != JsonValueKind.Object) throw new JsonException("text_config must be an object.");
-        string modelType = element.TryGetProperty("model_type", out var mt) && mt.ValueKind == JsonValueKind.String
-            ? mt.GetString()!
-            : "opt";
-        return modelType switch
+        string modelType = "opt";
+        if (element.TryGetProperty("model_type", out var mt))
+            modelType = mt.ValueKind == JsonValueKind.String
+                ? mt.GetString()!
+                : throw new JsonException($"model_type must be a string such as \"opt\" or \"t5\", not {mt.GetRawText()}.");
+        try
         {
-            "opt" => element.Deserialize<OptConfig>(options),
-            "mpt" => element.Deserialize<Mpt.MptConfig>(options),
-            "mosaic_gpt" => element.Deserialize<Mpt.MosaicGptConfig>(options),
-            "t5" => element.Deserialize<T5.T5Config>(options),
-            "gpt_neox" => element.Deserialize<GptNeoX.GptNeoXConfig>(options),
-            _ => element.Deserialize<UnsupportedTextConfig>(options),
-        };
+            return modelType switch
+            {
+                "opt" => element.Deserialize<OptConfig>(options),
+                "mpt" => element.Deserialize<Mpt.MptConfig>(options),
+                "mosaic_gpt" => element.Deserialize<Mpt.MosaicGptConfig>(options),
+                "t5" => element.Deserialize<T5.T5Config>(options),
+                "gpt_neox" => element.Deserialize<GptNeoX.GptNeoXConfig>(options),
+                _ => element.Deserialize<UnsupportedTextConfig>(options),
+            };
+        }
+        catch (JsonException e)
+        {
+            // The nested document's own path ($.hidden_size); the serializer adds where the object sits.
+            throw new JsonException($"at {e.Path} inside it: {e.Message.Split(" Path:")[0]}", e);
+        }
     }
 
     public override void Write(Utf8JsonWriter writer, TextConfig value, JsonSerializerOptions options) =>

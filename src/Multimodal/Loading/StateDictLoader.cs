@@ -37,12 +37,52 @@ public static class StateDictLoader
         });
     }
 
+    /// <summary>Builds the model on the meta device (no memory) and checks every name, shape and dtype against the
+    /// weight headers; only when they all match is it built on <paramref name="device"/> and loaded. A config
+    /// whose sizes do not fit the weights fails here, listing the tensors, before anything is allocated.</summary>
+    /// <exception cref="CheckpointMismatchException">names, shapes or dtypes do not match.</exception>
+    public static TModule BuildAndLoad<TModule>(Func<Device?, TModule> build, Device? device, ITensorSource source, WeightMap map,
+        string modelName, IProgress<LoadProgress>? progress = null) where TModule : nn.Module
+    {
+        using (var probe = build(META)) MakePlans(probe.state_dict(), source, map, modelName);
+        return LoadInto(build(device), source, map, modelName, progress);
+    }
+
     /// <summary>Loads <paramref name="source"/> into <paramref name="module"/> through <paramref name="map"/>.</summary>
     /// <exception cref="CheckpointMismatchException">names, shapes or dtypes do not match.</exception>
     public static void Load(nn.Module module, ITensorSource source, WeightMap map, string modelName,
         IProgress<LoadProgress>? progress = null)
     {
         var targets = module.state_dict();
+        var plans = MakePlans(targets, source, map, modelName);
+        long totalBytes = plans.Values.Sum(p => PlanBytes(p, source));
+        long bytesLoaded = 0;
+        int loaded = 0;
+        using var noGrad = torch.no_grad();
+        foreach (var (key, plan) in plans)
+        {
+            var target = targets[key];
+            switch (plan)
+            {
+                case Direct direct:
+                    source.CopyTo(direct.Published, target);
+                    break;
+                case Composite composite:
+                    using (var scope = NewDisposeScope())
+                    {
+                        var parts = composite.Published.Select(source.Read).ToList();
+                        target.copy_(composite.Rule.Combine(parts));
+                    }
+                    break;
+            }
+            bytesLoaded += PlanBytes(plan, source);
+            progress?.Report(new LoadProgress(key, ++loaded, plans.Count, bytesLoaded, totalBytes));
+        }
+    }
+
+    /// <summary>Which stored tensor(s) fill each target; every problem found is thrown at once.</summary>
+    private static Dictionary<string, Plan> MakePlans(IDictionary<string, Tensor> targets, ITensorSource source, WeightMap map, string modelName)
+    {
         var plans = new Dictionary<string, Plan>(StringComparer.Ordinal);
         var consumed = new HashSet<string>(StringComparer.Ordinal);
         var mismatched = new List<string>();
@@ -114,30 +154,7 @@ public static class StateDictLoader
         }
         if (missing.Count + unexpected.Count + mismatched.Count > 0)
             throw new CheckpointMismatchException(source.Description, modelName, missing, unexpected, mismatched);
-
-        long totalBytes = plans.Values.Sum(p => PlanBytes(p, source));
-        long bytesLoaded = 0;
-        int loaded = 0;
-        using var noGrad = torch.no_grad();
-        foreach (var (key, plan) in plans)
-        {
-            var target = targets[key];
-            switch (plan)
-            {
-                case Direct direct:
-                    source.CopyTo(direct.Published, target);
-                    break;
-                case Composite composite:
-                    using (var scope = NewDisposeScope())
-                    {
-                        var parts = composite.Published.Select(source.Read).ToList();
-                        target.copy_(composite.Rule.Combine(parts));
-                    }
-                    break;
-            }
-            bytesLoaded += PlanBytes(plan, source);
-            progress?.Report(new LoadProgress(key, ++loaded, plans.Count, bytesLoaded, totalBytes));
-        }
+        return plans;
     }
 
     private static long PlanBytes(Plan plan, ITensorSource source)

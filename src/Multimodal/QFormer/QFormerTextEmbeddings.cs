@@ -1,3 +1,4 @@
+using Multimodal.Common;
 namespace Multimodal.QFormer;
 
 /// <summary>transformers v4.45.1 <c>Blip2TextEmbeddings</c> (modeling_blip_2.py): word plus absolute
@@ -5,13 +6,13 @@ namespace Multimodal.QFormer;
 /// Q-Former's <c>layernorm</c> normalises the whole input. Positions are derived, not a stored buffer.</summary>
 internal sealed class QFormerTextEmbeddings : nn.Module
 {
-    [ComponentName(Name = "word_embeddings")] private readonly Embedding _wordEmbeddings;
-    [ComponentName(Name = "position_embeddings")] private readonly Embedding _positionEmbeddings;
+    [ComponentName(Name = "word_embeddings")] private readonly EmbeddingTable _wordEmbeddings;
+    [ComponentName(Name = "position_embeddings")] private readonly EmbeddingTable _positionEmbeddings;
 
     public QFormerTextEmbeddings(QFormerConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(QFormerTextEmbeddings))
     {
-        _wordEmbeddings = nn.Embedding(config.VocabSize, config.HiddenSize, padding_idx: config.PadTokenId, device: device, dtype: dtype);
-        _positionEmbeddings = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize, device: device, dtype: dtype);
+        _wordEmbeddings = new EmbeddingTable(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
+        _positionEmbeddings = new EmbeddingTable(config.MaxPositionEmbeddings, config.HiddenSize, device: device, dtype: dtype);
         RegisterComponents();
     }
 

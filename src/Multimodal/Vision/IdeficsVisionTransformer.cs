@@ -9,14 +9,14 @@ internal sealed class IdeficsVisionEmbeddings : nn.Module<Tensor, Tensor>
 {
     [ComponentName(Name = "class_embedding")] private readonly Parameter _classEmbedding;
     [ComponentName(Name = "patch_embedding")] private readonly Conv2d _patchEmbedding;
-    [ComponentName(Name = "position_embedding")] private readonly Embedding _positionEmbedding;
+    [ComponentName(Name = "position_embedding")] private readonly EmbeddingTable _positionEmbedding;
 
     public IdeficsVisionEmbeddings(IdeficsVisionConfig config, Device? device, ScalarType? dtype) : base(nameof(IdeficsVisionEmbeddings))
     {
         int grid = config.ImageSize / config.PatchSize;
         _classEmbedding = new Parameter(zeros(config.EmbedDim, dtype: dtype, device: device), requires_grad: false);
         _patchEmbedding = nn.Conv2d(config.NumChannels, config.EmbedDim, config.PatchSize, stride: config.PatchSize, bias: false, device: device, dtype: dtype);
-        _positionEmbedding = nn.Embedding(grid * grid + 1, config.EmbedDim, device: device, dtype: dtype);
+        _positionEmbedding = new EmbeddingTable(grid * grid + 1, config.EmbedDim, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -66,9 +66,13 @@ public sealed record GptNeoXConfig : TextConfig
     /// <summary>Checks what the port supports.</summary>
     public void Validate(string source)
     {
-        if (HiddenSize <= 0 || NumAttentionHeads <= 0 || HiddenSize % NumAttentionHeads != 0)
-            throw new Common.ConfigException(source, $"hidden_size {HiddenSize} must be a positive multiple of num_attention_heads {NumAttentionHeads}.");
-        if (RotaryPct <= 0 || RotaryPct > 1) throw new Common.ConfigException(source, $"rotary_pct {RotaryPct} must be in (0, 1].");
+        new Common.ConfigChecks(source)
+            .Heads("hidden_size", HiddenSize, "num_attention_heads", NumAttentionHeads)
+            .Size("intermediate_size", IntermediateSize)
+            .Layers("num_hidden_layers", NumHiddenLayers)
+            .Vocabulary("vocab_size", VocabSize)
+            .Require(RotaryPct > 0 && RotaryPct <= 1, $"rotary_pct = {RotaryPct} must be in (0, 1]")
+            .ThrowIfAny();
         if (RopeScaling is JsonElement r && r.ValueKind != JsonValueKind.Null)
             throw new NotSupportedException($"{source}: rope_scaling = {r.GetRawText()} is not supported.");
     }

@@ -136,7 +136,7 @@ internal sealed class GptNeoXLayer : nn.Module
 /// <summary>transformers v4.45.1 <c>GPTNeoXModel</c>: <c>embed_in</c>, the layers, <c>final_layer_norm</c>.</summary>
 internal sealed class GptNeoXModel : nn.Module
 {
-    [ComponentName(Name = "embed_in")] private readonly Embedding _embedIn;
+    [ComponentName(Name = "embed_in")] private readonly EmbeddingTable _embedIn;
     [ComponentName(Name = "layers")] private readonly ModuleList<nn.Module> _layers = new();
     [ComponentName(Name = "final_layer_norm")] private readonly LayerNorm _finalLayerNorm;
     private readonly GptNeoXConfig _config;
@@ -144,7 +144,7 @@ internal sealed class GptNeoXModel : nn.Module
     public GptNeoXModel(GptNeoXConfig config, Device? device, ScalarType? dtype, Func<int, nn.Module, nn.Module>? wrapLayer) : base(nameof(GptNeoXModel))
     {
         _config = config;
-        _embedIn = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
+        _embedIn = new EmbeddingTable(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
         DecoderLayers.Build(_layers, config.NumHiddenLayers, i => new GptNeoXLayer(config, i, device, dtype), wrapLayer);
         _finalLayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
         RegisterComponents();

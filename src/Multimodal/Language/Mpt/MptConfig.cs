@@ -95,6 +95,12 @@ public sealed record MptConfig : TextConfig
     /// <summary>Checks the settings the port supports: ALiBi, default softmax scale, no qkv clipping, no qk LayerNorm.</summary>
     public void Validate(string source)
     {
+        new Common.ConfigChecks(source)
+            .Heads("d_model", DModel, "n_heads", NHeads)
+            .Layers("n_layers", NLayers)
+            .Vocabulary("vocab_size", VocabSize)
+            .Size("expansion_ratio", ExpansionRatio, 1_000)
+            .ThrowIfAny();
         if (AttnConfig is JsonElement a)
         {
             if (a.TryGetProperty("alibi", out var alibi) && alibi.ValueKind == JsonValueKind.False)

@@ -88,7 +88,7 @@ internal sealed class MptBlock : nn.Module
 /// LayerNorm without bias. Attention positions come from ALiBi only (no position embeddings).</summary>
 internal sealed class MptModel : nn.Module
 {
-    [ComponentName(Name = "wte")] private readonly Embedding _wte;
+    [ComponentName(Name = "wte")] private readonly EmbeddingTable _wte;
     [ComponentName(Name = "blocks")] private readonly ModuleList<nn.Module> _blocks = new();
     [ComponentName(Name = "norm_f")] private readonly LayerNorm _normF;
     private readonly MptConfig _config;
@@ -97,7 +97,7 @@ internal sealed class MptModel : nn.Module
         : base(nameof(MptModel))
     {
         _config = config;
-        _wte = nn.Embedding(config.VocabSize, config.DModel, device: device, dtype: dtype);
+        _wte = new EmbeddingTable(config.VocabSize, config.DModel, device: device, dtype: dtype);
         DecoderLayers.Build(_blocks, config.NLayers, i => new MptBlock(config, i, device, dtype), wrapLayer);
         _normF = nn.LayerNorm(config.DModel, config.LayerNormEpsilon, bias: !config.NoBias, device: device, dtype: dtype);
         RegisterComponents();

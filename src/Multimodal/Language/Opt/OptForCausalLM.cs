@@ -8,7 +8,7 @@ namespace Multimodal.Language.Opt;
 /// LayerNorm and optional <c>project_out</c>.</summary>
 internal sealed class OptDecoder : nn.Module
 {
-    [ComponentName(Name = "embed_tokens")] private readonly Embedding _embedTokens;
+    [ComponentName(Name = "embed_tokens")] private readonly EmbeddingTable _embedTokens;
     [ComponentName(Name = "embed_positions")] private readonly OptLearnedPositionalEmbedding _embedPositions;
     [ComponentName(Name = "project_out")] private readonly Linear? _projectOut;
     [ComponentName(Name = "project_in")] private readonly Linear? _projectIn;
@@ -17,7 +17,7 @@ internal sealed class OptDecoder : nn.Module
 
     public OptDecoder(OptConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(OptDecoder))
     {
-        _embedTokens = nn.Embedding(config.VocabSize, config.EmbedDim, padding_idx: config.PadTokenId, device: device, dtype: dtype);
+        _embedTokens = new EmbeddingTable(config.VocabSize, config.EmbedDim, device: device, dtype: dtype);
         _embedPositions = new OptLearnedPositionalEmbedding(config.MaxPositionEmbeddings, config.HiddenSize, device, dtype);
         if (config.EmbedDim != config.HiddenSize)
         {

@@ -14,7 +14,7 @@ internal sealed class T5Attention : nn.Module
     [ComponentName(Name = "k")] private readonly Linear _k;
     [ComponentName(Name = "v")] private readonly Linear _v;
     [ComponentName(Name = "o")] private readonly Linear _o;
-    [ComponentName(Name = "relative_attention_bias")] private readonly Embedding? _relativeAttentionBias;
+    [ComponentName(Name = "relative_attention_bias")] private readonly EmbeddingTable? _relativeAttentionBias;
     private readonly T5Config _config;
     private readonly int _layerIndex;
 
@@ -27,7 +27,7 @@ internal sealed class T5Attention : nn.Module
         _k = nn.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
         _v = nn.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
         _o = nn.Linear(inner, config.DModel, hasBias: false, device: device, dtype: dtype);
-        if (hasRelativeBias) _relativeAttentionBias = nn.Embedding(config.RelativeAttentionNumBuckets, config.NumHeads, device: device, dtype: dtype);
+        if (hasRelativeBias) _relativeAttentionBias = new EmbeddingTable(config.RelativeAttentionNumBuckets, config.NumHeads, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -198,12 +198,12 @@ internal sealed class T5Block : nn.Module
 /// <summary>transformers v4.45.1 <c>T5Stack</c>: the shared embedding (not owned), blocks and a final RMSNorm.</summary>
 internal sealed class T5Stack : nn.Module
 {
-    [ComponentName(Name = "embed_tokens")] private readonly Embedding _embedTokens;
+    [ComponentName(Name = "embed_tokens")] private readonly EmbeddingTable _embedTokens;
     [ComponentName(Name = "block")] private readonly ModuleList<T5Block> _block = new();
     [ComponentName(Name = "final_layer_norm")] private readonly LlamaRmsNorm _finalLayerNorm;
     private readonly bool _decoder;
 
-    public T5Stack(T5Config config, Embedding shared, bool decoder, Device? device, ScalarType? dtype) : base(nameof(T5Stack))
+    public T5Stack(T5Config config, EmbeddingTable shared, bool decoder, Device? device, ScalarType? dtype) : base(nameof(T5Stack))
     {
         _decoder = decoder;
         _embedTokens = shared;
@@ -254,7 +254,7 @@ internal sealed class T5Stack : nn.Module
 /// decoder output by d_model^−0.5 first (Flan-T5's untied head does not).</summary>
 internal sealed class T5ForConditionalGeneration : nn.Module
 {
-    [ComponentName(Name = "shared")] private readonly Embedding _shared;
+    [ComponentName(Name = "shared")] private readonly EmbeddingTable _shared;
     [ComponentName(Name = "encoder")] private readonly T5Stack _encoder;
     [ComponentName(Name = "decoder")] private readonly T5Stack _decoder;
     [ComponentName(Name = "lm_head")] private readonly Linear _lmHead;
@@ -262,7 +262,7 @@ internal sealed class T5ForConditionalGeneration : nn.Module
     public T5ForConditionalGeneration(T5Config config, Device? device = null, ScalarType? dtype = null) : base(nameof(T5ForConditionalGeneration))
     {
         Config = config;
-        _shared = nn.Embedding(config.VocabSize, config.DModel, device: device, dtype: dtype);
+        _shared = new EmbeddingTable(config.VocabSize, config.DModel, device: device, dtype: dtype);
         _encoder = new T5Stack(config, _shared, decoder: false, device, dtype);
         _decoder = new T5Stack(config, _shared, decoder: true, device, dtype);
         _lmHead = nn.Linear(config.DModel, config.VocabSize, hasBias: false, device: config.TieWordEmbeddings ? META : device, dtype: dtype);
