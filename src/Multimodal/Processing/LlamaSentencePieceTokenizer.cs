@@ -9,6 +9,7 @@ namespace Multimodal.Processing;
 public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
 {
     private readonly LlamaTokenizer _sp;
+    private readonly SentencePieceBpe _encoder;
     private readonly Dictionary<string, int> _added;
     private readonly Dictionary<long, string> _addedById;
 
@@ -21,9 +22,10 @@ public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
     /// <summary>BOS id.</summary>
     public long BosTokenId { get; }
 
-    private LlamaSentencePieceTokenizer(LlamaTokenizer sp, Dictionary<string, int> added, long? pad)
+    private LlamaSentencePieceTokenizer(LlamaTokenizer sp, SentencePieceBpe encoder, Dictionary<string, int> added, long? pad)
     {
         _sp = sp;
+        _encoder = encoder;
         _added = added;
         _addedById = added.ToDictionary(kv => (long)kv.Value, kv => kv.Key);
         SpecialIds = added.Values.Select(v => (long)v).ToHashSet();
@@ -38,21 +40,27 @@ public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
         if (!File.Exists(path)) throw new FileNotFoundException($"SentencePiece model '{path}' does not exist.", path);
         var specials = new Dictionary<string, int> { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
         LlamaTokenizer sp;
-        using (var stream = File.OpenRead(path))
+        SentencePieceBpe encoder;
+        var bytes = File.ReadAllBytes(path);
+        try
         {
-            try { sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false, specialTokens: specials); }
-            catch (Exception e) when (e is not IOException)
-            {
-                throw new InvalidDataException($"'{path}' is not a SentencePiece BPE model: {e.Message}", e);
-            }
+            using var stream = new MemoryStream(bytes);
+            sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false, specialTokens: specials);
+            encoder = new SentencePieceBpe(bytes);
+        }
+        catch (Exception e) when (e is not IOException)
+        {
+            throw new InvalidDataException($"'{path}' is not a SentencePiece BPE model: {e.Message}", e);
         }
         var added = new Dictionary<string, int>(specials);
         int next = sp.Vocabulary.Count;
         foreach (var token in additionalTokens ?? [])
             added.TryAdd(token, next++);
         long? pad = padToken is not null && added.TryGetValue(padToken, out var p) ? p : null;
-        return new LlamaSentencePieceTokenizer(sp, added, pad);
+        return new LlamaSentencePieceTokenizer(sp, encoder, added, pad);
     }
+
+    internal SentencePieceBpe Encoder => _encoder;
 
     /// <inheritdoc/>
     public IReadOnlyList<long> Encode(string text, bool addSpecialTokens = true)
@@ -63,7 +71,7 @@ public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
         foreach (var (segment, id) in AddedTokens.Split(text, _added))
         {
             if (id is int added) ids.Add(added);
-            else ids.AddRange(_sp.EncodeToIds(segment, addBeginningOfSentence: false, addEndOfSentence: false).Select(i => (long)i));
+            else ids.AddRange(_encoder.Encode(segment).Select(i => (long)i));
         }
         return ids;
     }

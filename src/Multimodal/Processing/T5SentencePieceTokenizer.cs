@@ -91,9 +91,42 @@ public sealed class T5SentencePieceTokenizer : ITextTokenizer
         new SentencePieceStreamingDecoder(_sp, _addedById, skipSpecialTokens);
 }
 
-/// <summary>Just enough protobuf wire format to rewrite one field of a message.</summary>
+/// <summary>Just enough protobuf wire format to read a SentencePiece model and rewrite one field of it.</summary>
 internal static class Protobuf
 {
+    /// <summary>The fields of a message in order: number, wire type, the value of a varint or 32-bit field,
+    /// and the bytes of a length-delimited one.</summary>
+    public static IEnumerable<(int Field, int Wire, ulong Value, byte[] Payload)> Fields(byte[] message)
+    {
+        int p = 0;
+        while (p < message.Length)
+        {
+            ulong key = ReadVarint(message, ref p);
+            int field = (int)(key >> 3), wire = (int)(key & 7);
+            ulong value = 0;
+            byte[] payload = [];
+            switch (wire)
+            {
+                case 0: value = ReadVarint(message, ref p); break;
+                case 1: p += 8; break;
+                case 5:
+                    if (p + 4 > message.Length) throw new InvalidDataException("truncated protobuf message");
+                    value = BitConverter.ToUInt32(message, p);
+                    p += 4;
+                    break;
+                case 2:
+                    int length = checked((int)ReadVarint(message, ref p));
+                    if (length < 0 || p + length > message.Length) throw new InvalidDataException("truncated protobuf message");
+                    payload = message[p..(p + length)];
+                    p += length;
+                    break;
+                default: throw new InvalidDataException($"unsupported protobuf wire type {wire}");
+            }
+            if (p > message.Length) throw new InvalidDataException("truncated protobuf message");
+            yield return (field, wire, value, payload);
+        }
+    }
+
     /// <summary>Copies a message, replacing the payload of fields for which <paramref name="replace"/> returns bytes.</summary>
     public static byte[] Rewrite(byte[] message, Func<int, int, byte[], byte[]?> replace)
     {
