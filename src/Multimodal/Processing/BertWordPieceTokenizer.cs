@@ -77,7 +77,7 @@ public sealed class BertWordPieceTokenizer : ITextTokenizer
             if (IsCjk(cp)) cleaned.Append(' ').Append(rune.ToString()).Append(' ');
             else cleaned.Append(rune.ToString());
         }
-        var lowered = cleaned.ToString().ToLowerInvariant().Normalize(NormalizationForm.FormD);
+        var lowered = PythonLower(cleaned.ToString().Normalize(NormalizationForm.FormC)).Normalize(NormalizationForm.FormD);
         var stripped = new StringBuilder();
         foreach (var c in lowered)
             if (CharUnicodeInfo.GetUnicodeCategory(c) != UnicodeCategory.NonSpacingMark) stripped.Append(c);
@@ -95,6 +95,39 @@ public sealed class BertWordPieceTokenizer : ITextTokenizer
             }
             if (word.Length > 0) yield return word.ToString();
         }
+    }
+
+    /// <summary>Python's <c>str.lower()</c>: the full Unicode lowercase mapping, where .NET's invariant lowering
+    /// is the simple one — U+0130 İ becomes "i" + U+0307 (so accent stripping leaves "i"), and a capital sigma at
+    /// the end of a word becomes the final form ς (Unicode's Final_Sigma context), elsewhere σ.</summary>
+    internal static string PythonLower(string text)
+    {
+        var runes = text.EnumerateRunes().ToArray();
+        var lowered = new StringBuilder(text.Length);
+        for (int i = 0; i < runes.Length; i++)
+        {
+            var rune = runes[i];
+            if (rune.Value == 0x0130) lowered.Append("i\u0307");
+            else if (rune.Value == 0x03A3) lowered.Append(FinalSigma(runes, i) ? '\u03C2' : '\u03C3');
+            else lowered.Append(Rune.ToLowerInvariant(rune).ToString());
+        }
+        return lowered.ToString();
+    }
+
+    // Final_Sigma: a cased letter before (case-ignorable characters skipped) and none after.
+    private static bool FinalSigma(Rune[] runes, int at)
+    {
+        static bool Cased(Rune r) => Rune.IsUpper(r) || Rune.IsLower(r) || Rune.GetUnicodeCategory(r) == UnicodeCategory.TitlecaseLetter;
+        static bool CaseIgnorable(Rune r) =>
+            Rune.GetUnicodeCategory(r) is UnicodeCategory.NonSpacingMark or UnicodeCategory.EnclosingMark or UnicodeCategory.Format
+                or UnicodeCategory.ModifierLetter or UnicodeCategory.ModifierSymbol
+            || r.Value is '\'' or '.' or ':' or 0x00B7 or 0x2019 or 0x2018 or 0x2024 or 0xFE52 or 0xFF07 or 0xFF0E;
+        int before = at - 1;
+        while (before >= 0 && CaseIgnorable(runes[before])) before--;
+        if (before < 0 || !Cased(runes[before])) return false;
+        int after = at + 1;
+        while (after < runes.Length && CaseIgnorable(runes[after])) after++;
+        return after >= runes.Length || !Cased(runes[after]);
     }
 
     // Greedy longest-match-first; a word with an unmatchable remainder, or longer than 100 characters, is [UNK].
