@@ -78,7 +78,7 @@ public sealed class FacadeConcurrencyTests(ITestOutputHelper output)
     }
 
     // Tensors alive in the process (tests run one at a time); unreachable ones are finalized first.
-    private static long LiveTensors()
+    internal static long LiveTensors()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
@@ -96,5 +96,112 @@ public sealed class FacadeConcurrencyTests(ITestOutputHelper output)
         var results = await running;
         Assert.All(results, r => Assert.Equal(FinishReason.EndOfSequence, r.FinishReason));
         blip2.Dispose();                                        // a second dispose is harmless
+    }
+}
+
+/// <summary>The model classes themselves hold no per-call state (the KV cache and media are per call), so
+/// concurrent calls on one instance need no gate: 8 concurrent callers give the ids of 8 sequential calls.</summary>
+public sealed class ModelConcurrencyTests(ITestOutputHelper output)
+{
+    private static void EightAtOnce(Func<int, string> call, ITestOutputHelper output, string name)
+    {
+        var sequential = Enumerable.Range(0, 8).Select(call).ToList();
+        var concurrent = Task.WhenAll(Enumerable.Range(0, 8).Select(i => Task.Run(() => call(i)))).GetAwaiter().GetResult();
+        Assert.Equal(sequential, concurrent);
+        output.WriteLine($"{name}: 8 concurrent calls = 8 sequential calls");
+    }
+
+    [Fact]
+    public void Eight_concurrent_callers_on_each_model_class_equal_sequential_calls()
+    {
+        using var blip2 = Blip2ForConditionalGeneration.FromPretrained(FixtureCase.Get("blip2-opt").Path);
+        using var br = FixtureCase.Get("blip2-opt").OpenReference();
+        using var pixels = br.Read("pixel_values");
+        using var ids = br.Read("input_ids");
+        using var mask = br.Read("attention_mask");
+        GenerationOptions Options(int i) => new() { MaxNewTokens = 4 + i % 3, NumBeams = 1 + i % 2 };
+        EightAtOnce(i =>
+        {
+            using var output = blip2.Generate(pixels, ids, mask, Options(i));
+            return string.Join(",", output.Sequences.SelectMany(s => s));
+        }, output, "Blip2ForConditionalGeneration");
+
+        using var flamingo = FlamingoModel.FromPretrained(FixtureCase.Get("openflamingo").Path);
+        using var fr = FixtureCase.Get("openflamingo").OpenReference();
+        using var visionX = fr.Read("vision_x");
+        using var langX = fr.Read("lang_x");
+        using var fmask = fr.Read("attention_mask");
+        EightAtOnce(i =>
+        {
+            using var output = flamingo.Generate(visionX, langX, fmask, Options(i));
+            return string.Join(",", output.Sequences.SelectMany(s => s));
+        }, output, "FlamingoModel");
+
+        using var idefics = IdeficsForVisionText2Text.FromPretrained(FixtureCase.Get("idefics").Path);
+        using var ir = FixtureCase.Get("idefics").OpenReference();
+        using var iids = ir.Read("input_ids");
+        using var imask = ir.Read("attention_mask");
+        using var ipixels = ir.Read("pixel_values");
+        using var rows = ir.Read("image_attention_mask");
+        EightAtOnce(i =>
+        {
+            using var output = idefics.Generate(iids, imask, ipixels, rows, Options(i));
+            return string.Join(",", output.Sequences.SelectMany(s => s));
+        }, output, "IdeficsForVisionText2Text");
+
+        using var itm = Blip2ForImageTextRetrieval.FromPretrained(FixtureCase.Get("blip2-itm").Path);
+        using var tr = FixtureCase.Get("blip2-itm").OpenReference();
+        using var tpixels = tr.Read("itm_pixel_values");
+        using var tids = tr.Read("itm_input_ids");
+        using var tmask = tr.Read("itm_attention_mask");
+        EightAtOnce(_ =>
+        {
+            using var m = itm.ImageTextMatching(tpixels, tids, tmask);
+            return string.Join(",", m.Logits.data<float>().ToArray().Select(v => v.ToString("R")));
+        }, output, "Blip2ForImageTextRetrieval");
+    }
+
+    [Fact]
+    public async Task A_thousand_mixed_generations_leave_no_tensor_behind()
+    {
+        using var folder = Blip2.Blip2CaptionerTests.MakeFolder("blip2-opt");
+        using var blip2 = Blip2Captioner.FromPretrained(folder.Path);
+        var image = ImageDecoder.Decode(Path.Combine(AppContext.BaseDirectory, "Images", "chelsea.png"));
+        async Task Mixed(int i)
+        {
+            switch (i % 4)
+            {
+                case 0:
+                    await blip2.CaptionAsync(image, new GenerationOptions { MaxNewTokens = 6, MinNewTokens = 6 });
+                    break;
+                case 1:
+                    await blip2.CaptionAsync(image, new GenerationOptions { MaxNewTokens = 6, NumBeams = 2 });
+                    break;
+                case 2:
+                    await foreach (var _ in blip2.CaptionStreamAsync(image, "", new GenerationOptions { MaxNewTokens = 6 })) { }
+                    break;
+                default:
+                    // Cancelled after its third token: the KV cache holds the prompt and three steps by then.
+                    using (var cancel = new CancellationTokenSource())
+                    {
+                        int seen = 0;
+                        try
+                        {
+                            await foreach (var chunk in blip2.StreamAsync(image, "", new GenerationOptions { MaxNewTokens = 10, MinNewTokens = 10 }, cancel.Token))
+                                if (chunk.Text.Length > 0 && ++seen == 3) cancel.Cancel();
+                        }
+                        catch (OperationCanceledException)
+                        {
+                        }
+                    }
+                    break;
+            }
+        }
+        for (int i = 0; i < 8; i++) await Mixed(i);
+        long before = FacadeConcurrencyTests.LiveTensors();
+        for (int i = 0; i < 1000; i++) await Mixed(i);
+        long after = FacadeConcurrencyTests.LiveTensors();
+        output.WriteLine($"live tensors before {before}, after 1,000 mixed generations {after}");
+        Assert.Equal(before, after);
     }
 }
