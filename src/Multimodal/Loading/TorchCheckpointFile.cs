@@ -69,16 +69,35 @@ public sealed class TorchCheckpointFile : ITensorSource
         }
         try
         {
+            return Interpret(path, zip);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or NotSupportedException)
+        {
+            zip.Dispose();
+            throw new CheckpointFormatException(path, $"the zip structure is damaged: {e.Message}");
+        }
+        catch
+        {
+            zip.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Largest pickle record read: a state dict's pickle holds names and shapes, a few MB at most.</summary>
+    private const long MaxPickleBytes = 256L << 20;
+
+    private static TorchCheckpointFile Interpret(string path, ZipArchive zip)
+    {
+        long fileLength = new FileInfo(path).Length;
+        {
             var pickle = zip.Entries.FirstOrDefault(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1)
                          ?? throw new CheckpointFormatException(path, "the archive has no <name>/data.pkl record.");
             string prefix = pickle.FullName[..^"data.pkl".Length];
-            byte[] bytes;
+            if (pickle.Length > MaxPickleBytes)
+                throw new CheckpointFormatException(path, $"the pickle record {pickle.FullName} declares {pickle.Length} bytes; a state dict's is far smaller (limit {MaxPickleBytes}).");
+            byte[] bytes = new byte[pickle.Length];
             using (var stream = pickle.Open())
-            using (var buffer = new MemoryStream())
-            {
-                stream.CopyTo(buffer);
-                bytes = buffer.ToArray();
-            }
+                stream.ReadExactly(bytes);
             var root = new Unpickler(bytes, path).Run();
             if (root is not Dictionary<object, object?> dict)
                 throw new CheckpointFormatException(path, "the pickle does not hold a dict of tensors (a state dict).");
@@ -92,17 +111,48 @@ public sealed class TorchCheckpointFile : ITensorSource
                 var entry = zip.GetEntry(record);
                 long needed = (t.Storage.Elements) * SafetensorsDType.SizeOf(Storages[t.Storage.Kind].SafetensorsType);
                 if (entry is null) problems.Add($"{name}: storage record {record} is missing");
-                else if (entry.Length < needed) problems.Add($"{name}: storage record {record} holds {entry.Length} bytes, {needed} needed (truncated?)");
+                else if (entry.Length != needed)
+                    problems.Add($"{name}: storage record {record} holds {entry.Length} bytes, but its storage is {needed} bytes (truncated or damaged?)");
+                else if (entry.CompressedLength > fileLength)
+                    problems.Add($"{name}: storage record {record} declares {entry.CompressedLength} stored bytes in a {fileLength}-byte file (damaged sizes)");
+                else if (ViewProblem(t) is string view) problems.Add($"{name}: {view}");
                 else tensors[name] = t;
             }
             if (problems.Count > 0) throw new CheckpointFormatException(path, problems);
             return new TorchCheckpointFile(path, zip, prefix, tensors);
         }
-        catch
+    }
+
+    // The view (offset, shape, stride) must stay inside its storage: checked here so libtorch never sees one
+    // that reaches past it.
+    private static string? ViewProblem(TensorRef t)
+    {
+        if (t.Shape.Length != t.Stride.Length) return $"size {Common.Shape.Format(t.Shape)} and stride {Common.Shape.Format(t.Stride)} differ in rank";
+        if (t.Offset < 0 || t.Shape.Any(d => d < 0) || t.Stride.Any(d => d < 0))
+            return $"negative offset, size or stride (offset {t.Offset}, size {Common.Shape.Format(t.Shape)}, stride {Common.Shape.Format(t.Stride)})";
+        if (t.Shape.Contains(0)) return null;
+        try
         {
-            zip.Dispose();
-            throw;
+            long last = t.Offset;
+            for (int i = 0; i < t.Shape.Length; i++) last = checked(last + (t.Shape[i] - 1) * t.Stride[i]);
+            return last < t.Storage.Elements ? null
+                : $"the view (offset {t.Offset}, size {Common.Shape.Format(t.Shape)}, stride {Common.Shape.Format(t.Stride)}) reaches element {last} of a {t.Storage.Elements}-element storage";
         }
+        catch (OverflowException)
+        {
+            return $"the view (size {Common.Shape.Format(t.Shape)}, stride {Common.Shape.Format(t.Stride)}) overflows";
+        }
+    }
+
+    private static bool IsContiguous(TensorRef t)
+    {
+        long expected = 1;
+        for (int i = t.Shape.Length - 1; i >= 0; i--)
+        {
+            if (t.Shape[i] != 1 && t.Stride[i] != expected) return false;
+            expected *= t.Shape[i];
+        }
+        return true;
     }
 
     /// <inheritdoc/>
@@ -113,26 +163,71 @@ public sealed class TorchCheckpointFile : ITensorSource
         using var scope = NewDisposeScope();
         var storage = empty(t.Storage.Elements, type);
         var entry = _zip.GetEntry(_prefix + "data/" + t.Storage.Key)!;
-        using (var stream = entry.Open())
+        try
         {
-            long total = t.Storage.Elements * storage.ElementSize, chunk = 1L << 24;
-            for (long start = 0; start < t.Storage.Elements; start += chunk / storage.ElementSize)
+            using var stream = entry.Open();
+            long chunk = SafetensorsFile.ChunkBytes / storage.ElementSize;
+            for (long start = 0; start < t.Storage.Elements; start += chunk)
             {
-                long count = Math.Min(chunk / storage.ElementSize, t.Storage.Elements - start);
-                using var part = storage.narrow(0, start, count);
+                using var part = storage.narrow(0, start, Math.Min(chunk, t.Storage.Elements - start));
                 stream.ReadExactly(part.bytes);
             }
-            _ = total;
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or EndOfStreamException)
+        {
+            throw new CheckpointFormatException(Description, $"{name}: its storage record cannot be read: {e.Message}");
         }
         return storage.as_strided(t.Shape, t.Stride, t.Offset).contiguous().MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
+    /// <remarks>A contiguous view (every tensor torch.save writes from a state dict) streams from its storage
+    /// record into the destination through one bounded staging buffer, converting dtype on the way; tensors
+    /// sharing a storage each read only their own range. Other views are read whole and copied.</remarks>
     public void CopyTo(string name, Tensor destination)
     {
-        using var source = Read(name);
+        var t = _tensors.TryGetValue(name, out var found) ? found : throw new KeyNotFoundException($"{Description} has no tensor named '{name}'.");
         using var noGrad = no_grad();
-        destination.copy_(source.view(destination.shape));
+        if (!IsContiguous(t))
+        {
+            using var source = Read(name);
+            destination.copy_(source.view(destination.shape));
+            return;
+        }
+        var type = Storages[t.Storage.Kind].Type;
+        long numel = t.Shape.Aggregate(1L, (a, b) => a * b);
+        if (numel != destination.numel()) throw new ArgumentException($"{name}: {numel} elements for a destination of {destination.numel()}.");
+        using var flat = destination.view(-1);
+        using var staging = empty(Math.Max(1, Math.Min(numel, SafetensorsFile.ChunkBytes / Math.Max(1, destination.ElementSize))), type);
+        long elementSize = staging.ElementSize;
+        try
+        {
+            using var stream = _zip.GetEntry(_prefix + "data/" + t.Storage.Key)!.Open();
+            Skip(stream, t.Offset * elementSize);
+            for (long start = 0; start < numel; start += staging.shape[0])
+            {
+                long count = Math.Min(staging.shape[0], numel - start);
+                using var part = staging.narrow(0, 0, count);
+                stream.ReadExactly(part.bytes);
+                using var target = flat.narrow(0, start, count);
+                target.copy_(part);
+            }
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or EndOfStreamException)
+        {
+            throw new CheckpointFormatException(Description, $"{name}: its storage record cannot be read: {e.Message}");
+        }
+    }
+
+    private static void Skip(Stream stream, long bytes)
+    {
+        var sink = new byte[Math.Min(bytes, 1L << 20)];
+        while (bytes > 0)
+        {
+            int n = stream.Read(sink, 0, (int)Math.Min(sink.Length, bytes));
+            if (n == 0) throw new EndOfStreamException("the storage record ends before the tensor's offset");
+            bytes -= n;
+        }
     }
 
     /// <inheritdoc/>
@@ -183,7 +278,7 @@ public sealed class TorchCheckpointFile : ITensorSource
                     case (byte)'u': { var items = PopToMark(); var d = Dict(); for (int i = 0; i + 1 < items.Count; i += 2) d[items[i]!] = items[i + 1]; break; }
                     case (byte)'X': Push(ReadString(ReadU32())); break;         // BINUNICODE
                     case 0x8c: Push(ReadString(data[_pos++])); break;           // SHORT_BINUNICODE
-                    case 0x8d: Push(ReadString(checked((long)BitConverter.ToUInt64(Take(8))))); break;
+                    case 0x8d: { ulong n = BitConverter.ToUInt64(Take(8)); Push(ReadString(n > long.MaxValue ? long.MaxValue : (long)n)); break; }
                     case (byte)'J': Push((long)BitConverter.ToInt32(Take(4))); break;   // BININT
                     case (byte)'K': Push((long)data[_pos++]); break;            // BININT1
                     case (byte)'M': Push((long)BitConverter.ToUInt16(Take(2))); break; // BININT2
@@ -195,6 +290,19 @@ public sealed class TorchCheckpointFile : ITensorSource
                     case (byte)'R': { var args = Pop() as object?[] ?? throw Fail("REDUCE without an argument tuple"); Push(Call(Pop(), args)); break; }
                     case (byte)'Q': Push(PersistentLoad(Pop())); break;         // BINPERSID
                     case (byte)'b': { Pop(); if (Peek() is not Dictionary<object, object?>) throw Fail("BUILD on something other than a state dict"); break; }
+                    // Opcodes a state dict does not use but that reach a GLOBAL/INST in hostile pickles: interpreted
+                    // (nothing is called) so that the global is named when it is refused.
+                    case (byte)'0': Pop(); break;                               // POP
+                    case (byte)'1': PopToMark(); break;                         // POP_MARK
+                    case (byte)'2': Push(Peek()); break;                        // DUP
+                    case (byte)'i': { var g = ReadGlobal(ReadLine(), ReadLine()); throw Fail($"refused: INST {g} at byte {_pos} (a state dict never instantiates a class)"); }
+                    case (byte)'V' or (byte)'S' or (byte)'I' or (byte)'L' or (byte)'F': Push(ReadLine()); break;  // text forms
+                    case (byte)'p': _memo[long.TryParse(ReadLine(), out var put) ? put : -1] = Peek(); break;     // PUT
+                    case (byte)'g': Push(Memo(long.TryParse(ReadLine(), out var get) ? get : -1)); break;          // GET
+                    case (byte)'U' or (byte)'C': Push(ReadString(data[_pos++])); break;                             // SHORT_BINSTRING/BYTES
+                    case (byte)'T' or (byte)'B': Push(ReadString(ReadU32())); break;                                // BINSTRING/BINBYTES
+                    case 0x8e or 0x96: { ulong n = BitConverter.ToUInt64(Take(8)); Push(ReadString(n > long.MaxValue ? long.MaxValue : (long)n)); break; }
+                    case 0x81 or 0x92 or (byte)'o': throw Fail($"refused: opcode 0x{op:x2} at byte {_pos - 1} builds an object of a class (a state dict never does)");
                     default: throw Fail($"opcode 0x{op:x2} at byte {_pos - 1} is not one a state dict uses");
                 }
             }
@@ -260,17 +368,18 @@ public sealed class TorchCheckpointFile : ITensorSource
 
         private object? Memo(long index) => _memo.TryGetValue(index, out var v) ? v : throw Fail($"memo {index} read before it was written");
 
-        private ReadOnlySpan<byte> Take(int n)
+        private ReadOnlySpan<byte> Take(long n)
         {
-            if (_pos + n > data.Length) throw Fail("the pickle ends in the middle of an opcode (truncated)");
-            var span = data.AsSpan(_pos, n);
-            _pos += n;
+            if (n < 0 || n > data.Length - _pos)
+                throw Fail($"an opcode at byte {_pos} declares {n} bytes, but only {data.Length - _pos} remain (truncated or damaged)");
+            var span = data.AsSpan(_pos, (int)n);
+            _pos += (int)n;
             return span;
         }
 
         private long ReadU32() => BitConverter.ToUInt32(Take(4));
 
-        private string ReadString(long length) => Encoding.UTF8.GetString(Take(checked((int)length)));
+        private string ReadString(long length) => Encoding.UTF8.GetString(Take(length));
 
         private string ReadLine()
         {
