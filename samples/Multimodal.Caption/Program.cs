@@ -12,6 +12,7 @@ using System.CommandLine;
 using System.Text.Json;
 using Multimodal.Blip2;
 using Multimodal.Flamingo;
+using Multimodal.Idefics;
 using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Loading;

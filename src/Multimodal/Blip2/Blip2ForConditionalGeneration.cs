@@ -4,7 +4,6 @@ using Multimodal.Language;
 using Multimodal.Language.Opt;
 using Multimodal.Language.T5;
 using Multimodal.Loading;
-using Multimodal.Loading.KeyMaps;
 using Multimodal.QFormer;
 using Multimodal.Vision;
 
@@ -188,11 +187,10 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         int prompt = (int)embeds.shape[1];
         // Blip2ForConditionalGeneration.generate shifts max/min_length by the queries in the original
         // layout; transformers then subtracts the prompt-embedding length (no input_ids are passed).
-        int maxNew = options.MaxNewTokens
-                     ?? (options.MaxLength is int maxLength ? maxLength + (legacy ? Config.NumQueryTokens - 1 : 0) - prompt : 20);
-        if (maxNew <= 0)
-            throw new ArgumentException($"MaxLength {options.MaxLength} leaves no room for new tokens after {prompt} prompt positions; set MaxNewTokens instead.");
-        int minNew = Math.Max(options.MinNewTokens, Math.Max(options.MinLength + (legacy ? Config.NumQueryTokens : 0) - prompt, 0));
+        // Blip2ForConditionalGeneration.generate shifts max_length by Q − 1 and min_length by Q in the original
+        // layout; transformers then counts the whole prompt-embedding length. Neither set: 20 new tokens.
+        int queries = legacy ? Config.NumQueryTokens : 0;
+        var (maxNew, minNew) = options.ResolveLimits(prompt - Math.Max(queries - 1, 0), prompt - queries, defaultMaxNewTokens: 20);
         if (NewTokenBudget(prompt) is int budget && maxNew > budget)
             throw new ArgumentException(
                 $"{maxNew} new tokens after {prompt} prompt positions need {prompt + maxNew - 1} positions, but this OPT has " +
@@ -214,9 +212,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     {
         var config = t5.Config;
         long start = config.DecoderStartTokenId ?? config.PadTokenId;
-        int maxNew = options.MaxNewTokens ?? (options.MaxLength ?? 20) - 1;
-        if (maxNew <= 0) throw new ArgumentException($"MaxLength {options.MaxLength} leaves no room for new tokens; set MaxNewTokens.");
-        int minNew = Math.Max(options.MinNewTokens, options.MinLength - 1);
+        var (maxNew, minNew) = options.ResolveLimits(maxLengthCounts: 1, minLengthCounts: 1);   // the start token
         var eos = (options.EosTokenIds ?? [config.EosTokenId]).ToArray();
         long pad = options.PadTokenId ?? config.PadTokenId;
         var encoderHidden = t5.Encode(embeds, mask);

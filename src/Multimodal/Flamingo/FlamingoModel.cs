@@ -201,10 +201,7 @@ public sealed class FlamingoModel : nn.Module
         var mask = attentionMask?.to(ScalarType.Int64, Device) ?? ones_like(ids);
         int prompt = (int)ids.shape[1];
         // transformers counts max_length and min_length over prompt + new tokens when input_ids are given.
-        int maxNew = options.MaxNewTokens ?? (options.MaxLength ?? 20) - prompt;
-        if (maxNew <= 0)
-            throw new ArgumentException($"MaxLength {options.MaxLength ?? 20} leaves no room for new tokens after a {prompt}-token prompt; set MaxNewTokens.");
-        int minNew = Math.Max(options.MinNewTokens, options.MinLength - prompt);
+        var (maxNew, minNew) = options.ResolveLimits(prompt, prompt);
         var eos = (options.EosTokenIds ?? [Config.EocTokenId]).ToArray();
         long pad = options.PadTokenId ?? Config.PadTokenId ?? eos[0];
         using var session = new FlamingoSession(this, media, generating: true);

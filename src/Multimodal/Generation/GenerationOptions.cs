@@ -116,6 +116,23 @@ public sealed record GenerationOptions
         };
     }
 
+    /// <summary>The new-token limits, as transformers turns <c>max_length</c> / <c>min_length</c> into them:
+    /// <see cref="MaxNewTokens"/> wins; otherwise <see cref="MaxLength"/> (default 20) minus the positions it
+    /// counts besides new tokens; the minimum likewise from <see cref="MinLength"/>, never below
+    /// <see cref="MinNewTokens"/>. Each model says what its lengths count (the prompt, BLIP-2's queries, T5's
+    /// start token).</summary>
+    /// <param name="maxLengthCounts">positions <c>max_length</c> counts besides new tokens.</param>
+    /// <param name="minLengthCounts">positions <c>min_length</c> counts besides new tokens.</param>
+    /// <param name="defaultMaxNewTokens">new tokens when neither limit is set; null: 20 − <paramref name="maxLengthCounts"/>.</param>
+    /// <exception cref="ArgumentException">the length limit leaves no room for a new token.</exception>
+    internal (int MaxNew, int MinNew) ResolveLimits(int maxLengthCounts, int minLengthCounts, int? defaultMaxNewTokens = null)
+    {
+        int maxNew = MaxNewTokens ?? (MaxLength is int length ? length - maxLengthCounts : defaultMaxNewTokens ?? 20 - maxLengthCounts);
+        if (maxNew <= 0)
+            throw new ArgumentException($"MaxLength {MaxLength ?? 20} leaves no room for new tokens after the {maxLengthCounts} positions it counts; set MaxNewTokens instead.");
+        return (maxNew, Math.Max(MinNewTokens, Math.Max(MinLength - minLengthCounts, 0)));
+    }
+
     /// <summary>Checks the options, naming the first wrong one.</summary>
     /// <exception cref="ArgumentException">an option is out of range or options conflict.</exception>
     public void Validate()

@@ -1,5 +1,5 @@
 using Multimodal.Common;
-using Multimodal.Flamingo;
+using Multimodal.Idefics;
 
 namespace Multimodal.Vision;
 

@@ -4,6 +4,7 @@ using Microsoft.Extensions.AI;
 using Multimodal.Blip2;
 using Multimodal.Chat;
 using Multimodal.Flamingo;
+using Multimodal.Idefics;
 using Multimodal.Generation;
 using Multimodal.Processing;
 using Multimodal.Tests.TestSupport;

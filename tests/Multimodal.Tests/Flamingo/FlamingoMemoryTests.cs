@@ -1,4 +1,5 @@
 using Multimodal.Flamingo;
+using Multimodal.Idefics;
 using Multimodal.Generation;
 using Multimodal.Tests.TestSupport;
 using TorchSharp;

@@ -1,5 +1,6 @@
 using Multimodal.Blip2;
 using Multimodal.Flamingo;
+using Multimodal.Idefics;
 using Multimodal.Generation;
 using Multimodal.Processing;
 using Multimodal.Tests.TestSupport;

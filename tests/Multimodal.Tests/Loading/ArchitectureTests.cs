@@ -1,6 +1,7 @@
 using Multimodal.Blip2;
 using Multimodal.Common;
 using Multimodal.Flamingo;
+using Multimodal.Idefics;
 using Multimodal.Tests.TestSupport;
 
 namespace Multimodal.Tests.Loading;

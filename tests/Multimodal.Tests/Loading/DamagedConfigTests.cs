@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Multimodal.Blip2;
 using Multimodal.Common;
 using Multimodal.Flamingo;
+using Multimodal.Idefics;
 using Multimodal.Loading;
 using Multimodal.Tests.TestSupport;
 using Xunit.Abstractions;

@@ -2,6 +2,7 @@ using System.IO.Compression;
 using System.Text;
 using System.Text.Json;
 using Multimodal.Flamingo;
+using Multimodal.Idefics;
 using Multimodal.Loading;
 using Multimodal.Tests.TestSupport;
 using Xunit.Abstractions;

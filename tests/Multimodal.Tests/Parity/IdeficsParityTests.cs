@@ -1,5 +1,6 @@
 using Multimodal.Common;
 using Multimodal.Flamingo;
+using Multimodal.Idefics;
 using Multimodal.Loading;
 using Multimodal.Tests.TestSupport;
 using Xunit.Abstractions;

@@ -3,7 +3,7 @@ using Multimodal.Chat;
 using Multimodal.Generation;
 using Multimodal.Processing;
 
-namespace Multimodal.Flamingo;
+namespace Multimodal.Idefics;
 
 /// <summary><see cref="IChatClient"/> over an <see cref="IdeficsPipeline"/>, in the IDEFICS-instruct dialogue
 /// format: <c>User:</c> with the message's text and images interleaved where the message puts them, each turn

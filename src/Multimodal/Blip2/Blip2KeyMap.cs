@@ -1,6 +1,6 @@
-using Multimodal.Blip2;
+using Multimodal.Loading;
 
-namespace Multimodal.Loading.KeyMaps;
+namespace Multimodal.Blip2;
 
 /// <summary>Published BLIP-2 tensor names → <see cref="Blip2ForConditionalGeneration"/> keys. Module
 /// fields mirror transformers' names, so the HF layout needs no renames; this table holds only the

@@ -1,6 +1,6 @@
-using Multimodal.Blip2;
+using Multimodal.Processing;
 
-namespace Multimodal.Processing;
+namespace Multimodal.Blip2;
 
 /// <summary>Model inputs for a batch: (B, 3, H, W) pixels, (B, T) ids and mask. Disposing disposes the tensors.</summary>
 public sealed record Blip2Inputs(Tensor PixelValues, Tensor InputIds, Tensor AttentionMask) : IDisposable

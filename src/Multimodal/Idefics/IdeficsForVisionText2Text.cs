@@ -7,7 +7,7 @@ using Multimodal.Language.Llama;
 using Multimodal.Loading;
 using Multimodal.Vision;
 
-namespace Multimodal.Flamingo;
+namespace Multimodal.Idefics;
 
 /// <summary>transformers v4.44.2 <c>IdeficsDecoupledEmbedding</c>: ids below <c>vocab_size</c> use
 /// <c>weight</c>, the added ones (<c>&lt;fake_token_around_image&gt;</c>, <c>&lt;image&gt;</c>) use
@@ -283,9 +283,7 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         var ids = inputIds.to(ScalarType.Int64, Device);
         var mask = attentionMask.to(ScalarType.Int64, Device);
         int prompt = (int)ids.shape[1];
-        int maxNew = options.MaxNewTokens ?? (options.MaxLength ?? 20) - prompt;
-        if (maxNew <= 0) throw new ArgumentException($"MaxLength {options.MaxLength ?? 20} leaves no room after a {prompt}-token prompt; set MaxNewTokens.");
-        int minNew = Math.Max(options.MinNewTokens, options.MinLength - prompt);
+        var (maxNew, minNew) = options.ResolveLimits(prompt, prompt);
         var eos = (options.EosTokenIds ?? [Config.EosTokenId]).ToArray();
         long pad = options.PadTokenId ?? Config.PadTokenId;
         using var session = new IdeficsSession(this, images, imageAttentionMask.to(ScalarType.Int64, Device));

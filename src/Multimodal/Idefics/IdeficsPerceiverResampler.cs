@@ -1,7 +1,7 @@
 // Shapes: B images, S visual tokens, n latents, D vision width, h heads, d head width.
 using Multimodal.Common;
 
-namespace Multimodal.Flamingo;
+namespace Multimodal.Idefics;
 
 /// <summary>transformers v4.44.2 <c>IdeficsPerceiverAttention</c> (perceiver.py): latents attend over
 /// [context; latents], separate q/k/v projections, optional per-head LayerNorms on q and k.</summary>

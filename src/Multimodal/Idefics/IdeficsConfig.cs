@@ -1,7 +1,7 @@
 using System.Text.Json.Serialization;
 using Multimodal.Common;
 
-namespace Multimodal.Flamingo;
+namespace Multimodal.Idefics;
 
 /// <summary>transformers v4.44.2 <c>IdeficsVisionConfig</c>; initializers are upstream's defaults.</summary>
 public sealed record IdeficsVisionConfig : PretrainedConfig

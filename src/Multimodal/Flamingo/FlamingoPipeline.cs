@@ -1,0 +1,86 @@
+using Multimodal.Common;
+using Multimodal.Generation;
+using Multimodal.Loading;
+using Multimodal.Processing;
+
+namespace Multimodal.Flamingo;
+
+/// <summary>OpenFlamingo end to end: interleaved prompt → images through open_clip's transform, text through
+/// the GPT-NeoX tokenizer with OpenFlamingo's tokens → <see cref="FlamingoModel.Generate(Tensor, Tensor, Tensor?, GenerationOptions?, CancellationToken)"/> → text.</summary>
+/// <remarks>Thread-safe: concurrent calls run one at a time, so N concurrent calls give what N sequential
+/// calls give. Disposing waits for the call in progress.</remarks>
+public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokenizer, OpenClipImageProcessor imageProcessor) : IDisposable
+{
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private int _disposed;
+
+    /// <summary>The model.</summary>
+    public FlamingoModel Model { get; } = model;
+
+    /// <summary>The tokenizer (must know <c>&lt;image&gt;</c> and <c>&lt;|endofchunk|&gt;</c>).</summary>
+    public ITextTokenizer Tokenizer { get; } = tokenizer;
+
+    /// <summary>The image processor.</summary>
+    public OpenClipImageProcessor ImageProcessor { get; } = imageProcessor;
+
+    /// <summary>Loads a Flamingo folder (config.json, weights, and the language model's <c>tokenizer.json</c>), or a
+    /// hub id in the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    public static FlamingoPipeline FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
+        IProgress<LoadProgress>? progress = null, string? revision = null)
+    {
+        folder = HubCache.Resolve(folder, revision);
+        return Ownership.DisposeOnFailure(FlamingoModel.FromPretrained(folder, device, dtype, progress), model =>
+        {
+            var tokenizer = Gpt2Tokenizer.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"), ["<|endofchunk|>", "<image>", "<PAD>"], "<PAD>");
+            return new FlamingoPipeline(model, tokenizer, new OpenClipImageProcessor(model.Config.ClipModelCfg.Vision.ImageSize));
+        });
+    }
+
+    /// <summary>This pipeline as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the pipeline keeps owning the model).</summary>
+    public FlamingoChatClient AsChatClient(string? modelId = null) => new(this, modelId);
+
+    /// <summary>Continues an interleaved prompt (one image per <see cref="ImagePart"/>).</summary>
+    public Task<TextResult> GenerateAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerationStream.RunGatedAsync(_gate, () => Generate(prompt, options, null, cancellationToken), cancellationToken);
+
+    /// <summary>Streams the continuation of an interleaved prompt (greedy or sampling). Stopping the
+    /// enumeration stops the generation.</summary>
+    public IAsyncEnumerable<string> GenerateStreamAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerationStream.TextAsync(StreamAsync(prompt, options, cancellationToken), cancellationToken);
+
+    /// <summary>Streams text pieces and, last, a chunk with the whole <see cref="TextResult"/> (finish reason,
+    /// token counts). Greedy or sampling only; stopping the enumeration stops the generation.</summary>
+    public IAsyncEnumerable<TextChunk> StreamAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        if ((options?.NumBeams ?? 1) > 1)
+            throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
+        return GenerationStream.RunAsync(_gate, Tokenizer, (onTokens, token) => Generate(prompt, options, onTokens, token), cancellationToken);
+    }
+
+    private TextResult Generate(InterleavedPrompt prompt, GenerationOptions? options, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    {
+        var images = prompt.Images;
+        if (images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
+        using var scope = NewDisposeScope();
+        var ids = Tokenizer.Encode(prompt.ToOpenFlamingoText(), addSpecialTokens: false).ToArray();
+        int media = ids.Count(id => id == Model.Config.MediaTokenId);
+        if (media != images.Count)
+            throw new ArgumentException($"The prompt's text holds {media} <image> tokens for {images.Count} images.", nameof(prompt));
+        var pixels = ImageProcessor.Preprocess(images);                                 // (T, 3, H, W)
+        var visionX = pixels.view(1, images.Count, 1, pixels.shape[1], pixels.shape[2], pixels.shape[3]);
+        using var output = Model.Generate(visionX, tensor(ids).unsqueeze(0), null, options ?? new GenerationOptions(),
+            Decode, onTokens, cancellationToken);
+        var row = output.Sequences[0];
+        return new TextResult(Tokenizer.Decode(row.Skip(ids.Length)).Trim(), row, output.Scores[0], output.FinishReasons[0], ids.Length, output.NewTokens[0]);
+    }
+
+    private string Decode(IReadOnlyList<long> ids) => Tokenizer.Decode(ids);
+
+    /// <summary>Waits for the call in progress, then frees the model.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        _gate.Wait();
+        Model.Dispose();
+    }
+}
