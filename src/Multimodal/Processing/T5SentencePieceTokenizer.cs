@@ -12,6 +12,7 @@ namespace Multimodal.Processing;
 public sealed class T5SentencePieceTokenizer : ITextTokenizer
 {
     private readonly SentencePieceTokenizer _sp;
+    private readonly PrecompiledCharsMap? _charsMap;
     private readonly Dictionary<string, int> _added;
     private readonly Dictionary<long, string> _addedById;
     private readonly int _unk;
@@ -25,9 +26,10 @@ public sealed class T5SentencePieceTokenizer : ITextTokenizer
     /// <summary>EOS id.</summary>
     public long EosTokenId { get; }
 
-    private T5SentencePieceTokenizer(SentencePieceTokenizer sp, int pieces, int extraIds)
+    private T5SentencePieceTokenizer(SentencePieceTokenizer sp, PrecompiledCharsMap? charsMap, int pieces, int extraIds)
     {
         _sp = sp;
+        _charsMap = charsMap;
         int vocab = pieces;
         _added = new Dictionary<string, int> { ["<pad>"] = 0, ["</s>"] = 1, ["<unk>"] = 2 };
         for (int n = 0; n < extraIds; n++) _added[$"<extra_id_{n}>"] = vocab + extraIds - 1 - n;
@@ -49,7 +51,8 @@ public sealed class T5SentencePieceTokenizer : ITextTokenizer
                 field == 2 && wire == 2 ? Protobuf.Rewrite(payload, (f, w, _) => f == 41 && w == 0 ? Protobuf.Varint(2) : null) : null);
             int pieces = 0;
             Protobuf.Rewrite(model, (field, _, _) => { if (field == 1) pieces++; return null; });   // ModelProto field 1 = pieces
-            return new T5SentencePieceTokenizer(SentencePieceTokenizer.Create(new MemoryStream(patched), false, false), pieces, extraIds);
+            return new T5SentencePieceTokenizer(SentencePieceTokenizer.Create(new MemoryStream(patched), false, false),
+                PrecompiledCharsMap.FromModel(model), pieces, extraIds);
         }
         catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or InvalidDataException or FormatException)
         {
@@ -65,8 +68,12 @@ public sealed class T5SentencePieceTokenizer : ITextTokenizer
         foreach (var (segment, id) in AddedTokens.Split(text, _added))
         {
             if (id is int added) { ids.Add(added); continue; }
-            foreach (var piece in _sp.EncodeToIds(segment, addBeginningOfSentence: false, addEndOfSentence: false))
-                if (!(piece == _unk && ids.Count > 0 && ids[^1] == _unk)) ids.Add(piece);   // fuse runs of <unk>
+            // T5TokenizerFast: the precompiled charsmap (controls dropped or spaced, NFKC), then whitespace
+            // splitting; each word gets its "▁" and is segmented alone (pieces never span words).
+            string normalized = _charsMap?.Normalize(segment) ?? segment;
+            foreach (var word in normalized.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+                foreach (var piece in _sp.EncodeToIds(word, addBeginningOfSentence: false, addEndOfSentence: false))
+                    if (!(piece == _unk && ids.Count > 0 && ids[^1] == _unk)) ids.Add(piece);   // fuse runs of <unk>
         }
         if (addSpecialTokens) ids.Add(EosTokenId);
         return ids;
