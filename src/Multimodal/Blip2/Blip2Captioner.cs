@@ -19,8 +19,7 @@ namespace Multimodal.Blip2;
 /// </example>
 public sealed class Blip2Captioner : IDisposable
 {
-    private readonly SemaphoreSlim _gate = new(1, 1);
-    private int _disposed;
+    private readonly CallGate _gate = new();
 
     /// <summary>The model.</summary>
     public Blip2ForConditionalGeneration Model { get; }
@@ -90,7 +89,7 @@ public sealed class Blip2Captioner : IDisposable
     /// what it would be alone, up to float rounding.</summary>
     public Task<IReadOnlyList<TextResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts,
         GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        GenerationStream.RunGatedAsync(_gate, () => Generate(images, prompts, options ?? new GenerationOptions(), null, cancellationToken), cancellationToken);
+        _gate.RunAsync(() => Generate(images, prompts, options ?? new GenerationOptions(), null, cancellationToken), cancellationToken);
 
     /// <summary>Streams a caption as it is generated, in decoded pieces (a character split across tokens
     /// comes out whole). Greedy or sampling only. Stopping the enumeration stops the generation.</summary>
@@ -142,10 +141,5 @@ public sealed class Blip2Captioner : IDisposable
     private string Decode(IReadOnlyList<long> ids) => Processor.Tokenizer.Decode(ids);
 
     /// <summary>Waits for the call in progress, then frees the model.</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
-        _gate.Wait();
-        Model.Dispose();
-    }
+    public void Dispose() => _gate.Close(Model.Dispose);
 }

@@ -1,4 +1,5 @@
 using Multimodal.Common;
+using Multimodal.Generation;
 using Multimodal.Loading;
 using Multimodal.Processing;
 
@@ -14,8 +15,7 @@ namespace Multimodal.Blip2;
 /// </code></example>
 public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImageProcessor imageProcessor, BertWordPieceTokenizer tokenizer) : IDisposable
 {
-    private readonly SemaphoreSlim _gate = new(1, 1);
-    private int _disposed;
+    private readonly CallGate _gate = new();
 
     /// <summary>The model.</summary>
     public Blip2ForImageTextRetrieval Model { get; } = model;
@@ -104,17 +104,12 @@ public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImagePr
     }
 
     private Task<T> Run<T>(Func<T> work, CancellationToken cancellationToken) =>
-        Generation.GenerationStream.RunGatedAsync(_gate, () =>
+        _gate.RunAsync(() =>
         {
             using var scope = NewDisposeScope();
             return work();
         }, cancellationToken);
 
     /// <summary>Waits for the call in progress, then frees the model.</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
-        _gate.Wait();
-        Model.Dispose();
-    }
+    public void Dispose() => _gate.Close(Model.Dispose);
 }

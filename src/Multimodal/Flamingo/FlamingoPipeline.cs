@@ -7,12 +7,8 @@ namespace Multimodal.Flamingo;
 
 /// <summary>OpenFlamingo end to end: interleaved prompt → images through open_clip's transform, text through
 /// the GPT-NeoX tokenizer with OpenFlamingo's tokens → <see cref="FlamingoModel.Generate(Tensor, Tensor, Tensor?, GenerationOptions?, CancellationToken)"/> → text.</summary>
-/// <remarks>Thread-safe: concurrent calls run one at a time, so N concurrent calls give what N sequential
-/// calls give. Disposing waits for the call in progress.</remarks>
-public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokenizer, OpenClipImageProcessor imageProcessor) : IDisposable
+public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokenizer, OpenClipImageProcessor imageProcessor) : InterleavedPipeline
 {
-    private readonly SemaphoreSlim _gate = new(1, 1);
-    private int _disposed;
 
     /// <summary>The model.</summary>
     public FlamingoModel Model { get; } = model;
@@ -39,25 +35,11 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     /// <summary>This pipeline as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the pipeline keeps owning the model).</summary>
     public FlamingoChatClient AsChatClient(string? modelId = null) => new(this, modelId);
 
-    /// <summary>Continues an interleaved prompt (one image per <see cref="ImagePart"/>).</summary>
-    public Task<TextResult> GenerateAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        GenerationStream.RunGatedAsync(_gate, () => Generate(prompt, options, null, cancellationToken), cancellationToken);
+    private protected override ITextTokenizer StreamTokenizer => Tokenizer;
 
-    /// <summary>Streams the continuation of an interleaved prompt (greedy or sampling). Stopping the
-    /// enumeration stops the generation.</summary>
-    public IAsyncEnumerable<string> GenerateStreamAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        GenerationStream.TextAsync(StreamAsync(prompt, options, cancellationToken), cancellationToken);
+    private protected override int BeamsOf(GenerationOptions options) => options.NumBeams;
 
-    /// <summary>Streams text pieces and, last, a chunk with the whole <see cref="TextResult"/> (finish reason,
-    /// token counts). Greedy or sampling only; stopping the enumeration stops the generation.</summary>
-    public IAsyncEnumerable<TextChunk> StreamAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        if ((options?.NumBeams ?? 1) > 1)
-            throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
-        return GenerationStream.RunAsync(_gate, Tokenizer, (onTokens, token) => Generate(prompt, options, onTokens, token), cancellationToken);
-    }
-
-    private TextResult Generate(InterleavedPrompt prompt, GenerationOptions? options, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    private protected override TextResult Generate(InterleavedPrompt prompt, GenerationOptions? options, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
     {
         var images = prompt.Images;
         if (images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
@@ -76,11 +58,5 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
 
     private string Decode(IReadOnlyList<long> ids) => Tokenizer.Decode(ids);
 
-    /// <summary>Waits for the call in progress, then frees the model.</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
-        _gate.Wait();
-        Model.Dispose();
-    }
+    private protected override void DisposeModel() => Model.Dispose();
 }

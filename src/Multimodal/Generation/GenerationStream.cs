@@ -19,7 +19,7 @@ internal static class GenerationStream
     /// <param name="tokenizer">decodes row 0's new ids incrementally.</param>
     /// <param name="generate">runs the generation with a per-step hook and a token; returns the final result.</param>
     /// <param name="cancellationToken">the consumer's token.</param>
-    public static async IAsyncEnumerable<TextChunk> RunAsync(SemaphoreSlim gate, ITextTokenizer tokenizer,
+    public static async IAsyncEnumerable<TextChunk> RunAsync(CallGate gate, ITextTokenizer tokenizer,
         Func<Action<long[], bool[]>, CancellationToken, TextResult> generate,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
@@ -78,19 +78,5 @@ internal static class GenerationStream
     {
         await foreach (var chunk in chunks.WithCancellation(cancellationToken).ConfigureAwait(false))
             if (chunk.Text.Length > 0) yield return chunk.Text;
-    }
-
-    /// <summary>Runs <paramref name="work"/> on a worker thread behind the façade's gate.</summary>
-    public static async Task<T> RunGatedAsync<T>(SemaphoreSlim gate, Func<T> work, CancellationToken cancellationToken)
-    {
-        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            return await Task.Run(work, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            gate.Release();
-        }
     }
 }

@@ -7,12 +7,8 @@ namespace Multimodal.Idefics;
 
 /// <summary>IDEFICS end to end: interleaved prompt → IDEFICS' image processor and prompt layout (with its
 /// image attention mask) → <see cref="IdeficsForVisionText2Text.Generate"/> → text.</summary>
-/// <remarks>Thread-safe: concurrent calls run one at a time, so N concurrent calls give what N sequential
-/// calls give. Disposing waits for the call in progress.</remarks>
-public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSentencePieceTokenizer tokenizer, IdeficsImageProcessor imageProcessor) : IDisposable
+public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSentencePieceTokenizer tokenizer, IdeficsImageProcessor imageProcessor) : InterleavedPipeline
 {
-    private readonly SemaphoreSlim _gate = new(1, 1);
-    private int _disposed;
 
     /// <summary>The model.</summary>
     public IdeficsForVisionText2Text Model { get; } = model;
@@ -40,25 +36,11 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
     /// <summary>This pipeline as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the pipeline keeps owning the model).</summary>
     public IdeficsChatClient AsChatClient(string? modelId = null) => new(this, modelId);
 
-    /// <summary>Continues an interleaved prompt.</summary>
-    public Task<TextResult> GenerateAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        GenerationStream.RunGatedAsync(_gate, () => Generate(prompt, options, null, cancellationToken), cancellationToken);
+    private protected override ITextTokenizer StreamTokenizer => Tokenizer;
 
-    /// <summary>Streams the continuation of an interleaved prompt (greedy or sampling). Stopping the
-    /// enumeration stops the generation.</summary>
-    public IAsyncEnumerable<string> GenerateStreamAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        GenerationStream.TextAsync(StreamAsync(prompt, options, cancellationToken), cancellationToken);
+    private protected override int BeamsOf(GenerationOptions options) => options.WithDefaults(Model.GenerationConfig).NumBeams;
 
-    /// <summary>Streams text pieces and, last, a chunk with the whole <see cref="TextResult"/> (finish reason,
-    /// token counts). Greedy or sampling only; stopping the enumeration stops the generation.</summary>
-    public IAsyncEnumerable<TextChunk> StreamAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        if ((options ?? new GenerationOptions()).WithDefaults(Model.GenerationConfig).NumBeams > 1)
-            throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
-        return GenerationStream.RunAsync(_gate, Tokenizer, (onTokens, token) => Generate(prompt, options, onTokens, token), cancellationToken);
-    }
-
-    private TextResult Generate(InterleavedPrompt prompt, GenerationOptions? options, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    private protected override TextResult Generate(InterleavedPrompt prompt, GenerationOptions? options, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
     {
         var images = prompt.Images;
         if (images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
@@ -75,11 +57,5 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
         return new TextResult(Tokenizer.Decode(row.Skip(ids.Length)).Trim(), row, output.Scores[0], output.FinishReasons[0], ids.Length, output.NewTokens[0]);
     }
 
-    /// <summary>Waits for the call in progress, then frees the model.</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
-        _gate.Wait();
-        Model.Dispose();
-    }
+    private protected override void DisposeModel() => Model.Dispose();
 }
