@@ -11,20 +11,16 @@ namespace Multimodal.Flamingo;
 /// message's images and text (e.g. "An image of"), which the model continues.</summary>
 /// <remarks>Images go where the message puts them (<c>&lt;image&gt;</c>); system messages and instructions are
 /// plain text at the start. The pipeline owns the model; disposing the client does nothing.</remarks>
-public sealed class FlamingoChatClient : VisionChatClient
+public sealed class FlamingoChatClient : InterleavedChatClient
 {
-    private readonly FlamingoPipeline _pipeline;
 
     /// <summary>Wraps a loaded pipeline (it stays owned by the caller).</summary>
-    public FlamingoChatClient(FlamingoPipeline pipeline, string? modelId = null) : base(modelId ?? "openflamingo") => _pipeline = pipeline;
-
-    private protected override Task<TextResult> GenerateAsync(IReadOnlyList<ChatTurn> turns, GenerationOptions options, CancellationToken cancellationToken) =>
-        _pipeline.GenerateAsync(Prompt(turns), options, cancellationToken);
-
-    private protected override IAsyncEnumerable<TextChunk> StreamAsync(IReadOnlyList<ChatTurn> turns, GenerationOptions options, CancellationToken cancellationToken) =>
-        _pipeline.StreamAsync(Prompt(turns), options, cancellationToken);
+    public FlamingoChatClient(FlamingoPipeline pipeline, string? modelId = null) : base(pipeline, modelId ?? "openflamingo") { }
 
     /// <summary>The interleaved few-shot prompt of a conversation.</summary>
+    private protected override InterleavedPrompt BuildPrompt(IReadOnlyList<ChatTurn> turns) => Prompt(turns);
+
+    /// <summary>The prompt of a conversation.</summary>
     internal static InterleavedPrompt Prompt(IReadOnlyList<ChatTurn> turns)
     {
         var prompt = InterleavedPrompt.Create();

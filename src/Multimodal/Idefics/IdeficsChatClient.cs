@@ -11,22 +11,19 @@ namespace Multimodal.Idefics;
 /// <c>\nAssistant:</c> that the model continues.</summary>
 /// <remarks>System messages and instructions are plain text at the start, as IDEFICS' own examples put a
 /// preamble. The pipeline owns the model; disposing the client does nothing.</remarks>
-public sealed class IdeficsChatClient : VisionChatClient
+public sealed class IdeficsChatClient : InterleavedChatClient
 {
     private const string EndOfUtterance = "<end_of_utterance>";
-    private readonly IdeficsPipeline _pipeline;
 
     /// <summary>Wraps a loaded pipeline (it stays owned by the caller).</summary>
     public IdeficsChatClient(IdeficsPipeline pipeline, string? modelId = null)
-        : base(modelId ?? (pipeline.Model.Config.NameOrPath is { Length: > 0 } name ? name : "idefics")) => _pipeline = pipeline;
-
-    private protected override Task<TextResult> GenerateAsync(IReadOnlyList<ChatTurn> turns, GenerationOptions options, CancellationToken cancellationToken) =>
-        _pipeline.GenerateAsync(Prompt(turns), options, cancellationToken);
-
-    private protected override IAsyncEnumerable<TextChunk> StreamAsync(IReadOnlyList<ChatTurn> turns, GenerationOptions options, CancellationToken cancellationToken) =>
-        _pipeline.StreamAsync(Prompt(turns), options, cancellationToken);
+        
+        : base(pipeline, modelId ?? (pipeline.Model.Config.NameOrPath is { Length: > 0 } name ? name : "idefics")) { }
 
     /// <summary>The interleaved dialogue prompt of a conversation.</summary>
+    private protected override InterleavedPrompt BuildPrompt(IReadOnlyList<ChatTurn> turns) => Prompt(turns);
+
+    /// <summary>The prompt of a conversation.</summary>
     internal static InterleavedPrompt Prompt(IReadOnlyList<ChatTurn> turns)
     {
         var prompt = InterleavedPrompt.Create();
