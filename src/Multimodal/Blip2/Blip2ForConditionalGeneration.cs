@@ -198,8 +198,11 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var eos = (options.EosTokenIds ?? [text.EosTokenId]).ToArray();
         long pad = options.PadTokenId ?? text.PadTokenId;
 
-        var request = new GenerationRequest(LanguageModel, embeds, mask, null, options, maxNew, minNew, eos, pad,
-            decode, onTokens, cancellationToken);
+        var request = new GenerationRequest
+        {
+            Model = LanguageModel, PromptEmbeds = embeds, PromptMask = mask, Options = options,
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+        };
         var output = Generation.Generator.Generate(request);
         var withBos = output.Sequences.Select(row => row.Prepend(text.BosTokenId).ToArray()).ToArray();
         return output with { Sequences = withBos };
@@ -218,8 +221,11 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var encoderHidden = t5.Encode(embeds, mask);
         using var session = new T5DecoderSession(t5, encoderHidden, mask);
         var startIds = full(embeds.shape[0], 1, start, ScalarType.Int64, Device);
-        var request = new GenerationRequest(session, t5.Embed(startIds), ones_like(startIds), startIds, options, maxNew, minNew, eos, pad,
-            decode, onTokens, cancellationToken);
+        var request = new GenerationRequest
+        {
+            Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds, Options = options,
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+        };
         var output = Generation.Generator.Generate(request);
         return output with { Sequences = output.Sequences.Select(row => row.Prepend(start).ToArray()).ToArray() };
     }

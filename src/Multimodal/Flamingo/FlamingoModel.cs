@@ -205,8 +205,11 @@ public sealed class FlamingoModel : nn.Module
         var eos = (options.EosTokenIds ?? [Config.EocTokenId]).ToArray();
         long pad = options.PadTokenId ?? Config.PadTokenId ?? eos[0];
         using var session = new FlamingoSession(this, media, generating: true);
-        var request = new GenerationRequest(session, Host.EmbedTokens(ids), mask, ids, options, maxNew, minNew, eos, pad,
-            decode, onTokens, cancellationToken);
+        var request = new GenerationRequest
+        {
+            Model = session, PromptEmbeds = Host.EmbedTokens(ids), PromptMask = mask, PromptIds = ids, Options = options,
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+        };
         var output = Generation.Generator.Generate(request);
         var promptRows = ids.cpu();
         var sequences = output.Sequences.Select((row, i) => promptRows[i].data<long>().ToArray().Concat(row).ToArray()).ToArray();

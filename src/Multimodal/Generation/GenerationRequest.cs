@@ -3,35 +3,47 @@ using Multimodal.Language;
 namespace Multimodal.Generation;
 
 /// <summary>Everything a search needs: the language model, the prompt as embeddings, the resolved
-/// limits and special ids, and the caller's hooks.</summary>
-/// <param name="Model">the decoder-only language model.</param>
-/// <param name="PromptEmbeds">(B, T, E) embeddings of the prompt (BLIP-2: queries and text).</param>
-/// <param name="PromptMask">(B, T) int64 mask, 1 for real positions.</param>
-/// <param name="PromptIds">(B, T) ids of the prompt when it is made of tokens (Flamingo): they are fed to
-/// the model with the embeddings, and the repetition penalty sees them, as upstream's running
-/// <c>input_ids</c> holds them; null when the prompt is embeddings only (BLIP-2).</param>
-/// <param name="Options">the caller's options (validated).</param>
-/// <param name="MaxNewTokens">resolved limit of new tokens.</param>
-/// <param name="MinNewTokens">resolved minimum of new tokens before EOS is allowed.</param>
-/// <param name="Eos">EOS ids.</param>
-/// <param name="Pad">id written after a row has ended.</param>
-/// <param name="Decode">decodes a row's new tokens to text (needed for stop strings), or null.</param>
-/// <param name="OnTokens">called after each step with the new token of every row (pad for ended rows), or null.</param>
-/// <param name="Cancel">checked before each step.</param>
-internal sealed record GenerationRequest(
-    ICausalLanguageModel Model,
-    Tensor PromptEmbeds,
-    Tensor PromptMask,
-    Tensor? PromptIds,
-    GenerationOptions Options,
-    int MaxNewTokens,
-    int MinNewTokens,
-    long[] Eos,
-    long Pad,
-    Func<IReadOnlyList<long>, string>? Decode,
-    Action<long[], bool[]>? OnTokens,
-    CancellationToken Cancel)
+/// limits and special ids, and the caller's hooks. Built with named members, one per line.</summary>
+internal sealed record GenerationRequest
 {
+    /// <summary>The decoder-only language model (or a session that acts as one).</summary>
+    public required ICausalLanguageModel Model { get; init; }
+
+    /// <summary>(B, T, E) embeddings of the prompt (BLIP-2: queries and text).</summary>
+    public required Tensor PromptEmbeds { get; init; }
+
+    /// <summary>(B, T) int64 mask, 1 for real positions.</summary>
+    public required Tensor PromptMask { get; init; }
+
+    /// <summary>(B, T) ids of the prompt when it is made of tokens (Flamingo): they are fed to the model with the
+    /// embeddings, and the repetition penalty sees them, as upstream's running <c>input_ids</c> holds them; null
+    /// when the prompt is embeddings only (BLIP-2).</summary>
+    public Tensor? PromptIds { get; init; }
+
+    /// <summary>The caller's options (validated).</summary>
+    public required GenerationOptions Options { get; init; }
+
+    /// <summary>Resolved limit of new tokens.</summary>
+    public required int MaxNewTokens { get; init; }
+
+    /// <summary>Resolved minimum of new tokens before EOS is allowed.</summary>
+    public int MinNewTokens { get; init; }
+
+    /// <summary>EOS ids.</summary>
+    public required long[] Eos { get; init; }
+
+    /// <summary>Id written after a row has ended.</summary>
+    public required long Pad { get; init; }
+
+    /// <summary>Decodes a row's new tokens to text (needed for stop strings), or null.</summary>
+    public Func<IReadOnlyList<long>, string>? Decode { get; init; }
+
+    /// <summary>Called after each step with the new token of every row (pad for ended rows), or null.</summary>
+    public Action<long[], bool[]>? OnTokens { get; init; }
+
+    /// <summary>Checked before each step.</summary>
+    public CancellationToken Cancel { get; init; }
+
     /// <summary>(N, V) float32 logits for the next position. The first step feeds the prompt; later
     /// steps feed only the last token when the cache holds the rest, or everything again without it.</summary>
     public Tensor NextLogits(Tensor promptEmbeds, Tensor mask, Tensor tokens, KvCache? cache, Tensor? promptIds)

@@ -287,7 +287,11 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         var eos = (options.EosTokenIds ?? [Config.EosTokenId]).ToArray();
         long pad = options.PadTokenId ?? Config.PadTokenId;
         using var session = new IdeficsSession(this, images, imageAttentionMask.to(ScalarType.Int64, Device));
-        var request = new GenerationRequest(session, _model.Embed(ids), mask, ids, options, maxNew, minNew, eos, pad, decode, onTokens, cancellationToken);
+        var request = new GenerationRequest
+        {
+            Model = session, PromptEmbeds = _model.Embed(ids), PromptMask = mask, PromptIds = ids, Options = options,
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+        };
         var output = Generation.Generator.Generate(request);
         var promptRows = ids.cpu();
         return output with { Sequences = output.Sequences.Select((row, i) => promptRows[i].data<long>().ToArray().Concat(row).ToArray()).ToArray() };

@@ -73,7 +73,10 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         using var inference = inference_mode();
         var embeds = randn(2, 6, 32);
         var mask = ones(2, 6, ScalarType.Int64);
-        var request = new GenerationRequest(counting, embeds, mask, null, new GenerationOptions(), 8, 0, [-1], 1, null, null, default);
+        var request = new GenerationRequest
+        {
+            Model = counting, PromptEmbeds = embeds, PromptMask = mask, Options = new GenerationOptions(), MaxNewTokens = 8, Eos = [-1], Pad = 1,
+        };
         using var result = Multimodal.Generation.Generator.Generate(request);
         output.WriteLine("positions fed per step: " + string.Join(", ", counting.Lengths));
         Assert.Equal([6L, 1, 1, 1, 1, 1, 1, 1], counting.Lengths);
