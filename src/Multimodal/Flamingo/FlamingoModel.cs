@@ -105,43 +105,24 @@ public sealed class FlamingoModel : nn.Module
     public static FlamingoModel FromParts(FlamingoParts parts, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
     {
         var lmConfig = PretrainedConfig.Read<TextConfig>(Path.Combine(parts.LanguageModelFolder, "config.json"));
+        if (!OpenFlamingoComposition.LanguageModels.TryGetValue(lmConfig.ModelType, out var lm))
+            throw new NotSupportedException($"Flamingo with a \"{lmConfig.ModelType}\" language model is not implemented yet.");
         ITensorSource adapter = parts.Adapter.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
             ? SafetensorsSource(parts.Adapter) : TorchCheckpointFile.Open(parts.Adapter);
         var vision = parts.VisionEncoder.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
             ? SafetensorsSource(parts.VisionEncoder) : TorchCheckpointFile.Open(parts.VisionEncoder);
-        var lm = CheckpointFolder.Open(parts.LanguageModelFolder);
+        var lmFolder = CheckpointFolder.Open(parts.LanguageModelFolder);
         // OpenFlamingo-3B's MPT-1B ships mosaic_gpt names: renamed to MPT's by a literal table.
         var lmRenames = lmConfig is MosaicGptConfig ? new WeightMap { Renames = MosaicGptConfig.RenameTable } : new WeightMap();
-        var (layersPath, embeddings) = lmConfig switch
-        {
-            MptConfig or MosaicGptConfig => ("transformer.blocks.", new[] { "lang_encoder.transformer.wte.weight", "lang_encoder.lm_head.weight" }),
-            Language.GptNeoX.GptNeoXConfig => ("gpt_neox.layers.", new[] { "lang_encoder.gpt_neox.embed_in.weight", "lang_encoder.embed_out.weight" }),
-            _ => throw new NotSupportedException($"Flamingo with a \"{lmConfig.ModelType}\" language model is not implemented yet."),
-        };
+        TensorSourcePart Part(string name, ITensorSource source) =>
+            new(name, source, published => OpenFlamingoComposition.ModelKey(name, published, lm.LayersPath, lmRenames));
         using var merged = new MergedTensorSource(
-        [
-            new TensorSourcePart("vision encoder", vision, name =>
-                name.StartsWith("visual.", StringComparison.Ordinal) ? "vision_encoder." + name["visual.".Length..]
-                : OpenClipTextTower.Any(p => name.StartsWith(p, StringComparison.Ordinal)) ? null : name),
-            new TensorSourcePart("language model", lm, name => "lang_encoder." + WrapLayerKey(lmRenames.ToModelKey(name), layersPath)),
-            new TensorSourcePart("adapter", adapter, name => name),
-        ], embeddings.ToDictionary(e => e, _ => "adapter"));
+            [Part("vision encoder", vision), Part("language model", lmFolder), Part("adapter", adapter)],
+            lm.AdapterWins.ToDictionary(e => e, _ => "adapter"));
 
         var config = parts.ToConfig(lmConfig, adapter);
         config.Validate(parts.Adapter);
         return Load(config, merged, device, dtype, progress);
-    }
-
-    // open_clip's text tower, saved in the same state dict as the vision tower; Flamingo never uses it.
-    private static readonly string[] OpenClipTextTower =
-        ["positional_embedding", "text_projection", "logit_scale", "transformer.", "token_embedding.", "ln_final.", "attn_mask"];
-
-    // HF "transformer.blocks.3.attn.Wqkv.weight" → "transformer.blocks.3.decoder_layer.attn.Wqkv.weight".
-    private static string WrapLayerKey(string name, string layersPath)
-    {
-        if (!name.StartsWith(layersPath, StringComparison.Ordinal)) return name;
-        int dot = name.IndexOf('.', layersPath.Length);
-        return dot < 0 ? name : name[..(dot + 1)] + "decoder_layer." + name[(dot + 1)..];
     }
 
     private static ITensorSource SafetensorsSource(string path) => new SingleSafetensors(path);

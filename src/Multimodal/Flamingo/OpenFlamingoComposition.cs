@@ -1,0 +1,59 @@
+using Multimodal.Loading;
+
+namespace Multimodal.Flamingo;
+
+/// <summary>OpenFlamingo's composition rules as data, like the key maps: which published part supplies which
+/// model keys and how their names change on the way (open_flamingo 2.0.1 <c>create_model_and_transforms</c>
+/// and the published adapter <c>checkpoint.pt</c>). A reviewer diffs these tables against upstream.</summary>
+internal static class OpenFlamingoComposition
+{
+    /// <summary>Part, published prefix, model prefix — the first match wins; a null model prefix leaves the tensor
+    /// out (open_clip's text tower, saved beside the vision tower, which Flamingo never uses). A name no rule
+    /// matches keeps its name, and the strict loader reports it.</summary>
+    public static readonly IReadOnlyList<(string Part, string Published, string? Model)> Prefixes =
+    [
+        ("vision encoder", "visual.", "vision_encoder."),
+        ("vision encoder", "positional_embedding", null),
+        ("vision encoder", "text_projection", null),
+        ("vision encoder", "logit_scale", null),
+        ("vision encoder", "transformer.", null),
+        ("vision encoder", "token_embedding.", null),
+        ("vision encoder", "ln_final.", null),
+        ("vision encoder", "attn_mask", null),
+        ("language model", "", "lang_encoder."),
+        ("adapter", "", ""),
+    ];
+
+    /// <summary>Per language model type: where its decoder layers live (Flamingo wraps each, adding a
+    /// <c>decoder_layer.</c> level), and the embeddings the adapter's trained copy supersedes (OpenFlamingo
+    /// resizes and trains them; its loading order makes the adapter's win).</summary>
+    public static readonly IReadOnlyDictionary<string, (string LayersPath, string[] AdapterWins)> LanguageModels =
+        new Dictionary<string, (string, string[])>
+        {
+            ["mpt"] = ("transformer.blocks.", ["lang_encoder.transformer.wte.weight", "lang_encoder.lm_head.weight"]),
+            ["mosaic_gpt"] = ("transformer.blocks.", ["lang_encoder.transformer.wte.weight", "lang_encoder.lm_head.weight"]),
+            ["gpt_neox"] = ("gpt_neox.layers.", ["lang_encoder.gpt_neox.embed_in.weight", "lang_encoder.embed_out.weight"]),
+        };
+
+    /// <summary>The model key of a published name from <paramref name="part"/>, or null when it is left out.</summary>
+    /// <param name="part">"vision encoder", "language model" or "adapter".</param>
+    /// <param name="name">the published name.</param>
+    /// <param name="layersPath">the language model's layer path (see <see cref="LanguageModels"/>).</param>
+    /// <param name="lmRenames">the language model family's own rename table (mosaic_gpt's), applied first.</param>
+    public static string? ModelKey(string part, string name, string layersPath, WeightMap lmRenames)
+    {
+        if (part == "language model") name = WrapLayerKey(lmRenames.ToModelKey(name), layersPath);
+        foreach (var (p, published, model) in Prefixes)
+            if (p == part && name.StartsWith(published, StringComparison.Ordinal))
+                return model is null ? null : model + name[published.Length..];
+        return name;
+    }
+
+    // HF "transformer.blocks.3.attn.Wqkv.weight" → "transformer.blocks.3.decoder_layer.attn.Wqkv.weight".
+    private static string WrapLayerKey(string name, string layersPath)
+    {
+        if (!name.StartsWith(layersPath, StringComparison.Ordinal)) return name;
+        int dot = name.IndexOf('.', layersPath.Length);
+        return dot < 0 ? name : name[..(dot + 1)] + "decoder_layer." + name[(dot + 1)..];
+    }
+}
