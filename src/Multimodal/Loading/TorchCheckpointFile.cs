@@ -170,7 +170,7 @@ public sealed class TorchCheckpointFile : ITensorSource
             for (long start = 0; start < t.Storage.Elements; start += chunk)
             {
                 using var part = storage.narrow(0, start, Math.Min(chunk, t.Storage.Elements - start));
-                stream.ReadExactly(part.bytes);
+                ReadInto(stream, part.bytes);
             }
         }
         catch (Exception e) when (e is InvalidDataException or IOException or EndOfStreamException)
@@ -208,7 +208,7 @@ public sealed class TorchCheckpointFile : ITensorSource
             {
                 long count = Math.Min(staging.shape[0], numel - start);
                 using var part = staging.narrow(0, 0, count);
-                stream.ReadExactly(part.bytes);
+                ReadInto(stream, part.bytes);
                 using var target = flat.narrow(0, start, count);
                 target.copy_(part);
             }
@@ -217,6 +217,15 @@ public sealed class TorchCheckpointFile : ITensorSource
         {
             throw new CheckpointFormatException(Description, $"{name}: its storage record cannot be read: {e.Message}");
         }
+    }
+
+    // In 1 MiB reads: a zip entry's stream reads a Span through a pooled array as large as the request, which a
+    // 16 MiB read would keep alive in the pool beside the staging buffer.
+    private static void ReadInto(Stream stream, Span<byte> destination)
+    {
+        const int Slice = 1 << 20;
+        for (int offset = 0; offset < destination.Length; offset += Slice)
+            stream.ReadExactly(destination.Slice(offset, Math.Min(Slice, destination.Length - offset)));
     }
 
     private static void Skip(Stream stream, long bytes)
