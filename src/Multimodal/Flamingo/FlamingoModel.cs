@@ -68,7 +68,7 @@ public sealed class FlamingoModel : nn.Module
             var gated = (i + 1) % config.CrossAttnEveryNLayers == 0
                 ? new GatedCrossAttentionBlock(config.GatedCrossAttn, Device, DType)
                 : null;
-            var layer = new FlamingoLayer(gated, decoderLayer);
+            var layer = new FlamingoLayer(i, gated, decoderLayer);
             layers.Add(layer);
             return layer;
         }
@@ -247,15 +247,8 @@ internal sealed class FlamingoSession(FlamingoModel model, Tensor media, bool ge
             _lastLocations = locations.to(ScalarType.Int64).DetachFromDisposeScope();
             textTime = _lastLocations.cumsum(1);
         }
-        long latents = _media.shape[2];
-        var logits = model.Host.Forward(inputsEmbeds, attentionMask, cache, (layer, hidden) =>
-        {
-            var gated = model.Layers[layer].GatedCrossAttention;
-            if (gated is null) return hidden;
-            var (k, v) = _mediaKv![layer]!.Value;
-            return gated.Forward(hidden, k, v, textTime, latents);
-        });
-        return logits.MoveToOuterDisposeScope();
+        var media = new FlamingoMedia(_mediaKv!, textTime, _media.shape[2]);
+        return model.Host.Forward(inputsEmbeds, attentionMask, cache, media).MoveToOuterDisposeScope();
     }
 
     // Beam search runs B·beams rows: the media follow their rows (upstream repeat_interleaves vision_x).

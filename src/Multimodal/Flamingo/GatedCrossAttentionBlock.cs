@@ -93,16 +93,26 @@ internal sealed class GatedCrossAttentionBlock : nn.Module
     }
 }
 
-/// <summary>open_flamingo 2.0.1 <c>FlamingoLayer</c> (flamingo_lm.py), kept only so the published keys read
-/// <c>…{i}.gated_cross_attn_layer.*</c> and <c>…{i}.decoder_layer.*</c>. It holds no conditioning state:
-/// media and media positions are passed to every forward.</summary>
+/// <summary>The media one Flamingo forward attends to: per layer with a gated block, the media's keys and values
+/// (computed once per request), and per text position the count of images before it (<c>text_time</c>).</summary>
+/// <param name="KeysValues">per decoder layer, its block's media keys and values (null where it has no block).</param>
+/// <param name="TextTime">(B, T) images at or before each position (0: no image yet).</param>
+/// <param name="LatentsPerImage">latents per image after the perceiver.</param>
+internal sealed record FlamingoMedia((Tensor Keys, Tensor Values)?[] KeysValues, Tensor TextTime, long LatentsPerImage) : Language.ILayerContext;
+
+/// <summary>open_flamingo 2.0.1 <c>FlamingoLayer</c> (flamingo_lm.py): gated cross-attention to the media (where
+/// this layer has a block), then the language model's own decoder layer. Keys read
+/// <c>…{i}.gated_cross_attn_layer.*</c> and <c>…{i}.decoder_layer.*</c>. It holds no conditioning state: the
+/// media come with every forward.</summary>
 internal sealed class FlamingoLayer : nn.Module, Language.IWrappedDecoderLayer
 {
     [ComponentName(Name = "gated_cross_attn_layer")] private readonly GatedCrossAttentionBlock? _gatedCrossAttnLayer;
     [ComponentName(Name = "decoder_layer")] private readonly nn.Module _decoderLayer;
+    private readonly int _index;
 
-    public FlamingoLayer(GatedCrossAttentionBlock? gatedCrossAttnLayer, nn.Module decoderLayer) : base(nameof(FlamingoLayer))
+    public FlamingoLayer(int index, GatedCrossAttentionBlock? gatedCrossAttnLayer, nn.Module decoderLayer) : base(nameof(FlamingoLayer))
     {
+        _index = index;
         _gatedCrossAttnLayer = gatedCrossAttnLayer;
         _decoderLayer = decoderLayer;
         RegisterComponents();
@@ -111,4 +121,12 @@ internal sealed class FlamingoLayer : nn.Module, Language.IWrappedDecoderLayer
     public GatedCrossAttentionBlock? GatedCrossAttention => _gatedCrossAttnLayer;
 
     public nn.Module DecoderLayer => _decoderLayer;
+
+    /// <summary>(B, T, D) → (B, T, D). Without media (a plain language-model forward) only the decoder layer runs.</summary>
+    public Tensor Forward(Tensor hidden, Language.ILayerContext? context, Func<Tensor, Tensor> decoderLayer)
+    {
+        if (_gatedCrossAttnLayer is not null && context is FlamingoMedia media && media.KeysValues[_index] is var (keys, values))
+            hidden = _gatedCrossAttnLayer.Forward(hidden, keys, values, media.TextTime, media.LatentsPerImage);
+        return decoderLayer(hidden);
+    }
 }

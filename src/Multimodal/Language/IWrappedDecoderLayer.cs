@@ -1,16 +1,23 @@
 namespace Multimodal.Language;
 
+/// <summary>What a caller passes down to the wrapped layers for one forward (Flamingo: the media and where the
+/// text sees it). The language model carries it without looking inside.</summary>
+internal interface ILayerContext;
+
 /// <summary>A module that wraps a language model's decoder layer (Flamingo's <c>FlamingoLayer</c>), so the
-/// published keys read <c>…{i}.decoder_layer.*</c>; the language model still runs the inner layer.</summary>
+/// published keys read <c>…{i}.decoder_layer.*</c>. It runs first what it adds, then the wrapped layer, which
+/// the language model hands it ready to call (with its own mask, cache and positions).</summary>
 internal interface IWrappedDecoderLayer
 {
     /// <summary>The wrapped decoder layer.</summary>
     nn.Module DecoderLayer { get; }
-}
 
-/// <summary>Called before decoder layer <c>i</c> with its input hidden states (B, T, D); returns the states
-/// the layer receives. Flamingo inserts its gated cross-attention here.</summary>
-internal delegate Tensor BeforeDecoderLayer(int layer, Tensor hidden);
+    /// <summary>One step of the stack: (B, T, D) in and out.</summary>
+    /// <param name="hidden">the layer's input hidden states.</param>
+    /// <param name="context">the caller's per-forward context, or null for a plain language-model forward.</param>
+    /// <param name="decoderLayer">runs the wrapped layer.</param>
+    Tensor Forward(Tensor hidden, ILayerContext? context, Func<Tensor, Tensor> decoderLayer);
+}
 
 /// <summary>Decoder-only language models that Flamingo can wrap.</summary>
 internal interface IFlamingoHost : ICausalLanguageModel
@@ -21,18 +28,18 @@ internal interface IFlamingoHost : ICausalLanguageModel
     /// <summary>Decoder layers.</summary>
     int LayerCount { get; }
 
-    /// <summary><see cref="ICausalLanguageModel.Forward"/> with a hook before every decoder layer.</summary>
-    Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, Generation.KvCache? cache, BeforeDecoderLayer? beforeLayer);
+    /// <summary><see cref="ICausalLanguageModel.Forward"/> with a context for the wrapped layers.</summary>
+    Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, Generation.KvCache? cache, ILayerContext? context);
 
-    // Hosts locate no media by token themselves (Flamingo's hook does), so the ids are not needed.
+    // Hosts locate no media by token themselves (Flamingo's session does), so the ids are not needed.
     Tensor ICausalLanguageModel.Forward(Tensor inputsEmbeds, Tensor attentionMask, Generation.KvCache? cache, Tensor? inputIds) =>
-        Forward(inputsEmbeds, attentionMask, cache, (BeforeDecoderLayer?)null);
+        Forward(inputsEmbeds, attentionMask, cache, (ILayerContext?)null);
 
     Generation.KvCache ICausalLanguageModel.NewCache() => new(LayerCount);
 }
 
 /// <summary>The decoder-layer stack of a <see cref="IFlamingoHost"/>: each layer possibly wrapped at
-/// construction (so its keys read <c>…{i}.decoder_layer.*</c>), run with the hook before it.</summary>
+/// construction (so its keys read <c>…{i}.decoder_layer.*</c>); a wrapped layer runs itself around the inner one.</summary>
 internal static class DecoderLayers
 {
     /// <summary>Adds <paramref name="count"/> layers to <paramref name="layers"/>, each passed through
@@ -46,15 +53,14 @@ internal static class DecoderLayers
         }
     }
 
-    /// <summary>Runs the (unwrapped) layers in order, calling <paramref name="beforeLayer"/> before each.</summary>
-    public static Tensor Run<TLayer>(ModuleList<nn.Module> layers, Tensor hidden, BeforeDecoderLayer? beforeLayer, Func<TLayer, Tensor, Tensor> forward)
+    /// <summary>Runs the layers in order; a wrapped layer gets <paramref name="context"/> and its inner layer as a function.</summary>
+    public static Tensor Run<TLayer>(ModuleList<nn.Module> layers, Tensor hidden, ILayerContext? context, Func<TLayer, Tensor, Tensor> forward)
         where TLayer : nn.Module
     {
-        for (int i = 0; i < layers.Count; i++)
-        {
-            if (beforeLayer is not null) hidden = beforeLayer(i, hidden);
-            hidden = forward((TLayer)(layers[i] is IWrappedDecoderLayer w ? w.DecoderLayer : layers[i]), hidden);
-        }
+        foreach (var layer in layers)
+            hidden = layer is IWrappedDecoderLayer wrapped
+                ? wrapped.Forward(hidden, context, h => forward((TLayer)wrapped.DecoderLayer, h))
+                : forward((TLayer)layer, hidden);
         return hidden;
     }
 }

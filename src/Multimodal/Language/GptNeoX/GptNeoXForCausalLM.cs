@@ -156,7 +156,7 @@ internal sealed class GptNeoXModel : nn.Module
 
     public Tensor Embed(Tensor ids) => _embedIn.forward(ids);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, BeforeDecoderLayer? beforeLayer)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
     {
         using var scope = NewDisposeScope();
         long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1];
@@ -167,7 +167,7 @@ internal sealed class GptNeoXModel : nn.Module
         int headSize = _config.HiddenSize / _config.NumAttentionHeads;
         int ndims = (int)(headSize * _config.RotaryPct);
         var (cos, sin) = Rotary.Tables(past, fresh, ndims, _config.RotaryEmbBase, inputsEmbeds.dtype, inputsEmbeds.device);
-        var hidden = DecoderLayers.Run<GptNeoXLayer>(_layers, inputsEmbeds, beforeLayer, (layer, h) => layer.Forward(h, mask, cos, sin, cache));
+        var hidden = DecoderLayers.Run<GptNeoXLayer>(_layers, inputsEmbeds, context, (layer, h) => layer.Forward(h, mask, cos, sin, cache));
         return _finalLayerNorm.forward(hidden).MoveToOuterDisposeScope();
     }
 }
@@ -198,9 +198,9 @@ internal sealed class GptNeoXForCausalLM : nn.Module, IFlamingoHost
 
     public Tensor EmbedTokens(Tensor inputIds) => _gptNeoX.Embed(inputIds);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, BeforeDecoderLayer? beforeLayer)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
     {
         using var scope = NewDisposeScope();
-        return _embedOut.forward(_gptNeoX.Forward(inputsEmbeds, attentionMask, cache, beforeLayer)).MoveToOuterDisposeScope();
+        return _embedOut.forward(_gptNeoX.Forward(inputsEmbeds, attentionMask, cache, context)).MoveToOuterDisposeScope();
     }
 }

@@ -109,13 +109,13 @@ internal sealed class MptModel : nn.Module
 
     public Tensor Embed(Tensor ids) => _wte.forward(ids);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, BeforeDecoderLayer? beforeLayer)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
     {
         using var scope = NewDisposeScope();
         long fresh = inputsEmbeds.shape[1];
         var padding = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype);   // (B, 1, Tnew, Tk)
         var mask = padding + Alibi(attentionMask.shape[1], inputsEmbeds.dtype, inputsEmbeds.device); // (B, H, Tnew, Tk)
-        var hidden = DecoderLayers.Run<MptBlock>(_blocks, inputsEmbeds, beforeLayer, (block, h) => block.Forward(h, mask, cache));
+        var hidden = DecoderLayers.Run<MptBlock>(_blocks, inputsEmbeds, context, (block, h) => block.Forward(h, mask, cache));
         return _normF.forward(hidden).MoveToOuterDisposeScope();
     }
 
@@ -160,10 +160,10 @@ internal sealed class MptForCausalLM : nn.Module, IFlamingoHost
 
     public Tensor EmbedTokens(Tensor inputIds) => _transformer.Embed(inputIds);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, BeforeDecoderLayer? beforeLayer)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
     {
         using var scope = NewDisposeScope();
-        var hidden = _transformer.Forward(inputsEmbeds, attentionMask, cache, beforeLayer);
+        var hidden = _transformer.Forward(inputsEmbeds, attentionMask, cache, context);
         return _lmHead.forward(hidden).MoveToOuterDisposeScope();
     }
 }
