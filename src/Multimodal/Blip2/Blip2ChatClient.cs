@@ -21,6 +21,8 @@ public sealed class Blip2ChatClient : VisionChatClient
     public Blip2ChatClient(Blip2Captioner captioner, string? modelId = null)
         : base(modelId ?? NameOf(captioner)) => _captioner = captioner;
 
+    private protected override long MaxImagePixels => _captioner.MaxImagePixels;
+
     private static string NameOf(Blip2Captioner captioner) =>
         captioner.Model.Config.NameOrPath is { Length: > 0 } name ? name : "blip2";
 

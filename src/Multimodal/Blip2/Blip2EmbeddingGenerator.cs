@@ -36,7 +36,7 @@ public sealed class Blip2EmbeddingGenerator : IEmbeddingGenerator<string, Embedd
     {
         var texts = values.ToList();
         var vectors = await _retriever.EmbedTextsAsync(texts, cancellationToken).ConfigureAwait(false);
-        return Wrap(vectors.Select(v => v));
+        return Wrap(vectors);
     }
 
     /// <summary>Embeds images (bytes with an image media type): per image its query rows, concatenated.</summary>

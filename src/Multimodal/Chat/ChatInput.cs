@@ -13,9 +13,6 @@ internal static class ChatInput
     /// <summary>Keys of <see cref="ChatOptions.AdditionalProperties"/> that are understood.</summary>
     public static readonly IReadOnlyList<string> AdditionalKeys = ["num_beams", "repetition_penalty", "length_penalty", "min_new_tokens"];
 
-    /// <summary>Text and images in order, every other turn's parts left out: the prompt of one turn.</summary>
-    public static IEnumerable<PromptPart> PartsOf(IEnumerable<ChatTurn> turns, ChatRole role) => turns.Where(t => t.Role == role).SelectMany(t => t.Parts);
-
     /// <summary>The conversation as turns with decoded images; <see cref="ChatOptions.Instructions"/> becomes a
     /// leading system turn.</summary>
     public static IReadOnlyList<ChatTurn> Turns(IEnumerable<ChatMessage> messages, ChatOptions? options, long maxImagePixels = ImageDecoder.DefaultMaxPixels)

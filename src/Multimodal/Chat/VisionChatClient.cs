@@ -38,6 +38,9 @@ public abstract class VisionChatClient : IChatClient
     /// <summary>Creates the client for a model named <paramref name="modelId"/>.</summary>
     private protected VisionChatClient(string modelId) => _metadata = new ChatClientMetadata("multimodal", null, modelId);
 
+    /// <summary>Upper bound on the pixels of an image in a message (decompression bombs are refused).</summary>
+    private protected virtual long MaxImagePixels => ImageDecoder.DefaultMaxPixels;
+
     /// <summary>Turns the conversation into the family's prompt and generates (not streamed).</summary>
     private protected abstract Task<TextResult> GenerateAsync(IReadOnlyList<ChatTurn> turns, GenerationOptions options, CancellationToken cancellationToken);
 
@@ -48,7 +51,7 @@ public abstract class VisionChatClient : IChatClient
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         CancellationToken cancellationToken = default)
     {
-        var turns = ChatInput.Turns(messages, options);
+        var turns = ChatInput.Turns(messages, options, MaxImagePixels);
         var result = await GenerateAsync(turns, ChatInput.Options(options), cancellationToken).ConfigureAwait(false);
         return new ChatResponse(new ChatMessage(ChatRole.Assistant, result.Text))
         {
@@ -64,7 +67,7 @@ public abstract class VisionChatClient : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var turns = ChatInput.Turns(messages, options);
+        var turns = ChatInput.Turns(messages, options, MaxImagePixels);
         string id = Guid.NewGuid().ToString("N");
         bool first = true;
         await foreach (var chunk in StreamAsync(turns, ChatInput.Options(options), cancellationToken).ConfigureAwait(false))

@@ -99,9 +99,9 @@ public sealed record GenerationConfig
                 TopP = Number(root, "top_p", path),
                 RepetitionPenalty = Number(root, "repetition_penalty", path),
                 EosTokenIds = Ids(root, "eos_token_id", path),
-                PadTokenId = Ids(root, "pad_token_id", path) is { Count: 1 } pad ? pad[0] : null,
-                BosTokenId = Ids(root, "bos_token_id", path) is { Count: 1 } bos ? bos[0] : null,
-                DecoderStartTokenId = Ids(root, "decoder_start_token_id", path) is { Count: 1 } start ? start[0] : null,
+                PadTokenId = Id(root, "pad_token_id", path),
+                BosTokenId = Id(root, "bos_token_id", path),
+                DecoderStartTokenId = Id(root, "decoder_start_token_id", path),
             };
             // The same ranges GenerationOptions.Validate enforces, reported against the file. Combinations
             // (beam sampling) are judged when options are used: a caller may override one side.
@@ -157,6 +157,14 @@ public sealed record GenerationConfig
             JsonValueKind.String when v.GetString() == "never" => BeamEarlyStopping.Never,
             _ => throw new ConfigException(path, $"\"early_stopping\" must be true, false or \"never\", not {v.GetRawText()}."),
         };
+    }
+
+    // One special id (pad, bos, decoder start): a list is an error, not silently ignored.
+    private static long? Id(JsonElement root, string key, string path)
+    {
+        if (Get(root, key) is { ValueKind: JsonValueKind.Array } list)
+            throw new ConfigException(path, $"\"{key}\" must be one integer id, not the list {list.GetRawText()}.");
+        return Ids(root, key, path)?[0];
     }
 
     // Special ids: one integer, or (eos_token_id) a list of them. Negative ids (LLaMA's published pad -1)

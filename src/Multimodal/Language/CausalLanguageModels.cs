@@ -11,37 +11,42 @@ internal static class CausalLanguageModels
     {
         using var checkpoint = CheckpointFolder.Open(folder);
         var config = PretrainedConfig.Read<TextConfig>(checkpoint.ConfigPath);
-        // The key map depends on the config only; the meta-device build that yields it costs no memory.
-        var (probe, map) = Create(config, checkpoint.ConfigPath, META, DeviceCheck.Resolve(dtype));
-        string modelName = probe.GetType().Name;
-        probe.Dispose();
-        var model = StateDictLoader.BuildAndLoad(d => Create(config, checkpoint.ConfigPath, DeviceCheck.Resolve(d), DeviceCheck.Resolve(dtype)).Model,
-            device, checkpoint, map, modelName);
+        var (map, name) = KeyMap(config, checkpoint.ConfigPath);
+        var model = StateDictLoader.BuildAndLoad(d => Build(config, DeviceCheck.Resolve(d), DeviceCheck.Resolve(dtype)), device, checkpoint, map, name);
         model.eval();
         return model;
     }
 
-    private static (nn.Module Model, WeightMap Map) Create(TextConfig config, string source, Device device, ScalarType dtype)
+    // The config's key map and class name, after checking the config (nothing is built).
+    private static (WeightMap Map, string ModelName) KeyMap(TextConfig config, string source)
     {
         switch (config)
         {
             case MptConfig mpt:
                 mpt.Validate(source);
-                return (new MptForCausalLM(mpt, device, dtype), new WeightMap
+                return (new WeightMap
                 {
                     Tied = mpt.TieWordEmbeddings ? new Dictionary<string, string> { ["lm_head.weight"] = "transformer.wte.weight" } : new Dictionary<string, string>(),
-                });
+                }, nameof(MptForCausalLM));
             case MosaicGptConfig mosaic:
                 mosaic.ToMpt().Validate(source);
-                return (new MptForCausalLM(mosaic.ToMpt(), device, dtype), MosaicGptConfig.KeyMap(tied: true));
+                return (MosaicGptConfig.KeyMap(tied: true), nameof(MptForCausalLM));
             case GptNeoX.GptNeoXConfig neox:
                 neox.Validate(source);
-                return (new GptNeoX.GptNeoXForCausalLM(neox, device, dtype), new WeightMap
+                return (new WeightMap
                 {
                     Tied = neox.TieWordEmbeddings ? new Dictionary<string, string> { ["embed_out.weight"] = "gpt_neox.embed_in.weight" } : new Dictionary<string, string>(),
-                });
+                }, nameof(GptNeoX.GptNeoXForCausalLM));
             default:
                 throw new NotSupportedException($"{source}: model_type \"{config.ModelType}\" is not supported as a causal language model.");
         }
     }
+
+    private static nn.Module Build(TextConfig config, Device device, ScalarType dtype) => config switch
+    {
+        MptConfig mpt => new MptForCausalLM(mpt, device, dtype),
+        MosaicGptConfig mosaic => new MptForCausalLM(mosaic.ToMpt(), device, dtype),
+        GptNeoX.GptNeoXConfig neox => new GptNeoX.GptNeoXForCausalLM(neox, device, dtype),
+        _ => throw new NotSupportedException($"model_type \"{config.ModelType}\" is not supported as a causal language model."),
+    };
 }

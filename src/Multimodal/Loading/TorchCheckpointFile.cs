@@ -89,38 +89,36 @@ public sealed class TorchCheckpointFile : ITensorSource
     private static TorchCheckpointFile Interpret(string path, ZipArchive zip)
     {
         long fileLength = new FileInfo(path).Length;
+        var pickle = zip.Entries.FirstOrDefault(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1)
+                     ?? throw new CheckpointFormatException(path, "the archive has no <name>/data.pkl record.");
+        string prefix = pickle.FullName[..^"data.pkl".Length];
+        if (pickle.Length > MaxPickleBytes)
+            throw new CheckpointFormatException(path, $"the pickle record {pickle.FullName} declares {pickle.Length} bytes; a state dict's is far smaller (limit {MaxPickleBytes}).");
+        byte[] bytes = new byte[pickle.Length];
+        using (var stream = pickle.Open())
+            stream.ReadExactly(bytes);
+        var root = new Unpickler(bytes, path).Run();
+        if (root is not Dictionary<object, object?> dict)
+            throw new CheckpointFormatException(path, "the pickle does not hold a dict of tensors (a state dict).");
+        var tensors = new Dictionary<string, TensorRef>(StringComparer.Ordinal);
+        var problems = new List<string>();
+        foreach (var (key, value) in dict)
         {
-            var pickle = zip.Entries.FirstOrDefault(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1)
-                         ?? throw new CheckpointFormatException(path, "the archive has no <name>/data.pkl record.");
-            string prefix = pickle.FullName[..^"data.pkl".Length];
-            if (pickle.Length > MaxPickleBytes)
-                throw new CheckpointFormatException(path, $"the pickle record {pickle.FullName} declares {pickle.Length} bytes; a state dict's is far smaller (limit {MaxPickleBytes}).");
-            byte[] bytes = new byte[pickle.Length];
-            using (var stream = pickle.Open())
-                stream.ReadExactly(bytes);
-            var root = new Unpickler(bytes, path).Run();
-            if (root is not Dictionary<object, object?> dict)
-                throw new CheckpointFormatException(path, "the pickle does not hold a dict of tensors (a state dict).");
-            var tensors = new Dictionary<string, TensorRef>(StringComparer.Ordinal);
-            var problems = new List<string>();
-            foreach (var (key, value) in dict)
-            {
-                if (key is not string name) { problems.Add($"a key is not a string ({key})"); continue; }
-                if (value is not TensorRef t) { problems.Add($"{name}: not a tensor"); continue; }
-                string record = prefix + "data/" + t.Storage.Key;
-                var entry = zip.GetEntry(record);
-                long needed = (t.Storage.Elements) * SafetensorsDType.SizeOf(Storages[t.Storage.Kind].SafetensorsType);
-                if (entry is null) problems.Add($"{name}: storage record {record} is missing");
-                else if (entry.Length != needed)
-                    problems.Add($"{name}: storage record {record} holds {entry.Length} bytes, but its storage is {needed} bytes (truncated or damaged?)");
-                else if (entry.CompressedLength > fileLength)
-                    problems.Add($"{name}: storage record {record} declares {entry.CompressedLength} stored bytes in a {fileLength}-byte file (damaged sizes)");
-                else if (ViewProblem(t) is string view) problems.Add($"{name}: {view}");
-                else tensors[name] = t;
-            }
-            if (problems.Count > 0) throw new CheckpointFormatException(path, problems);
-            return new TorchCheckpointFile(path, zip, prefix, tensors);
+            if (key is not string name) { problems.Add($"a key is not a string ({key})"); continue; }
+            if (value is not TensorRef t) { problems.Add($"{name}: not a tensor"); continue; }
+            string record = prefix + "data/" + t.Storage.Key;
+            var entry = zip.GetEntry(record);
+            long needed = (t.Storage.Elements) * SafetensorsDType.SizeOf(Storages[t.Storage.Kind].SafetensorsType);
+            if (entry is null) problems.Add($"{name}: storage record {record} is missing");
+            else if (entry.Length != needed)
+                problems.Add($"{name}: storage record {record} holds {entry.Length} bytes, but its storage is {needed} bytes (truncated or damaged?)");
+            else if (entry.CompressedLength > fileLength)
+                problems.Add($"{name}: storage record {record} declares {entry.CompressedLength} stored bytes in a {fileLength}-byte file (damaged sizes)");
+            else if (ViewProblem(t) is string view) problems.Add($"{name}: {view}");
+            else tensors[name] = t;
         }
+        if (problems.Count > 0) throw new CheckpointFormatException(path, problems);
+        return new TorchCheckpointFile(path, zip, prefix, tensors);
     }
 
     // The view (offset, shape, stride) must stay inside its storage: checked here so libtorch never sees one

@@ -48,6 +48,7 @@ public sealed class GenerationDefaultsTests : IDisposable
     [InlineData("""{"max_new_tokens": 2.5}""", "\"max_new_tokens\" must be an integer")]
     [InlineData("""{"eos_token_id": "two"}""", "\"eos_token_id\" must be an integer id or a list")]
     [InlineData("""{"early_stopping": "sometimes"}""", "\"early_stopping\" must be true, false or \"never\"")]
+    [InlineData("""{"pad_token_id": [0, 1]}""", "\"pad_token_id\" must be one integer id")]
     [InlineData("""{"temperature": 0}""", "Temperature must be a positive number")]
     [InlineData("""[1, 2]""", "expected a JSON object")]
     [InlineData("""{"num_beams": 2""", "invalid JSON")]
