@@ -104,6 +104,12 @@ public sealed class FacadeConcurrencyTests(ITestOutputHelper output)
 /// concurrent calls on one instance need no gate: 8 concurrent callers give the ids of 8 sequential calls.</summary>
 public sealed class ModelConcurrencyTests(ITestOutputHelper output)
 {
+    /// <summary>The ids of a generation, as one comparable string; disposes the output.</summary>
+    private static string Ids(GenerationOutput output)
+    {
+        using (output) return string.Join(",", output.Sequences.SelectMany(s => s));
+    }
+
     private static void EightAtOnce(Func<int, string> call, ITestOutputHelper output, string name)
     {
         var sequential = Enumerable.Range(0, 8).Select(call).ToList();
@@ -121,22 +127,14 @@ public sealed class ModelConcurrencyTests(ITestOutputHelper output)
         using var ids = br.Read("input_ids");
         using var mask = br.Read("attention_mask");
         GenerationOptions Options(int i) => new() { MaxNewTokens = 4 + i % 3, NumBeams = 1 + i % 2 };
-        EightAtOnce(i =>
-        {
-            using var output = blip2.Generate(pixels, ids, mask, Options(i));
-            return string.Join(",", output.Sequences.SelectMany(s => s));
-        }, output, "Blip2ForConditionalGeneration");
+        EightAtOnce(i => Ids(blip2.Generate(pixels, ids, mask, Options(i))), output, "Blip2ForConditionalGeneration");
 
         using var flamingo = FlamingoModel.FromPretrained(FixtureCase.Get("openflamingo").Path);
         using var fr = FixtureCase.Get("openflamingo").OpenReference();
         using var visionX = fr.Read("vision_x");
         using var langX = fr.Read("lang_x");
         using var fmask = fr.Read("attention_mask");
-        EightAtOnce(i =>
-        {
-            using var output = flamingo.Generate(visionX, langX, fmask, Options(i));
-            return string.Join(",", output.Sequences.SelectMany(s => s));
-        }, output, "FlamingoModel");
+        EightAtOnce(i => Ids(flamingo.Generate(visionX, langX, fmask, Options(i))), output, "FlamingoModel");
 
         using var idefics = IdeficsForVisionText2Text.FromPretrained(FixtureCase.Get("idefics").Path);
         using var ir = FixtureCase.Get("idefics").OpenReference();
@@ -144,11 +142,7 @@ public sealed class ModelConcurrencyTests(ITestOutputHelper output)
         using var imask = ir.Read("attention_mask");
         using var ipixels = ir.Read("pixel_values");
         using var rows = ir.Read("image_attention_mask");
-        EightAtOnce(i =>
-        {
-            using var output = idefics.Generate(iids, imask, ipixels, rows, Options(i));
-            return string.Join(",", output.Sequences.SelectMany(s => s));
-        }, output, "IdeficsForVisionText2Text");
+        EightAtOnce(i => Ids(idefics.Generate(iids, imask, ipixels, rows, Options(i))), output, "IdeficsForVisionText2Text");
 
         using var itm = Blip2ForImageTextRetrieval.FromPretrained(FixtureCase.Get("blip2-itm").Path);
         using var tr = FixtureCase.Get("blip2-itm").OpenReference();

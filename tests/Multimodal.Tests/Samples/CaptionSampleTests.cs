@@ -18,6 +18,15 @@ public sealed class CaptionSampleTests(ITestOutputHelper output) : IDisposable
         return result;
     }
 
+    /// <summary>Runs the sample expecting exit code <paramref name="exitCode"/> and one error line containing <paramref name="expected"/>.</summary>
+    private (int ExitCode, string Stdout, string Stderr) Refused(int exitCode, string expected, params string[] args)
+    {
+        var result = Sample(args);
+        Assert.Equal(exitCode, result.ExitCode);
+        OneLineError(result.Stderr, expected);
+        return result;
+    }
+
     private static void OneLineError(string stderr, string expected)
     {
         var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -31,42 +40,28 @@ public sealed class CaptionSampleTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Mistakes_on_the_command_line_are_named_in_one_line()
     {
-        var unknown = Sample("--frobnicate", "samples/images/scene1.png");
-        Assert.Equal(2, unknown.ExitCode);
-        OneLineError(unknown.Stderr, "unknown option '--frobnicate'");
+        Refused(2, "unknown option '--frobnicate'", "--frobnicate", "samples/images/scene1.png");
 
-        var badNumber = Sample("--beams", "three", "samples/images/scene1.png");
-        Assert.Equal(2, badNumber.ExitCode);
-        OneLineError(badNumber.Stderr, "'three'");
+        var badNumber = Refused(2, "'three'", "--beams", "three", "samples/images/scene1.png");
         Assert.DoesNotContain("Usage:", badNumber.Stdout + badNumber.Stderr);
 
-        var zero = Sample("--max-new-tokens", "0", "samples/images/scene1.png");
-        Assert.Equal(2, zero.ExitCode);
-        OneLineError(zero.Stderr, "--max-new-tokens must be at least 1");
+        Refused(2, "--max-new-tokens must be at least 1", "--max-new-tokens", "0", "samples/images/scene1.png");
     }
 
     [Fact]
     public void Bad_images_are_named_as_what_they_are()
     {
-        var directory = Sample("samples/images");
-        Assert.Equal(1, directory.ExitCode);
-        OneLineError(directory.Stderr, "is a directory");
+        Refused(1, "is a directory", "samples/images");
 
         string empty = Path.Combine(_temp.Path, "empty.png");
         File.WriteAllBytes(empty, []);
-        var emptyFile = Sample(empty);
-        Assert.Equal(1, emptyFile.ExitCode);
-        OneLineError(emptyFile.Stderr, "is empty");
+        Refused(1, "is empty", empty);
 
         string text = Path.Combine(_temp.Path, "notes.png");
         File.WriteAllText(text, "not an image");
-        var notImage = Sample(text);
-        Assert.Equal(1, notImage.ExitCode);
-        OneLineError(notImage.Stderr, "not an image");
+        Refused(1, "not an image", text);
 
-        var missingModel = Sample("--model", "Salesforce/blip2-opt-2.7b", "samples/images/scene1.png");
-        Assert.Equal(1, missingModel.ExitCode);
-        OneLineError(missingModel.Stderr, "huggingface-cli download Salesforce/blip2-opt-2.7b");
+        Refused(1, "huggingface-cli download Salesforce/blip2-opt-2.7b", "--model", "Salesforce/blip2-opt-2.7b", "samples/images/scene1.png");
     }
 
     [Fact]
