@@ -5,7 +5,9 @@ namespace Multimodal.Train;
 
 /// <summary>AdamW (decoupled weight decay) written out with explicitly owned scalars. TorchSharp 0.107's
 /// optim.AdamW failed here after a few hundred steps with corrupted native scalars ("Unknown scalar
-/// type"); this one keeps every scalar alive for exactly the call that uses it.</summary>
+/// type"): it passes temporary Scalars that a collection can finalize while libtorch reads them (see the
+/// library's Common/Scalars.cs). This one keeps every scalar alive for the whole step, including the alpha
+/// of 1 that TorchSharp's one-argument <c>add_</c> would create.</summary>
 public sealed class AdamW(IEnumerable<TorchSharp.Modules.Parameter> parameters, double lr, double weightDecay,
     double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8) : IDisposable
 {
@@ -33,6 +35,7 @@ public sealed class AdamW(IEnumerable<TorchSharp.Modules.Parameter> parameters, 
         using var step = (-LearningRate / bc1).ToScalar();
         using var correction = (1 / Math.Sqrt(bc2)).ToScalar();
         using var epsilon = eps.ToScalar();
+        using var one = 1.0.ToScalar();
         foreach (var (p, m, v) in _state)
         {
             var g = p.grad;
@@ -40,7 +43,7 @@ public sealed class AdamW(IEnumerable<TorchSharp.Modules.Parameter> parameters, 
             using var scope = NewDisposeScope();
             m.mul_(b1).add_(g, oneMinusB1);
             v.mul_(b2).addcmul_(g, g, oneMinusB2);
-            var denom = v.sqrt().mul_(correction).add_(epsilon);
+            var denom = v.sqrt().mul_(correction).add_(epsilon, one);
             p.mul_(decay).addcdiv_(m, denom, step);
         }
     }

@@ -76,16 +76,11 @@ int q = config.NumQueryTokens;
 double smoothed = 0;
 for (int step = 1; clock.Elapsed.TotalMinutes < minutes; step++)
 {
-    // TorchSharp 0.107 lets temporary Scalars (the alpha of a + b) be finalized while a native call still
-    // uses them, which corrupts them under the allocation rate of training ("Unknown scalar type"). No
-    // garbage collection runs inside a step; collections happen between steps.
-    bool noGc = GC.TryStartNoGCRegion(200L << 20);
     double value = TrainStep();
     // Linear warm-up over 200 steps, then cosine decay to a tenth over the time budget.
     double progress = clock.Elapsed.TotalMinutes / minutes;
     optimizer.LearningRate = peakLr * Math.Min(1.0, step / 200.0) * (0.1 + 0.9 * 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, progress))));
     optimizer.Step();
-    if (noGc && System.Runtime.GCSettings.LatencyMode == System.Runtime.GCLatencyMode.NoGCRegion) GC.EndNoGCRegion();
     smoothed = step == 1 ? value : 0.98 * smoothed + 0.02 * value;
     if (step % 50 == 0) Console.WriteLine($"step {step,5}  loss {smoothed:F4}  {clock.Elapsed.TotalMinutes:F1} min");
 }

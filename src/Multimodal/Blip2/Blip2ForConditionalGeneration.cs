@@ -138,7 +138,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
             // Encoder-decoder: [queries; prompt] go to the ENCODER; the decoder reads them by cross-attention.
             encoderHidden = t5.Encode(embeds, mask);
             var decoderIds = decoderInputIds?.to(ScalarType.Int64, Device)
-                             ?? full(embeds.shape[0], 1, (long)(t5.Config.DecoderStartTokenId ?? t5.Config.PadTokenId), ScalarType.Int64, Device);
+                             ?? Scalars.Full([embeds.shape[0], 1], (long)(t5.Config.DecoderStartTokenId ?? t5.Config.PadTokenId), ScalarType.Int64, Device);
             using var session = new T5DecoderSession(t5, encoderHidden, mask);
             logits = session.Forward(t5.Embed(decoderIds), ones_like(decoderIds), null);
         }
@@ -220,7 +220,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         long pad = options.PadTokenId ?? config.PadTokenId;
         var encoderHidden = t5.Encode(embeds, mask);
         using var session = new T5DecoderSession(t5, encoderHidden, mask);
-        var startIds = full(embeds.shape[0], 1, start, ScalarType.Int64, Device);
+        var startIds = Scalars.Full([embeds.shape[0], 1], start, ScalarType.Int64, Device);
         var request = new GenerationRequest
         {
             Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds, Options = options,
@@ -279,9 +279,9 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var embeds = EmbedText(ids);
         if (Config.ImageTokenIndex is int imageToken)
         {
-            var isImage = ids.eq(imageToken);                                              // (B, T)
+            var isImage = ids.EqualTo(imageToken);                                              // (B, T)
             var perRow = isImage.sum(1);
-            if (!perRow.eq(Config.NumQueryTokens).all().item<bool>())
+            if (!perRow.EqualTo(Config.NumQueryTokens).all().item<bool>())
                 throw new ArgumentException(
                     $"Each row of input_ids must hold exactly {Config.NumQueryTokens} image tokens (id {imageToken}); got [{string.Join(", ", perRow.data<long>().ToArray())}].",
                     nameof(inputIds));

@@ -12,8 +12,8 @@ internal static class Activations
         "relu" => x => nn.functional.relu(x),
         "silu" or "swish" => x => nn.functional.silu(x),
         // transformers' NewGELUActivation, written out as upstream does.
-        "gelu_new" or "gelu_pytorch_tanh" => x => 0.5 * x * (1.0 + torch.tanh(Math.Sqrt(2.0 / Math.PI) * (x + 0.044715 * torch.pow(x, 3.0)))),
-        "quick_gelu" => x => x * torch.sigmoid(1.702 * x),
+        "gelu_new" or "gelu_pytorch_tanh" => x => x.Times(0.5).mul(torch.tanh(x.Plus(x.Pow(3.0).Times(0.044715)).Times(Math.Sqrt(2.0 / Math.PI))).Plus(1.0)),
+        "quick_gelu" => x => x.mul(torch.sigmoid(x.Times(1.702))),
         "tanh" => x => torch.tanh(x),
         _ => throw new NotSupportedException(
             $"{configKey} = \"{name}\" is not supported; expected one of gelu, gelu_new, gelu_pytorch_tanh, relu, silu, quick_gelu, tanh."),

@@ -48,12 +48,12 @@ internal static class Attention
         using var scope = NewDisposeScope();
         long keyLength = attentionMask.shape[1];
         var device = attentionMask.device;
-        var queryPos = arange(keyLength - queryLength, keyLength, device: device).unsqueeze(1); // (Tq, 1)
-        var keyPos = arange(keyLength, device: device).unsqueeze(0);                              // (1, Tk)
+        var queryPos = Scalars.Arange(keyLength - queryLength, keyLength, ScalarType.Int64, device).unsqueeze(1); // (Tq, 1)
+        var keyPos = Scalars.Arange(0, keyLength, ScalarType.Int64, device).unsqueeze(0);                        // (1, Tk)
         var causal = keyPos.le(queryPos).unsqueeze(0).unsqueeze(0);                                // (1, 1, Tq, Tk)
         var allowed = causal.logical_and(attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1)); // (B, 1, Tq, Tk)
         var mask = AllowedToAdditive(allowed, dtype);
-        if (future is double f) mask = mask.masked_fill(causal.logical_not(), f);
+        if (future is double f) mask = mask.FillWhere(causal.logical_not(), f);
         return mask.MoveToOuterDisposeScope();
     }
 
@@ -66,5 +66,5 @@ internal static class Attention
     }
 
     private static Tensor AllowedToAdditive(Tensor allowed, ScalarType dtype) =>
-        zeros(allowed.shape, dtype, allowed.device).masked_fill(allowed.logical_not(), MinValue(dtype));
+        zeros(allowed.shape, dtype, allowed.device).FillWhere(allowed.logical_not(), MinValue(dtype));
 }

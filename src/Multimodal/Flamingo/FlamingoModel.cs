@@ -37,7 +37,7 @@ public sealed record FlamingoForwardOutput(Tensor VisionEncoderTokens, Tensor Vi
 /// cross-attention blocks every <c>cross_attn_every_n_layers</c> layers.</summary>
 public sealed class FlamingoModel : nn.Module
 {
-    [ComponentName(Name = "vision_encoder")] private readonly OpenClipVisionTransformer _visionEncoder;
+    [ComponentName(Name = "vision_encoder")] private readonly ClipVisionTransformer _visionEncoder;
     [ComponentName(Name = "perceiver")] private readonly PerceiverResampler _perceiver;
     [ComponentName(Name = "lang_encoder")] private readonly nn.Module _langEncoder;
 
@@ -60,7 +60,7 @@ public sealed class FlamingoModel : nn.Module
         Config = config;
         Device = DeviceCheck.Resolve(device);
         DType = DeviceCheck.Resolve(dtype);
-        _visionEncoder = new OpenClipVisionTransformer(config.ClipModelCfg.Vision, Device, DType);
+        _visionEncoder = new ClipVisionTransformer(config.ClipModelCfg.Vision.ToClip(), "vision_x image", Device, DType);
         _perceiver = new PerceiverResampler(config.Perceiver, Device, DType);
         var layers = new List<FlamingoLayer>();
         nn.Module Wrap(int i, nn.Module decoderLayer)
@@ -204,10 +204,10 @@ public sealed class FlamingoModel : nn.Module
             throw new ArgumentException($"vision_x must be (B, T_img, F=1, 3, H, W); got {Shape.Format(visionX.shape)}.", nameof(visionX));
         long b = visionX.shape[0], t = visionX.shape[1], f = visionX.shape[2];
         var images = visionX.to(DType, Device).flatten(0, 2);                          // (B·T·F, 3, H, W)
-        var vision = _visionEncoder.forward(images);
-        var tokens = vision.Tokens;                                                    // (B·T·F, v, Dv)
+        var hidden = _visionEncoder.forward(images);                                   // (B·T·F, 1 + v, Dv)
+        var tokens = hidden.narrow(1, 1, hidden.shape[1] - 1);                         // (B·T·F, v, Dv): the class token is only pooled
         var media = _perceiver.forward(tokens.view(b, t, f, tokens.shape[1], tokens.shape[2]));
-        return (tokens, vision.Pooled, media);
+        return (tokens, _visionEncoder.Pool(hidden), media);
     }
 }
 
@@ -235,7 +235,7 @@ internal sealed class FlamingoSession(FlamingoModel model, Tensor media, bool ge
         if (inputIds is null) throw new ArgumentException("Flamingo needs the token ids of every position it is fed (to locate <image> tokens).");
         PrepareMedia(inputsEmbeds.shape[0]);
         using var scope = NewDisposeScope();
-        var locations = inputIds.eq(model.Config.MediaTokenId);                        // (B, Lnew)
+        var locations = inputIds.EqualTo(model.Config.MediaTokenId);                        // (B, Lnew)
         Tensor textTime;
         if (generating && _lastLocations is not null && !locations.any().item<bool>())
         {

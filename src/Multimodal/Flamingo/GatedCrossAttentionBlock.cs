@@ -1,4 +1,6 @@
 // Shapes: B batch, L text positions, T images, n latents per image, D text width, Dv visual width, h heads, d head width.
+using Multimodal.Common;
+
 namespace Multimodal.Flamingo;
 
 /// <summary>open_flamingo 2.0.1 <c>MaskedCrossAttention</c> (helpers.py): text attends to the visual
@@ -46,15 +48,15 @@ internal sealed class MaskedCrossAttention : nn.Module
     public Tensor Forward(Tensor x, Tensor keys, Tensor values, Tensor textTime, long latentsPerImage)
     {
         using var scope = NewDisposeScope();
-        var q = Common.Attention.SplitHeads(_toQ.forward(_norm.forward(x)), _heads) * _scale;  // (B, h, L, d)
+        var q = Common.Attention.SplitHeads(_toQ.forward(_norm.forward(x)), _heads).Times(_scale); // (B, h, L, d)
         var sim = q.matmul(keys.transpose(-1, -2));                                              // (B, h, L, T·n)
         long images = keys.shape[2] / latentsPerImage;
-        var mediaTime = arange(1, images + 1, ScalarType.Int64, x.device).repeat_interleave(latentsPerImage); // (T·n)
+        var mediaTime = Common.Scalars.Arange(1, images + 1, ScalarType.Int64, x.device).repeat_interleave(latentsPerImage); // (T·n)
         var tt = textTime.view(textTime.shape[0], 1, textTime.shape[1], 1);                      // (B, 1, L, 1)
         var allowed = _onlyImmediate ? tt.eq(mediaTime) : tt.ge(mediaTime);                      // (B, 1, L, T·n)
-        sim = sim.masked_fill(allowed.logical_not(), -MaxValue(sim.dtype));
+        sim = sim.FillWhere(allowed.logical_not(), -MaxValue(sim.dtype));
         var attn = (sim - sim.amax([-1], keepdim: true)).softmax(-1);
-        if (_onlyImmediate) attn = attn.masked_fill(tt.eq(0), 0.0);
+        if (_onlyImmediate) attn = attn.FillWhere(tt.EqualTo(0), 0.0);
         var output = Common.Attention.MergeHeads(attn.matmul(values));
         return _toOut.forward(output).MoveToOuterDisposeScope();
     }
@@ -87,8 +89,8 @@ internal sealed class GatedCrossAttentionBlock : nn.Module
     public Tensor Forward(Tensor x, Tensor keys, Tensor values, Tensor textTime, long latentsPerImage)
     {
         using var scope = NewDisposeScope();
-        x = _attn.Forward(x, keys, values, textTime, latentsPerImage) * _attnGate.tanh() + x;
-        x = _ff.forward(x) * _ffGate.tanh() + x;
+        x = _attn.Forward(x, keys, values, textTime, latentsPerImage).mul(_attnGate.tanh()).Plus(x);
+        x = _ff.forward(x).mul(_ffGate.tanh()).Plus(x);
         return x.MoveToOuterDisposeScope();
     }
 }

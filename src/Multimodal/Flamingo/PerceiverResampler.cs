@@ -83,8 +83,8 @@ internal sealed class PerceiverResampler : nn.Module<Tensor, Tensor>
         var latents = _latents.view(1, 1, _latents.shape[0], -1).expand(b, t, -1, -1);  // (b, T, n, D)
         foreach (var layer in _layers)
         {
-            latents = ((PerceiverAttention)layer[0]).Forward(x, latents) + latents;
-            latents = ((Sequential)layer[1]).forward(latents) + latents;
+            latents = ((PerceiverAttention)layer[0]).Forward(x, latents).Plus(latents);
+            latents = ((Sequential)layer[1]).forward(latents).Plus(latents);
         }
         return _norm.forward(latents).MoveToOuterDisposeScope();
     }

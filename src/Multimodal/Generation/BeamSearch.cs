@@ -1,3 +1,5 @@
+using Multimodal.Common;
+
 namespace Multimodal.Generation;
 
 /// <summary>transformers v4.45.1 <c>BeamHypotheses</c> (generation/beam_search.py): the n best finished
@@ -92,7 +94,7 @@ internal static class BeamSearch
                 stepLogits.Add(logits.cpu().MoveToOuterDisposeScope());
             }
             long vocab = processed.shape[1];
-            var total = (processed + beamScores.unsqueeze(1)).view(batch, nb * vocab);
+            var total = processed.Plus(beamScores.unsqueeze(1)).view(batch, nb * vocab);
             var (topScores, topIndex) = total.topk(keep, 1, largest: true, sorted: true);
             var candScores = topScores.cpu().data<float>().ToArray();
             var candIndex = topIndex.cpu().data<long>().ToArray();

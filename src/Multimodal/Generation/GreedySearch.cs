@@ -1,3 +1,5 @@
+using Multimodal.Common;
+
 namespace Multimodal.Generation;
 
 /// <summary>Greedy decoding and multinomial sampling, transformers v4.45.1 <c>GenerationMixin._sample</c>
@@ -40,9 +42,9 @@ internal static class GreedySearch
                 ? multinomial(scores.softmax(-1), 1, generator: generator).squeeze(1)
                 : scores.argmax(-1);
             var chosen = logProbs.gather(1, next.unsqueeze(1)).squeeze(1).to(ScalarType.Float64);
-            logProbSum = (logProbSum + where(unfinished, chosen, zeros_like(chosen))).MoveToOuterDisposeScope();
-            counted = (counted + unfinished.to(ScalarType.Float64)).MoveToOuterDisposeScope();
-            next = where(unfinished, next, full_like(next, request.Pad));
+            logProbSum = logProbSum.Plus(where(unfinished, chosen, zeros_like(chosen))).MoveToOuterDisposeScope();
+            counted = counted.Plus(unfinished.to(ScalarType.Float64)).MoveToOuterDisposeScope();
+            next = where(unfinished, next, Scalars.Full(next.shape, request.Pad, next.dtype, next.device));
             tokens = cat([tokens, next.unsqueeze(1)], 1).MoveToOuterDisposeScope();
             mask = cat([mask, ones(batch, 1, ScalarType.Int64, device)], 1).MoveToOuterDisposeScope();
 
@@ -65,7 +67,7 @@ internal static class GreedySearch
             unfinished = unfinished.logical_and(tensor(ended, device: device).logical_not()).MoveToOuterDisposeScope();
             if (!unfinished.any().item<bool>()) break;
         }
-        var scoresPerRow = (logProbSum / counted.clamp_min(1)).cpu().data<double>().ToArray();
+        var scoresPerRow = logProbSum.div(counted.AtLeast(1)).cpu().data<double>().ToArray();
         var (allScores, allLogits) = (GenerationRequest.Stack(stepScores), GenerationRequest.Stack(stepLogits));
         return new GenerationOutput(rows.Select(r => r.ToArray()).ToArray(), scoresPerRow, allScores, reasons, produced) { StepLogits = allLogits };
     }

@@ -1,3 +1,5 @@
+using Multimodal.Common;
+
 namespace Multimodal.Generation;
 
 /// <summary>transformers v4.45.1 logits processors and warpers (generation/logits_process.py), applied
@@ -20,7 +22,7 @@ internal static class LogitsProcessors
         {
             // RepetitionPenaltyLogitsProcessor: every id present (once or more) is penalised once.
             var picked = scores.gather(1, tokens);
-            picked = where(picked.lt(0), picked * options.RepetitionPenalty, picked / options.RepetitionPenalty);
+            picked = where(picked.LessThan(0), picked.Times(options.RepetitionPenalty), picked.Over(options.RepetitionPenalty));
             scores = scores.scatter(1, tokens, picked);
         }
         if (generated < minNewTokens)
@@ -31,21 +33,21 @@ internal static class LogitsProcessors
         }
         if (options.DoSample)
         {
-            if (options.Temperature != 1.0) scores = scores / options.Temperature;
+            if (options.Temperature != 1.0) scores = scores.Over(options.Temperature);
             if (options.TopK > 0)
             {
                 long k = Math.Min(Math.Max(options.TopK, minTokensToKeep), scores.shape[1]);
                 var kth = scores.topk((int)k).values.narrow(1, k - 1, 1);
-                scores = scores.masked_fill(scores.lt(kth), double.NegativeInfinity);
+                scores = scores.FillWhere(scores.lt(kth), double.NegativeInfinity);
             }
             if (options.TopP < 1.0)
             {
                 var (sorted, order) = scores.sort(-1, descending: false);
                 var cumulative = sorted.softmax(-1).cumsum(-1);
-                var removeSorted = cumulative.le(1 - options.TopP);
-                removeSorted.narrow(1, removeSorted.shape[1] - minTokensToKeep, minTokensToKeep).fill_(false);
+                var removeSorted = cumulative.LessOrEqual(1 - options.TopP);
+                removeSorted.narrow(1, removeSorted.shape[1] - minTokensToKeep, minTokensToKeep).Fill_(false);
                 var remove = removeSorted.scatter(1, order, removeSorted);
-                scores = scores.masked_fill(remove, double.NegativeInfinity);
+                scores = scores.FillWhere(remove, double.NegativeInfinity);
             }
         }
         return scores.MoveToOuterDisposeScope();

@@ -32,6 +32,10 @@ public sealed record IdeficsVisionConfig : PretrainedConfig
     public double InitializerRange { get; init; } = 0.02;
     /// <summary>Training only.</summary>
     public double InitializerFactor { get; init; } = 1.0;
+
+    /// <summary>The CLIP tower this describes (no projection: IDEFICS feeds the perceiver the tokens).</summary>
+    internal Vision.ClipVisionSettings ToClip() => new(ImageSize, PatchSize, NumChannels, EmbedDim, NumHiddenLayers,
+        NumAttentionHeads, IntermediateSize, LayerNormEps, HiddenAct, "vision_config.hidden_act", ProjectionDim: null);
 }
 
 /// <summary>transformers v4.44.2 <c>IdeficsPerceiverConfig</c>; initializers are upstream's defaults.</summary>

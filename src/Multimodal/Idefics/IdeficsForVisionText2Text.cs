@@ -28,11 +28,11 @@ internal sealed class IdeficsDecoupledEmbedding : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         long vocab = _weight.shape[0];
-        var extra = ids.ge(vocab);
-        var embeds = _weight.index_select(0, ids.clamp_max(vocab - 1).flatten()).view(ids.shape[0], ids.shape[1], -1);
+        var extra = ids.GreaterOrEqual(vocab);
+        var embeds = _weight.index_select(0, ids.AtMost(vocab - 1).flatten()).view(ids.shape[0], ids.shape[1], -1);
         if (_additionalEmbedding is not null && extra.any().item<bool>())
         {
-            var added = _additionalEmbedding.forward((ids - vocab).clamp_min(0));
+            var added = _additionalEmbedding.forward(ids.Minus(vocab).AtLeast(0));
             embeds = where(extra.unsqueeze(-1), added, embeds);
         }
         return embeds.MoveToOuterDisposeScope();
@@ -96,9 +96,9 @@ internal sealed class IdeficsGatedCrossAttentionLayer : nn.Module
     public Tensor Forward(Tensor hidden, Tensor keys, Tensor values, Tensor mask, Tensor gate)
     {
         using var scope = NewDisposeScope();
-        var attended = _crossAttn.CrossAttention(_inputLayernorm.forward(hidden), keys, values, mask) * gate;
-        hidden = hidden + _alphaCrossAttn.tanh() * attended;
-        hidden = hidden + _alphaDense.tanh() * _mlp.forward(_postAttentionLayernorm.forward(hidden));
+        var attended = _crossAttn.CrossAttention(_inputLayernorm.forward(hidden), keys, values, mask).mul(gate);
+        hidden = hidden.Plus(_alphaCrossAttn.tanh().mul(attended));
+        hidden = hidden.Plus(_alphaDense.tanh().mul(_mlp.forward(_postAttentionLayernorm.forward(hidden))));
         return hidden.MoveToOuterDisposeScope();
     }
 }
@@ -109,7 +109,7 @@ internal sealed class IdeficsGatedCrossAttentionLayer : nn.Module
 internal sealed class IdeficsModel : nn.Module
 {
     [ComponentName(Name = "embed_tokens")] private readonly IdeficsDecoupledEmbedding _embedTokens;
-    [ComponentName(Name = "vision_model")] private readonly IdeficsVisionTransformer _visionModel;
+    [ComponentName(Name = "vision_model")] private readonly ClipVisionTransformer _visionModel;
     [ComponentName(Name = "perceiver_resampler")] private readonly IdeficsPerceiverResampler _perceiverResampler;
     [ComponentName(Name = "layers")] private readonly ModuleList<LlamaDecoderLayer> _layers = new();
     [ComponentName(Name = "gated_cross_attn_layers")] private readonly ModuleList<IdeficsGatedCrossAttentionLayer> _gatedCrossAttnLayers = new();
@@ -120,7 +120,7 @@ internal sealed class IdeficsModel : nn.Module
     {
         _config = config;
         _embedTokens = new IdeficsDecoupledEmbedding(config.VocabSize, config.AdditionalVocabSize, config.HiddenSize, device, dtype);
-        _visionModel = new IdeficsVisionTransformer(config.VisionConfig, device, dtype);
+        _visionModel = new ClipVisionTransformer(config.VisionConfig.ToClip(), "pixel_values image", device, dtype);
         _perceiverResampler = new IdeficsPerceiverResampler(config, device, dtype);
         for (int i = 0; i < config.NumHiddenLayers; i++)
             _layers.Add(new LlamaDecoderLayer(config.HiddenSize, config.NumAttentionHeads, config.IntermediateSize, config.HiddenAct, config.RmsNormEps, i, device, dtype));
@@ -158,7 +158,7 @@ internal sealed class IdeficsModel : nn.Module
         var mask = Attention.CausalPaddingMask(attentionMask, fresh, embeds.dtype);
         // position_ids = cumsum(mask) − 1 with padding at 1, as IdeficsModel and its generation inputs compute them.
         var m = attentionMask.to(ScalarType.Int64);
-        var positions = (m.cumsum(1) - 1).masked_fill(m.eq(0), 1).narrow(1, past, fresh);
+        var positions = m.cumsum(1).Minus(1).FillWhere(m.EqualTo(0), 1L).narrow(1, past, fresh);
         int headDim = _config.HiddenSize / _config.NumAttentionHeads;
         var (cos, sin) = Rotary.TablesAt(positions, headDim, 10000, embeds.dtype);
         var hidden = embeds;
@@ -243,7 +243,7 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(IdeficsForVisionText2Text), "IdeficsForVisionText2Text", "IdeficsModel");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
         return StateDictLoader.BuildAndLoad(d => new IdeficsForVisionText2Text(config, d, dtype) { GenerationConfig = defaults },
-            device, checkpoint, new WeightMap(), nameof(IdeficsForVisionText2Text), progress);
+            device, checkpoint, IdeficsKeyMap.Map, nameof(IdeficsForVisionText2Text), progress);
     }
 
     internal IdeficsModel Inner => _model;
@@ -326,13 +326,13 @@ internal sealed class IdeficsSession(IdeficsForVisionText2Text model, Tensor ima
         using var scope = NewDisposeScope();
         long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1], promptLength = _rows.shape[1];
         // Image attention row of every new position: the prompt's own row, then the last prompt row.
-        var index = arange(past, past + fresh, ScalarType.Int64, _rows.device).clamp_max(promptLength - 1);
+        var index = Scalars.Arange(past, past + fresh, ScalarType.Int64, _rows.device).AtMost(promptLength - 1);
         var rows = _rows.index_select(1, index);                                    // (B, Lnew, N)
         long latents = _images.shape[2];
         var perLatent = rows.repeat_interleave(latents, 2);                          // (B, Lnew, N·n)
         var crossMask = zeros(perLatent.shape, inputsEmbeds.dtype, perLatent.device)
-            .masked_fill(perLatent.eq(0), Attention.MinValue(inputsEmbeds.dtype)).unsqueeze(1);   // (B, 1, Lnew, N·n)
-        var gate = rows.gt(0).any(-1, keepdim: true).to(inputsEmbeds.dtype);                     // (B, Lnew, 1)
+            .FillWhere(perLatent.EqualTo(0), Attention.MinValue(inputsEmbeds.dtype)).unsqueeze(1);   // (B, 1, Lnew, N·n)
+        var gate = rows.GreaterThan(0).any(-1, keepdim: true).to(inputsEmbeds.dtype);                     // (B, Lnew, 1)
         var hidden = model.Inner.Forward(inputsEmbeds, attentionMask, cache, _media!, crossMask, gate);
         return model.Head(hidden).MoveToOuterDisposeScope();
     }

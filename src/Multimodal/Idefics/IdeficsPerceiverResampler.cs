@@ -99,8 +99,8 @@ internal sealed class IdeficsPerceiverResampler : nn.Module<Tensor, Tensor>
         var latents = _latents.unsqueeze(0).expand(context.shape[0], -1, -1);
         foreach (var block in _blocks)
         {
-            latents = ((IdeficsPerceiverAttention)block[0]).Forward(context, latents) + latents;
-            latents = ((IdeficsPerceiverMlp)block[1]).forward(latents) + latents;
+            latents = ((IdeficsPerceiverAttention)block[0]).Forward(context, latents).Plus(latents);
+            latents = ((IdeficsPerceiverMlp)block[1]).forward(latents).Plus(latents);
         }
         return _layerNorm.forward(latents).MoveToOuterDisposeScope();
     }

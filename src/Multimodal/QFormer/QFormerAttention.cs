@@ -1,3 +1,4 @@
+using Multimodal.Common;
 
 namespace Multimodal.QFormer;
 
@@ -20,7 +21,7 @@ internal sealed class QFormerResidualOutput : nn.Module
     public Tensor Forward(Tensor hidden, Tensor residual)
     {
         using var scope = NewDisposeScope();
-        return _layerNorm.forward(_dense.forward(hidden) + residual).MoveToOuterDisposeScope();
+        return _layerNorm.forward(_dense.forward(hidden).Plus(residual)).MoveToOuterDisposeScope();
     }
 }
 

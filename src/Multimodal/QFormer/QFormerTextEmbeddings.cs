@@ -1,4 +1,5 @@
 using Multimodal.Common;
+
 namespace Multimodal.QFormer;
 
 /// <summary>transformers v4.45.1 <c>Blip2TextEmbeddings</c> (modeling_blip_2.py): word plus absolute
@@ -25,7 +26,7 @@ internal sealed class QFormerTextEmbeddings : nn.Module
         long t = inputIds.shape[1];
         if (t > _positionEmbeddings.weight!.shape[0])
             throw new ArgumentException($"The text has {t} tokens; the Q-Former has {_positionEmbeddings.weight.shape[0]} positions.", nameof(inputIds));
-        var text = _wordEmbeddings.forward(inputIds) + _positionEmbeddings.weight.narrow(0, 0, t);
+        var text = _wordEmbeddings.forward(inputIds).Plus(_positionEmbeddings.weight.narrow(0, 0, t));
         var result = queryEmbeds is null ? text : cat([queryEmbeds, text.to(queryEmbeds.dtype)], 1);
         return result.MoveToOuterDisposeScope();
     }

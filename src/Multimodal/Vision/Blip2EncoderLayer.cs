@@ -1,3 +1,4 @@
+using Multimodal.Common;
 
 namespace Multimodal.Vision;
 
@@ -23,8 +24,8 @@ internal sealed class Blip2EncoderLayer : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hidden)
     {
         using var scope = NewDisposeScope();
-        hidden = hidden + _selfAttn.forward(_layerNorm1.forward(hidden));
-        hidden = hidden + _mlp.forward(_layerNorm2.forward(hidden));
+        hidden = hidden.Plus(_selfAttn.forward(_layerNorm1.forward(hidden)));
+        hidden = hidden.Plus(_mlp.forward(_layerNorm2.forward(hidden)));
         return hidden.MoveToOuterDisposeScope();
     }
 }

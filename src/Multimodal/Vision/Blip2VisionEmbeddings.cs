@@ -31,7 +31,7 @@ internal sealed class Blip2VisionEmbeddings : nn.Module<Tensor, Tensor>
         var patches = _patchEmbedding.forward(pixelValues.to(_patchEmbedding.weight!.dtype)) // (B, D, h, w)
             .flatten(2).transpose(1, 2);                                                       // (B, h·w, D)
         var cls = _classEmbedding.expand(b, 1, -1);
-        var embeddings = cat([cls, patches], 1) + _positionEmbedding;
+        var embeddings = cat([cls, patches], 1).Plus(_positionEmbedding);
         return embeddings.MoveToOuterDisposeScope();
     }
 }

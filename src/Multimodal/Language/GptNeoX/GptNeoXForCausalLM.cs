@@ -12,7 +12,7 @@ internal static class Rotary
     public static (Tensor Cos, Tensor Sin) Tables(long start, long length, int ndims, double theta, ScalarType dtype, Device device)
     {
         using var scope = NewDisposeScope();
-        var (cos, sin) = TablesAt(arange(start, start + length, ScalarType.Int64, device).unsqueeze(0), ndims, theta, dtype);
+        var (cos, sin) = TablesAt(Scalars.Arange(start, start + length, ScalarType.Int64, device).unsqueeze(0), ndims, theta, dtype);
         return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 
@@ -20,7 +20,7 @@ internal static class Rotary
     public static (Tensor Cos, Tensor Sin) TablesAt(Tensor positions, int ndims, double theta, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
-        var invFreq = 1.0 / pow(theta, arange(0, ndims, 2, ScalarType.Int64, positions.device).to(ScalarType.Float32) / ndims); // (ndims/2)
+        var invFreq = pow(theta, Scalars.Arange(0, ndims, ScalarType.Int64, positions.device, step: 2).to(ScalarType.Float32).Over(ndims)).reciprocal(); // (ndims/2)
         var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq;                                                 // (B, T, ndims/2)
         var emb = cat([freqs, freqs], -1).unsqueeze(1);                                                                        // (B, 1, T, ndims)
         return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
@@ -34,7 +34,7 @@ internal static class Rotary
         var rot = x.narrow(-1, 0, ndims);
         var half = ndims / 2;
         var rotated = cat([rot.narrow(-1, half, half).neg(), rot.narrow(-1, 0, half)], -1);  // rotate_half
-        var result = rot * cos + rotated * sin;
+        var result = rot.mul(cos).Plus(rotated.mul(sin));
         if (ndims < d) result = cat([result, x.narrow(-1, ndims, d - ndims)], -1);
         return result.MoveToOuterDisposeScope();
     }
@@ -122,12 +122,12 @@ internal sealed class GptNeoXLayer : nn.Module
         Tensor output;
         if (_parallel)
         {
-            output = _mlp.forward(_postAttentionLayernorm.forward(hidden)) + attn + hidden;
+            output = _mlp.forward(_postAttentionLayernorm.forward(hidden)).Plus(attn).Plus(hidden);
         }
         else
         {
-            var a = attn + hidden;
-            output = _mlp.forward(_postAttentionLayernorm.forward(a)) + a;
+            var a = attn.Plus(hidden);
+            output = _mlp.forward(_postAttentionLayernorm.forward(a)).Plus(a);
         }
         return output.MoveToOuterDisposeScope();
     }

@@ -22,7 +22,7 @@ internal sealed class LlamaRmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var f = x.to(ScalarType.Float32);
-        var normed = f * (f.pow(2).mean([-1], keepdim: true) + _eps).rsqrt();
+        var normed = f.mul(f.Pow(2).mean([-1], keepdim: true).Plus(_eps).rsqrt());
         return (_weight * normed.to(_weight.dtype)).MoveToOuterDisposeScope();
     }
 }
@@ -139,8 +139,8 @@ internal sealed class LlamaDecoderLayer : nn.Module
     public Tensor Forward(Tensor hidden, Tensor mask, Tensor cos, Tensor sin, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        hidden = hidden + _selfAttn.SelfAttention(_inputLayernorm.forward(hidden), mask, cos, sin, cache);
-        hidden = hidden + _mlp.forward(_postAttentionLayernorm.forward(hidden));
+        hidden = hidden.Plus(_selfAttn.SelfAttention(_inputLayernorm.forward(hidden), mask, cos, sin, cache));
+        hidden = hidden.Plus(_mlp.forward(_postAttentionLayernorm.forward(hidden)));
         return hidden.MoveToOuterDisposeScope();
     }
 }

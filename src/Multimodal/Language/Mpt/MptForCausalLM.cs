@@ -78,8 +78,8 @@ internal sealed class MptBlock : nn.Module
     public Tensor Forward(Tensor hidden, Tensor mask, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        hidden = hidden + _attn.Forward(_norm1.forward(hidden), mask, cache);
-        hidden = hidden + _ffn.forward(_norm2.forward(hidden));
+        hidden = hidden.Plus(_attn.Forward(_norm1.forward(hidden), mask, cache));
+        hidden = hidden.Plus(_ffn.forward(_norm2.forward(hidden)));
         return hidden.MoveToOuterDisposeScope();
     }
 }
@@ -114,7 +114,7 @@ internal sealed class MptModel : nn.Module
         using var scope = NewDisposeScope();
         long fresh = inputsEmbeds.shape[1];
         var padding = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype);   // (B, 1, Tnew, Tk)
-        var mask = padding + Alibi(attentionMask.shape[1], inputsEmbeds.dtype, inputsEmbeds.device); // (B, H, Tnew, Tk)
+        var mask = padding.Plus(Alibi(attentionMask.shape[1], inputsEmbeds.dtype, inputsEmbeds.device)); // (B, H, Tnew, Tk)
         var hidden = DecoderLayers.Run<MptBlock>(_blocks, inputsEmbeds, context, (block, h) => block.Forward(h, mask, cache));
         return _normF.forward(hidden).MoveToOuterDisposeScope();
     }
@@ -128,7 +128,7 @@ internal sealed class MptModel : nn.Module
         var slopes = Enumerable.Range(1, pow2).Select(k => 1.0 / Math.Pow(2, k * (_config.AlibiBiasMax / pow2))).ToArray();
         if (pow2 != heads)
             slopes = slopes.Where((_, i) => i % 2 == 1).Concat(slopes.Where((_, i) => i % 2 == 0)).Take(heads).ToArray();
-        var distance = arange(1 - keys, 1, ScalarType.Int32, device).to(ScalarType.Float32);         // (Tk)
+        var distance = Scalars.Arange(1 - keys, 1, ScalarType.Int32, device).to(ScalarType.Float32);         // (Tk)
         var bias = tensor(slopes.Select(s => (float)s).ToArray(), device: device).view(heads, 1, 1) * distance.view(1, 1, keys);
         return bias.unsqueeze(0).to(dtype);                                                          // (1, H, 1, Tk)
     }

@@ -34,12 +34,12 @@ internal sealed class OptDecoderLayer : nn.Module
         using var scope = NewDisposeScope();
         var residual = hidden;
         if (_normBefore) hidden = _selfAttnLayerNorm.forward(hidden);
-        hidden = residual + _selfAttn.Forward(hidden, mask, cache);
+        hidden = residual.Plus(_selfAttn.Forward(hidden, mask, cache));
         if (!_normBefore) hidden = _selfAttnLayerNorm.forward(hidden);
 
         residual = hidden;
         if (_normBefore) hidden = _finalLayerNorm.forward(hidden);
-        hidden = residual + _fc2.forward(_activation(_fc1.forward(hidden)));
+        hidden = residual.Plus(_fc2.forward(_activation(_fc1.forward(hidden))));
         if (!_normBefore) hidden = _finalLayerNorm.forward(hidden);
         return hidden.MoveToOuterDisposeScope();
     }

@@ -1,3 +1,4 @@
+using Multimodal.Common;
 
 namespace Multimodal.Language.Opt;
 
@@ -23,7 +24,7 @@ internal sealed class OptLearnedPositionalEmbedding : nn.Module
     {
         using var scope = NewDisposeScope();
         var mask = attentionMask.to(ScalarType.Int64);
-        var positions = (mask.cumsum(1) * mask - 1).narrow(1, pastLength, mask.shape[1] - pastLength) + Offset;
+        var positions = mask.cumsum(1).mul(mask).Minus(1).narrow(1, pastLength, mask.shape[1] - pastLength).Plus(Offset);
         if (positions.max().item<long>() >= _weight.shape[0])
             throw new ArgumentException(
                 $"The sequence needs position {positions.max().item<long>() - Offset}, but this OPT has max_position_embeddings = {_weight.shape[0] - Offset}.");

@@ -35,8 +35,8 @@ internal sealed class T5Attention : nn.Module
     public Tensor PositionBias(long queryStart, long queryLength, long keyLength, bool bidirectional, Device device)
     {
         using var scope = NewDisposeScope();
-        var context = arange(queryStart, queryStart + queryLength, ScalarType.Int64, device).unsqueeze(1);
-        var memory = arange(keyLength, ScalarType.Int64, device).unsqueeze(0);
+        var context = Scalars.Arange(queryStart, queryStart + queryLength, ScalarType.Int64, device).unsqueeze(1);
+        var memory = Scalars.Arange(0, keyLength, ScalarType.Int64, device).unsqueeze(0);
         var buckets = Bucket(memory - context, bidirectional, _config.RelativeAttentionNumBuckets, _config.RelativeAttentionMaxDistance);
         var values = _relativeAttentionBias!.forward(buckets);                          // (Tq, Tk, H)
         return values.permute(2, 0, 1).unsqueeze(0).MoveToOuterDisposeScope();
@@ -49,17 +49,17 @@ internal sealed class T5Attention : nn.Module
         if (bidirectional)
         {
             numBuckets /= 2;
-            buckets = buckets + relative.gt(0).to(ScalarType.Int64) * numBuckets;
+            buckets = buckets.Plus(relative.GreaterThan(0).to(ScalarType.Int64).Times(numBuckets));
             relative = relative.abs();
         }
         else
         {
-            relative = -relative.clamp_max(0);
+            relative = relative.AtMost(0).neg();
         }
         int maxExact = numBuckets / 2;
-        var large = (relative.to(ScalarType.Float32) / maxExact).log() / Math.Log(maxDistance / (double)maxExact) * (numBuckets - maxExact);
-        var largeBucket = (maxExact + large.to(ScalarType.Int64)).clamp_max(numBuckets - 1);
-        return buckets + where(relative.lt(maxExact), relative, largeBucket);
+        var large = relative.to(ScalarType.Float32).Over(maxExact).log().Over(Math.Log(maxDistance / (double)maxExact)).Times((double)(numBuckets - maxExact));
+        var largeBucket = large.to(ScalarType.Int64).Plus(maxExact).AtMost(numBuckets - 1);
+        return buckets.Plus(where(relative.LessThan(maxExact), relative, largeBucket));
     }
 
     /// <summary>Self-attention of (B, Tnew, D) with additive <paramref name="bias"/> (B or 1, H, Tnew, Tk).</summary>
@@ -90,7 +90,7 @@ internal sealed class T5Attention : nn.Module
 
     // T5 does not scale scores; scaled dot-product attention divides by √d, so q is multiplied back first.
     private Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor bias) =>
-        _o.forward(Attention.MergeHeads(Attention.ScaledDotProduct(q * Math.Sqrt(_config.DKv), k, v, bias.to(q.dtype))));
+        _o.forward(Attention.MergeHeads(Attention.ScaledDotProduct(q.Times(Math.Sqrt(_config.DKv)), k, v, bias.to(q.dtype))));
 }
 
 /// <summary>transformers v4.45.1 <c>T5DenseActDense</c> (wi → act → wo) and <c>T5DenseGatedActDense</c>
@@ -160,19 +160,19 @@ internal sealed class T5SubLayer : nn.Module
     public Tensor Self(Tensor h, Tensor bias, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        return (h + _selfAttention!.SelfAttention(_layerNorm.forward(h), bias, cache)).MoveToOuterDisposeScope();
+        return h.Plus(_selfAttention!.SelfAttention(_layerNorm.forward(h), bias, cache)).MoveToOuterDisposeScope();
     }
 
     public Tensor Cross(Tensor h, Tensor keys, Tensor values, Tensor bias)
     {
         using var scope = NewDisposeScope();
-        return (h + _encDecAttention!.CrossAttention(_layerNorm.forward(h), keys, values, bias)).MoveToOuterDisposeScope();
+        return h.Plus(_encDecAttention!.CrossAttention(_layerNorm.forward(h), keys, values, bias)).MoveToOuterDisposeScope();
     }
 
     public Tensor FeedForward(Tensor h)
     {
         using var scope = NewDisposeScope();
-        return (h + _denseReluDense!.forward(_layerNorm.forward(h))).MoveToOuterDisposeScope();
+        return h.Plus(_denseReluDense!.forward(_layerNorm.forward(h))).MoveToOuterDisposeScope();
     }
 }
 
@@ -220,7 +220,7 @@ internal sealed class T5Stack : nn.Module
     {
         using var scope = NewDisposeScope();
         var bias = _block[0][0].Attention.PositionBias(0, embeds.shape[1], embeds.shape[1], bidirectional: true, embeds.device)
-                   + Attention.PaddingMask(mask, embeds.dtype);                          // (B, H, S, S)
+                   .Plus(Attention.PaddingMask(mask, embeds.dtype));                         // (B, H, S, S)
         var h = embeds;
         foreach (var block in _block) h = block[1].FeedForward(block[0].Self(h, bias, null));
         return _finalLayerNorm.forward(h).MoveToOuterDisposeScope();
@@ -233,7 +233,7 @@ internal sealed class T5Stack : nn.Module
         using var scope = NewDisposeScope();
         long past = cache?.SequenceLength ?? 0, fresh = embeds.shape[1];
         var selfBias = _block[0][0].Attention.PositionBias(past, fresh, past + fresh, bidirectional: false, embeds.device)
-                       + Attention.CausalPaddingMask(mask, fresh, embeds.dtype);
+                       .Plus(Attention.CausalPaddingMask(mask, fresh, embeds.dtype));
         var crossBias = Attention.PaddingMask(encoderMask, embeds.dtype);
         var h = embeds;
         for (int i = 0; i < _block.Count; i++)
@@ -285,7 +285,7 @@ internal sealed class T5ForConditionalGeneration : nn.Module
     {
         using var scope = NewDisposeScope();
         var h = _decoder.Decode(embeds, mask, encoder, encoderMask, cache);
-        if (Config.TieWordEmbeddings) h = h * Math.Pow(Config.DModel, -0.5);
+        if (Config.TieWordEmbeddings) h = h.Times(Math.Pow(Config.DModel, -0.5));
         return _lmHead.forward(h).MoveToOuterDisposeScope();
     }
 }
