@@ -1,50 +1,200 @@
-// Decode-speed benchmark (not part of the test run): per-token greedy decode time with and without the
-// KV cache, on a BLIP-2 of realistic widths built in code with random weights — a 24-layer ViT-L-sized
-// image encoder and an OPT-350m-sized language model (24 layers, width 1024, vocabulary 50272).
-//   dotnet run -c Release --project samples/Multimodal.Benchmarks [-- --new-tokens 32 --dtype float32]
+// Performance benchmark (not a test): builds random-weight BLIP-2 checkpoints with published dimensions,
+// measures this machine's limits in the same run (read and copy bandwidth, float32/bfloat16 GEMM, raw file
+// read with the page cache dropped), then load, first token, decode per token, caption, peak RSS and batch
+// throughput through the public API, each printed as a ratio to its floor, and one JSON line.
+//   dotnet run -c Release --project samples/Multimodal.Benchmarks [-- --preset small|2.7b|both
+//       --dir /tmp/multimodal-bench --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8]
+// Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
 using System.Diagnostics;
-using Multimodal.Blip2;
-using Multimodal.Generation;
-using Multimodal.Language.Opt;
-using Multimodal.QFormer;
-using Multimodal.Vision;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Multimodal.Benchmarks;
 using static TorchSharp.torch;
 
-int newTokens = 32;
-var dtype = ScalarType.Float32;
-for (int i = 0; i + 1 < args.Length; i += 2)
+var options = Args.Parse(args);
+set_num_threads(Environment.ProcessorCount);
+if (options.Get("--measure") is string measureFolder)
 {
-    if (args[i] == "--new-tokens") newTokens = int.Parse(args[i + 1]);
-    else if (args[i] == "--dtype") dtype = args[i + 1] == "bfloat16" ? ScalarType.BFloat16 : ScalarType.Float32;
+    Console.WriteLine(Measurement.Run(measureFolder, options).ToJsonString());
+    return;
 }
-manual_seed(0);
-var config = new Blip2Config
-{
-    VisionConfig = new Blip2VisionConfig { HiddenSize = 1024, IntermediateSize = 4096, NumHiddenLayers = 24, NumAttentionHeads = 16, ImageSize = 224, PatchSize = 14 },
-    QformerConfig = new QFormerConfig { NumHiddenLayers = 12 },
-    TextConfig = new OptConfig { HiddenSize = 1024, FfnDim = 4096, NumHiddenLayers = 24, NumAttentionHeads = 16 },
-    NumQueryTokens = 32,
-}.Normalize();
-var clock = Stopwatch.StartNew();
-using var model = new Blip2ForConditionalGeneration(config, dtype: dtype);
-long parameters = model.state_dict().Where(kv => kv.Key != "language_model.lm_head.weight").Sum(kv => kv.Value.numel());
-Console.WriteLine($"BLIP-2 with {parameters / 1e6:F0}M random parameters ({dtype}) built in {clock.ElapsedMilliseconds} ms; {get_num_threads()} threads");
 
-using var pixels = randn(1, 3, 224, 224);
-using var prompt = tensor(new long[] { 2, 102, 1345, 9 }).unsqueeze(0); // "</s>a photo of"
-foreach (bool cache in new[] { true, false, true, false })
+string presetArg = options.Get("--preset") ?? "both";
+string root = options.Get("--dir") ?? Path.Combine(Path.GetTempPath(), "multimodal-bench");
+string[] presets = presetArg == "both" ? ["small", "2.7b"] : [presetArg];
+Console.WriteLine($"{Environment.ProcessorCount} cores, {get_num_threads()} torch threads; measuring floors…");
+var floors = Floors.Measure();
+Console.WriteLine($"floors: read {floors.ReadGBps:F1} GB/s, copy {floors.CopyGBps:F1} GB/s, GEMM fp32 {floors.Fp32Gflops:F0} GFLOP/s, bf16 {floors.Bf16Gflops:F0} GFLOP/s");
+var summary = new JsonObject
 {
-    var options = new GenerationOptions { MaxNewTokens = newTokens, MinNewTokens = newTokens, UseCache = cache };
-    var stepTimes = new List<double>();
-    var step = Stopwatch.StartNew();
-    clock.Restart();
-    using var output = model.Generate(pixels, prompt, null, options, null, (_, _) =>
+    ["floors"] = new JsonObject { ["read_gbps"] = floors.ReadGBps, ["copy_gbps"] = floors.CopyGBps, ["gemm_fp32_gflops"] = floors.Fp32Gflops, ["gemm_bf16_gflops"] = floors.Bf16Gflops },
+};
+foreach (var preset in presets)
+{
+    var config = Presets.Named(preset);
+    string folder = Path.Combine(root, $"blip2-{preset}");
+    Console.WriteLine($"\n== {preset}: writing or reusing {folder}");
+    var shards = Checkpoints.Write(folder, config, ScalarType.Float32, Presets.ShardBytes(preset));
+    double fileGB = shards.Sum(f => new FileInfo(f).Length) / 1e9;
+    double rawCold = Floors.RawRead(shards, cold: true);
+    double rawWarm = Floors.RawRead(shards, cold: false);
+    Console.WriteLine($"raw sequential read of {fileGB:F2} GB: cold {rawCold:F2} s ({fileGB / rawCold:F2} GB/s), warm {rawWarm:F2} s ({fileGB / rawWarm:F2} GB/s)");
+    var result = new JsonObject { ["file_gb"] = fileGB, ["raw_read_cold_s"] = rawCold, ["raw_read_warm_s"] = rawWarm };
+    foreach (var (label, cold, dtype) in new[] { ("cold", true, "float32"), ("warm", false, "float32"), ("warm", false, "bfloat16") })
     {
-        stepTimes.Add(step.Elapsed.TotalMilliseconds);
-        step.Restart();
-    }, default);
-    double total = clock.Elapsed.TotalMilliseconds;
-    var decode = stepTimes.Skip(1).ToList(); // step 0 includes the image encoder, Q-Former and prompt prefill
-    Console.WriteLine($"KV cache {(cache ? "on " : "off")}: first token {stepTimes[0]:F0} ms (vision + Q-Former + {32 + 4}-position prefill), " +
-                      $"then {decode.Average():F1} ms/token (first {decode.First():F1}, last {decode.Last():F1}); {newTokens} tokens in {total:F0} ms");
+        if (cold) foreach (var f in shards) Floors.DropPageCache(f);
+        var extra = new List<string> { "--measure", folder, "--dtype", dtype, "--new-tokens", options.Get("--new-tokens") ?? "20" };
+        if (preset == "small" && dtype == "float32" && !cold) extra.AddRange(["--batches", options.Get("--batches") ?? "1,4,8"]);
+        var m = Child(extra);
+        Report(preset, label, dtype, m, floors, cold ? rawCold : rawWarm);
+        result[$"{label}_{dtype}"] = m;
+    }
+    summary[preset] = result;
+}
+Console.WriteLine(summary.ToJsonString());
+
+static JsonObject Child(IEnumerable<string> arguments)
+{
+    var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
+    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") start.ArgumentList.Add(typeof(Args).Assembly.Location);
+    foreach (var a in arguments) start.ArgumentList.Add(a);
+    using var child = Process.Start(start)!;
+    string? last = null;
+    while (child.StandardOutput.ReadLine() is string line) { last = line; if (!line.StartsWith('{')) Console.WriteLine("  " + line); }
+    child.WaitForExit();
+    if (child.ExitCode != 0 || last is null || !last.StartsWith('{')) throw new InvalidOperationException($"measurement child failed (exit {child.ExitCode})");
+    return JsonNode.Parse(last)!.AsObject();
+}
+
+static void Report(string preset, string label, string dtype, JsonObject m, Floors floors, double rawRead)
+{
+    double Get(string key) => m[key]!.GetValue<double>();
+    double weightGB = Get("lm_weight_bytes") / 1e9, gflop = Get("first_token_gflop");
+    double decodeFloorMs = weightGB / floors.ReadGBps * 1000;
+    double gemm = dtype == "bfloat16" ? floors.Bf16Gflops : floors.Fp32Gflops;
+    double firstFloor = gflop / gemm;
+    Console.WriteLine($"-- {preset} {dtype} ({label} page cache)");
+    Console.WriteLine($"   {"figure",-34} {"ours",10} {"floor",10} {"ratio",7}");
+    void Row(string name, double ours, double floor, string unit) =>
+        Console.WriteLine($"   {name,-34} {ours,8:F2}{unit,2} {floor,8:F2}{unit,2} {ours / floor,6:F2}x");
+    Row("load (vs raw sequential read)", Get("load_s"), rawRead, " s");
+    Row("first token (vs FLOPs / GEMM rate)", Get("first_token_s"), firstFloor, " s");
+    Row("decode per token (vs LM bytes / read)", Get("per_token_ms"), decodeFloorMs, "ms");
+    Row("caption, 20 new tokens", Get("caption_s"), firstFloor + 19 * decodeFloorMs / 1000, " s");
+    Console.WriteLine($"   peak RSS {Get("peak_rss_mb"):F0} MB = {Get("peak_rss_mb") * 1e6 / Get("parameter_bytes"):F3}x the parameter bytes ({Get("parameter_bytes") / 1e9:F2} GB)");
+    if (m["batches"] is JsonObject batches)
+    {
+        double one = batches["1"]!.GetValue<double>();
+        foreach (var (b, v) in batches) Console.WriteLine($"   batch {b}: {v!.GetValue<double>():F3} images/s ({v.GetValue<double>() / one:F2}x batch 1)");
+    }
+}
+
+/// <summary>--key value pairs.</summary>
+internal sealed class Args(Dictionary<string, string> values)
+{
+    public static Args Parse(string[] args)
+    {
+        var values = new Dictionary<string, string>();
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (!args[i].StartsWith("--")) throw new ArgumentException($"unexpected argument {args[i]}");
+            if (i + 1 >= args.Length) throw new ArgumentException($"{args[i]} needs a value");
+            values[args[i]] = args[++i];
+        }
+        return new Args(values);
+    }
+
+    public string? Get(string key) => values.GetValueOrDefault(key);
+}
+
+/// <summary>One load and generation run in this (child) process.</summary>
+internal static class Measurement
+{
+    public static JsonObject Run(string folder, Args options)
+    {
+        var dtype = options.Get("--dtype") == "bfloat16" ? ScalarType.BFloat16 : ScalarType.Float32;
+        int newTokens = int.Parse(options.Get("--new-tokens") ?? "20", CultureInfo.InvariantCulture);
+        var clock = Stopwatch.StartNew();
+        using var model = Multimodal.Blip2.Blip2ForConditionalGeneration.FromPretrained(folder, dtype: dtype);
+        double load = clock.Elapsed.TotalSeconds;
+        double peakAfterLoad = PeakRssMb();
+        var state = model.state_dict();
+        long parameterBytes = state.Where(kv => kv.Key != "language_model.lm_head.weight").Sum(kv => kv.Value.numel() * kv.Value.ElementSize);
+        long lmBytes = state.Where(kv => kv.Key.StartsWith("language_model.") && kv.Key != "language_model.lm_head.weight").Sum(kv => kv.Value.numel() * kv.Value.ElementSize);
+
+        var config = model.Config;
+        int prompt = 4;
+        var (first, perToken, caption) = Generate(model, 1, prompt, newTokens);
+        var result = new JsonObject
+        {
+            ["dtype"] = dtype.ToString(),
+            ["load_s"] = load,
+            ["first_token_s"] = first,
+            ["per_token_ms"] = perToken * 1000,
+            ["caption_s"] = caption,
+            ["peak_rss_mb"] = peakAfterLoad,
+            ["parameter_bytes"] = parameterBytes,
+            ["lm_weight_bytes"] = lmBytes,
+            ["first_token_gflop"] = FirstTokenFlops(state, config, prompt) / 1e9,
+        };
+        if (options.Get("--batches") is string list)
+        {
+            var batches = new JsonObject();
+            foreach (var b in list.Split(',').Select(int.Parse))
+            {
+                var (_, _, total) = Generate(model, b, prompt, newTokens);
+                batches[b.ToString(CultureInfo.InvariantCulture)] = b / total;
+            }
+            result["batches"] = batches;
+        }
+        return result;
+    }
+
+    // Greedy generation of exactly newTokens tokens; returns the first step (image encode, Q-Former, prefill),
+    // the mean later step and the whole call, in seconds.
+    private static (double First, double PerToken, double Total) Generate(Multimodal.Blip2.Blip2ForConditionalGeneration model, int batch, int prompt, int newTokens)
+    {
+        using var scope = NewDisposeScope();
+        var pixels = randn(batch, 3, 224, 224);
+        var ids = tensor(new long[] { 2, 102, 1345, 9 }).unsqueeze(0).expand(batch, prompt).contiguous(); // "</s>a photo of"
+        var options = new Multimodal.Generation.GenerationOptions { MaxNewTokens = newTokens, MinNewTokens = newTokens };
+        var steps = new List<double>();
+        var step = Stopwatch.StartNew();
+        var clock = Stopwatch.StartNew();
+        using var output = model.Generate(pixels, ids, null, options, null, (_, _) => { steps.Add(step.Elapsed.TotalSeconds); step.Restart(); }, default);
+        double total = clock.Elapsed.TotalSeconds;
+        return (steps[0], steps.Skip(1).Average(), total);
+    }
+
+    // Linear layers dominate: 2 · weights · rows for the ViT (all patches + class), the Q-Former (32 queries;
+    // its cross-attention keys and values over the image tokens), the OPT prefill (queries + prompt) and one
+    // row of the LM head; plus attention's 4·T²·d per ViT layer.
+    private static double FirstTokenFlops(IReadOnlyDictionary<string, Tensor> state, Multimodal.Blip2.Blip2Config config, int prompt)
+    {
+        var v = config.VisionConfig;
+        long imageTokens = (v.ImageSize / v.PatchSize) * (v.ImageSize / v.PatchSize) + 1;
+        long queries = config.NumQueryTokens, lmRows = queries + prompt;
+        double flops = 0;
+        foreach (var (name, t) in state)
+        {
+            if (t.dim() != 2 || name.Contains("embed") || name.Contains("lm_head")) continue;
+            long rows = name.StartsWith("vision_model.") ? imageTokens
+                : name.StartsWith("qformer.") && name.Contains("crossattention.attention.") && (name.Contains(".key.") || name.Contains(".value.")) ? imageTokens
+                : name.StartsWith("qformer.") || name == "query_tokens" || name.StartsWith("language_projection") ? queries
+                : lmRows;
+            flops += 2.0 * t.numel() * rows;
+        }
+        var lmHead = state["language_model.lm_head.weight"];
+        flops += 2.0 * lmHead.numel();
+        flops += 4.0 * imageTokens * imageTokens * v.HiddenSize * v.NumHiddenLayers;
+        return flops;
+    }
+
+    private static double PeakRssMb()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:")) return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+        return double.NaN;
+    }
 }

@@ -44,6 +44,14 @@ public static class ShapesModel
     public static void Initialize(Blip2ForConditionalGeneration model, bool fresh = true)
     {
         using var noGrad = no_grad();
+        // The library builds its linear layers uninitialised (the loader overwrites them); from scratch they get
+        // nn.Linear's own reset_parameters: Kaiming-uniform weights (a = √5), biases uniform in ±1/√fan_in.
+        if (fresh)
+            foreach (var linear in model.modules().OfType<TorchSharp.Modules.Linear>())
+            {
+                nn.init.kaiming_uniform_(linear.weight!, a: Math.Sqrt(5));
+                if (linear.bias is { } bias) nn.init.uniform_(bias, -1 / Math.Sqrt(linear.in_features), 1 / Math.Sqrt(linear.in_features));
+            }
         foreach (var (name, p) in model.named_parameters())
         {
             // Small embeddings: the head is tied to embed_tokens, and N(0, 1) rows give huge initial logits.

@@ -66,7 +66,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
                 $"BLIP-2 with text_config.model_type \"{other.ModelType}\" is not implemented yet; supported: opt, t5."),
         };
         int lmWidth = config.TextConfig switch { OptConfig o => o.HiddenSize, T5Config t => t.DModel, _ => 0 };
-        _languageProjection = nn.Linear(config.QformerConfig.HiddenSize, lmWidth, device: Device, dtype: DType);
+        _languageProjection = Uninitialized.Linear(config.QformerConfig.HiddenSize, lmWidth, device: Device, dtype: DType);
         RegisterComponents();
         eval();
         foreach (var p in parameters()) p.requires_grad = false;

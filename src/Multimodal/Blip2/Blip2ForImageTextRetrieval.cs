@@ -60,9 +60,9 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
         _queryTokens = new Parameter(zeros(1, Config.NumQueryTokens, q.HiddenSize, dtype: DType, device: Device), requires_grad: false);
         _embeddings = new QFormerTextEmbeddings(q, Device, DType);
         _qformer = new QFormerModel(q, Device, DType);
-        _visionProjection = nn.Linear(q.HiddenSize, Config.ImageTextHiddenSize, device: Device, dtype: DType);
-        _textProjection = nn.Linear(q.HiddenSize, Config.ImageTextHiddenSize, device: Device, dtype: DType);
-        _itmHead = nn.Linear(q.HiddenSize, 2, device: Device, dtype: DType);
+        _visionProjection = Uninitialized.Linear(q.HiddenSize, Config.ImageTextHiddenSize, device: Device, dtype: DType);
+        _textProjection = Uninitialized.Linear(q.HiddenSize, Config.ImageTextHiddenSize, device: Device, dtype: DType);
+        _itmHead = Uninitialized.Linear(q.HiddenSize, 2, device: Device, dtype: DType);
         RegisterComponents();
         eval();
         foreach (var p in parameters()) p.requires_grad = false;

@@ -24,9 +24,9 @@ internal sealed class MaskedCrossAttention : nn.Module
         _onlyImmediate = config.OnlyAttendImmediateMedia;
         int inner = config.DimHead * config.Heads;
         _norm = nn.LayerNorm(config.Dim, 1e-5, device: device, dtype: dtype);
-        _toQ = nn.Linear(config.Dim, inner, hasBias: false, device: device, dtype: dtype);
-        _toKv = nn.Linear(config.DimVisual, 2 * inner, hasBias: false, device: device, dtype: dtype);
-        _toOut = nn.Linear(inner, config.Dim, hasBias: false, device: device, dtype: dtype);
+        _toQ = Uninitialized.Linear(config.Dim, inner, hasBias: false, device: device, dtype: dtype);
+        _toKv = Uninitialized.Linear(config.DimVisual, 2 * inner, hasBias: false, device: device, dtype: dtype);
+        _toOut = Uninitialized.Linear(inner, config.Dim, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -9,9 +9,9 @@ internal static class FlamingoFeedForward
 {
     public static Sequential Create(int dim, int mult, Device? device, ScalarType? dtype) => nn.Sequential(
         ("0", nn.LayerNorm(dim, 1e-5, device: device, dtype: dtype)),
-        ("1", nn.Linear(dim, dim * mult, hasBias: false, device: device, dtype: dtype)),
+        ("1", Uninitialized.Linear(dim, dim * mult, hasBias: false, device: device, dtype: dtype)),
         ("2", nn.GELU()),
-        ("3", nn.Linear(dim * mult, dim, hasBias: false, device: device, dtype: dtype)));
+        ("3", Uninitialized.Linear(dim * mult, dim, hasBias: false, device: device, dtype: dtype)));
 }
 
 /// <summary>open_flamingo 2.0.1 <c>PerceiverAttention</c> (helpers.py, after lucidrains' flamingo-pytorch):
@@ -31,9 +31,9 @@ internal sealed class PerceiverAttention : nn.Module
         int inner = dimHead * heads;
         _normMedia = nn.LayerNorm(dim, 1e-5, device: device, dtype: dtype);
         _normLatents = nn.LayerNorm(dim, 1e-5, device: device, dtype: dtype);
-        _toQ = nn.Linear(dim, inner, hasBias: false, device: device, dtype: dtype);
-        _toKv = nn.Linear(dim, 2 * inner, hasBias: false, device: device, dtype: dtype);
-        _toOut = nn.Linear(inner, dim, hasBias: false, device: device, dtype: dtype);
+        _toQ = Uninitialized.Linear(dim, inner, hasBias: false, device: device, dtype: dtype);
+        _toKv = Uninitialized.Linear(dim, 2 * inner, hasBias: false, device: device, dtype: dtype);
+        _toOut = Uninitialized.Linear(inner, dim, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

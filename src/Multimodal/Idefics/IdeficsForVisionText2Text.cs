@@ -48,7 +48,7 @@ internal sealed class IdeficsDecoupledLinear : nn.Module<Tensor, Tensor>
     public IdeficsDecoupledLinear(int dim, int vocab, int additional, Device? device, ScalarType? dtype) : base(nameof(IdeficsDecoupledLinear))
     {
         _weight = new Parameter(zeros(vocab, dim, dtype: dtype, device: device), requires_grad: false);
-        if (additional > 0) _additionalFc = nn.Linear(dim, additional, hasBias: false, device: device, dtype: dtype);
+        if (additional > 0) _additionalFc = Uninitialized.Linear(dim, additional, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -27,10 +27,10 @@ internal sealed class IdeficsPerceiverAttention : nn.Module
             _qLayerNorm = nn.LayerNorm(headDim, 1e-5, device: device, dtype: dtype);
             _kLayerNorm = nn.LayerNorm(headDim, 1e-5, device: device, dtype: dtype);
         }
-        _qProj = nn.Linear(dim, heads * headDim, hasBias: false, device: device, dtype: dtype);
-        _kProj = nn.Linear(dim, heads * headDim, hasBias: false, device: device, dtype: dtype);
-        _vProj = nn.Linear(dim, heads * headDim, hasBias: false, device: device, dtype: dtype);
-        _outputProj = nn.Linear(heads * headDim, dim, hasBias: false, device: device, dtype: dtype);
+        _qProj = Uninitialized.Linear(dim, heads * headDim, hasBias: false, device: device, dtype: dtype);
+        _kProj = Uninitialized.Linear(dim, heads * headDim, hasBias: false, device: device, dtype: dtype);
+        _vProj = Uninitialized.Linear(dim, heads * headDim, hasBias: false, device: device, dtype: dtype);
+        _outputProj = Uninitialized.Linear(heads * headDim, dim, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -60,8 +60,8 @@ internal sealed class IdeficsPerceiverMlp : nn.Module<Tensor, Tensor>
     public IdeficsPerceiverMlp(int dim, int intermediate, Device? device, ScalarType? dtype) : base(nameof(IdeficsPerceiverMlp))
     {
         _ln = nn.LayerNorm(dim, 1e-5, device: device, dtype: dtype);
-        _fc = nn.Linear(dim, intermediate, hasBias: false, device: device, dtype: dtype);
-        _cProj = nn.Linear(intermediate, dim, hasBias: false, device: device, dtype: dtype);
+        _fc = Uninitialized.Linear(dim, intermediate, hasBias: false, device: device, dtype: dtype);
+        _cProj = Uninitialized.Linear(intermediate, dim, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -1,4 +1,4 @@
-using System.IO.MemoryMappedFiles;
+using Microsoft.Win32.SafeHandles;
 using System.Text;
 using System.Text.Json;
 
@@ -19,21 +19,21 @@ public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, l
     public long ByteLength => End - Begin;
 }
 
-/// <summary>A memory-mapped reader of the safetensors format (an 8-byte little-endian header length,
+/// <summary>A reader of the safetensors format (an 8-byte little-endian header length,
 /// a JSON header, then raw little-endian data).</summary>
 /// <remarks>
 /// The header is validated completely when the file is opened (size bound, JSON, dtype names,
 /// shape × dtype size = byte span, offsets inside the data section, no overlaps); every problem is
-/// listed in one <see cref="CheckpointFormatException"/>. Tensor data is mapped a chunk at a time and
-/// unmapped after the copy, so reading a checkpoint keeps at most one chunk's pages resident, and a
-/// tensor may exceed 2 GiB.
+/// listed in one <see cref="CheckpointFormatException"/>. Tensor data is read with positioned reads
+/// a chunk at a time straight into the destination (nothing is mapped, so a file truncated underneath is an
+/// exception, not a SIGBUS), and a tensor may exceed 2 GiB.
 /// </remarks>
 public sealed class SafetensorsFile : IDisposable
 {
     /// <summary>Largest header accepted (the bound the reference implementation uses).</summary>
     public const long MaxHeaderBytes = 100_000_000;
 
-    private readonly MemoryMappedFile? _map;
+    private readonly SafeFileHandle? _file;
     private readonly long _dataStart;
 
     /// <summary>Path of the file.</summary>
@@ -45,11 +45,11 @@ public sealed class SafetensorsFile : IDisposable
     /// <summary>The optional <c>__metadata__</c> string map.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    private SafetensorsFile(string path, MemoryMappedFile? map, long dataStart,
+    private SafetensorsFile(string path, SafeFileHandle? file, long dataStart,
         IReadOnlyDictionary<string, SafetensorsEntry> entries, IReadOnlyDictionary<string, string> metadata)
     {
         Path = path;
-        _map = map;
+        _file = file;
         _dataStart = dataStart;
         Entries = entries;
         Metadata = metadata;
@@ -86,10 +86,8 @@ public sealed class SafetensorsFile : IDisposable
         long dataStart = 8 + header.Length;
         long dataLength = fileLength - dataStart;
         var (entries, metadata) = ParseHeader(path, header, dataLength);
-        var map = dataLength > 0
-            ? MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read)
-            : null;
-        return new SafetensorsFile(path, map, dataStart, entries, metadata);
+        var file = dataLength > 0 ? File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan) : null;
+        return new SafetensorsFile(path, file, dataStart, entries, metadata);
     }
 
     private static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ParseHeader(
@@ -202,8 +200,8 @@ public sealed class SafetensorsFile : IDisposable
         return entry;
     }
 
-    /// <summary>Bytes mapped (and, when converting, staged) at a time: bounds the memory a load needs
-    /// beyond the model itself, whatever the size of the largest tensor.</summary>
+    /// <summary>Bytes read by one system call (and, when converting, staged) at a time: bounds the memory a load
+    /// needs beyond the model itself, whatever the size of the largest tensor.</summary>
     public const long ChunkBytes = 16L << 20;
 
     /// <summary>Reads a tensor into a new CPU tensor of its stored dtype.</summary>
@@ -225,9 +223,11 @@ public sealed class SafetensorsFile : IDisposable
 
     /// <summary>Copies a tensor into <paramref name="destination"/>, a contiguous tensor with the same
     /// number of elements on any device and of any dtype (values are converted as <c>copy_</c> does).
-    /// The file is mapped <see cref="ChunkBytes"/> at a time; a CPU destination of the stored dtype
-    /// receives the bytes directly, any other through a chunk-sized staging tensor.</summary>
-    public unsafe void CopyTo(SafetensorsEntry entry, Tensor destination)
+    /// The file is read <see cref="ChunkBytes"/> at a time with positioned reads: a CPU destination of the
+    /// stored dtype receives the bytes straight from the page cache (one copy, no mapping), any other through
+    /// a chunk-sized staging tensor.</summary>
+    /// <exception cref="CheckpointFormatException">the file became shorter than its header says.</exception>
+    public void CopyTo(SafetensorsEntry entry, Tensor destination)
     {
         var storedType = TorchType(entry);
         if (!destination.is_contiguous() || destination.numel() != entry.ElementCount)
@@ -243,18 +243,14 @@ public sealed class SafetensorsFile : IDisposable
         {
             long count = Math.Min(chunkElements, entry.ElementCount - start);
             var target = direct ? flat.narrow(0, start, count) : staging!.narrow(0, 0, count);
-            using (var view = _map!.CreateViewAccessor(_dataStart + entry.Begin + start * elementSize, count * elementSize, MemoryMappedFileAccess.Read))
+            var span = target.bytes;
+            long position = _dataStart + entry.Begin + start * elementSize;
+            for (int done = 0; done < span.Length;)
             {
-                byte* basePtr = null;
-                view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
-                try
-                {
-                    new ReadOnlySpan<byte>(basePtr + view.PointerOffset, checked((int)(count * elementSize))).CopyTo(target.bytes);
-                }
-                finally
-                {
-                    view.SafeMemoryMappedViewHandle.ReleasePointer();
-                }
+                int read = RandomAccess.Read(_file!, span[done..], position + done);
+                if (read == 0)
+                    throw new CheckpointFormatException(Path, $"tensor {entry.Name} ends at byte {_dataStart + entry.End}, beyond the end of the file (was it truncated while loading?).");
+                done += read;
             }
             if (!direct) flat.narrow(0, start, count).copy_(target);
         }
@@ -270,5 +266,5 @@ public sealed class SafetensorsFile : IDisposable
             : throw new KeyNotFoundException($"{Path} has no tensor named '{name}'.");
 
     /// <inheritdoc/>
-    public void Dispose() => _map?.Dispose();
+    public void Dispose() => _file?.Dispose();
 }

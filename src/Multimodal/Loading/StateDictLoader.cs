@@ -17,7 +17,7 @@ public readonly record struct LoadProgress(string Tensor, int Loaded, int Total,
 /// <see cref="CheckpointMismatchException"/>.</summary>
 /// <remarks>Tensors are streamed one at a time straight into the module's (already allocated) parameters,
 /// which live in the target dtype on the target device, in chunks of <see cref="SafetensorsFile.ChunkBytes"/>:
-/// peak memory is the model plus two chunks (mapped and staged), whatever the largest tensor.</remarks>
+/// peak memory is the model plus one staging chunk when converting, whatever the largest tensor.</remarks>
 public static class StateDictLoader
 {
     private abstract record Plan(long[] Shape);

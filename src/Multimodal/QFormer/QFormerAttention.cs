@@ -13,7 +13,7 @@ internal sealed class QFormerResidualOutput : nn.Module
     public QFormerResidualOutput(QFormerConfig config, int inputWidth, Device? device = null, ScalarType? dtype = null)
         : base(nameof(QFormerResidualOutput))
     {
-        _dense = nn.Linear(inputWidth, config.HiddenSize, device: device, dtype: dtype);
+        _dense = Uninitialized.Linear(inputWidth, config.HiddenSize, device: device, dtype: dtype);
         _layerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps, device: device, dtype: dtype);
         RegisterComponents();
     }
@@ -57,7 +57,7 @@ internal sealed class QFormerIntermediate : nn.Module<Tensor, Tensor>
         : base(nameof(QFormerIntermediate))
     {
         _activation = Common.Activations.Get(config.HiddenAct, "qformer_config.hidden_act");
-        _dense = nn.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
+        _dense = Uninitialized.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
         RegisterComponents();
     }
 

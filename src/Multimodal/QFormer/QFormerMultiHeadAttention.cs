@@ -21,9 +21,9 @@ internal sealed class QFormerMultiHeadAttention : nn.Module
         int d = config.HiddenSize;
         int kvWidth = isCrossAttention ? config.EncoderHiddenSize : d;
         _heads = config.NumAttentionHeads;
-        _query = nn.Linear(d, d, device: device, dtype: dtype);
-        _key = nn.Linear(kvWidth, d, device: device, dtype: dtype);
-        _value = nn.Linear(kvWidth, d, device: device, dtype: dtype);
+        _query = Uninitialized.Linear(d, d, device: device, dtype: dtype);
+        _key = Uninitialized.Linear(kvWidth, d, device: device, dtype: dtype);
+        _value = Uninitialized.Linear(kvWidth, d, device: device, dtype: dtype);
         RegisterComponents();
     }
 

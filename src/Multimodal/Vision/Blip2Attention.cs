@@ -16,8 +16,8 @@ internal sealed class Blip2Attention : nn.Module<Tensor, Tensor>
     {
         int d = config.HiddenSize;
         _heads = config.NumAttentionHeads;
-        _qkv = nn.Linear(d, 3 * d, hasBias: config.QkvBias, device: device, dtype: dtype);
-        _projection = nn.Linear(d, d, device: device, dtype: dtype);
+        _qkv = Uninitialized.Linear(d, 3 * d, hasBias: config.QkvBias, device: device, dtype: dtype);
+        _projection = Uninitialized.Linear(d, d, device: device, dtype: dtype);
         RegisterComponents();
     }
 

@@ -13,8 +13,8 @@ internal sealed class Blip2Mlp : nn.Module<Tensor, Tensor>
         : base(nameof(Blip2Mlp))
     {
         _activation = Activations.Get(config.HiddenAct, "vision_config.hidden_act");
-        _fc1 = nn.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
-        _fc2 = nn.Linear(config.IntermediateSize, config.HiddenSize, device: device, dtype: dtype);
+        _fc1 = Uninitialized.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
+        _fc2 = Uninitialized.Linear(config.IntermediateSize, config.HiddenSize, device: device, dtype: dtype);
         RegisterComponents();
     }
 

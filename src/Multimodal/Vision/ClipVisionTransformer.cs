@@ -75,7 +75,7 @@ internal sealed class ClipAttention : nn.Module<Tensor, Tensor>
         _heads = heads;
         _inProjWeight = new Parameter(empty(3 * width, width, dtype: dtype, device: device), requires_grad: false);
         _inProjBias = new Parameter(empty(3 * width, dtype: dtype, device: device), requires_grad: false);
-        _outProj = nn.Linear(width, width, device: device, dtype: dtype);
+        _outProj = Uninitialized.Linear(width, width, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -108,8 +108,8 @@ internal sealed class ClipResidualAttentionBlock : nn.Module<Tensor, Tensor>
         _attn = new ClipAttention(width, config.Heads, device, dtype);
         _ln2 = nn.LayerNorm(width, config.LayerNormEps, device: device, dtype: dtype);
         _mlp = nn.Sequential(
-            ("c_fc", nn.Linear(width, config.MlpWidth, device: device, dtype: dtype)),
-            ("c_proj", nn.Linear(config.MlpWidth, width, device: device, dtype: dtype)));
+            ("c_fc", Uninitialized.Linear(width, config.MlpWidth, device: device, dtype: dtype)),
+            ("c_proj", Uninitialized.Linear(config.MlpWidth, width, device: device, dtype: dtype)));
         RegisterComponents();
     }
 

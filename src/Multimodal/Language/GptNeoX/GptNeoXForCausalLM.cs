@@ -54,8 +54,8 @@ internal sealed class GptNeoXAttention : nn.Module
     {
         _heads = config.NumAttentionHeads;
         _layerIndex = layerIndex;
-        _queryKeyValue = nn.Linear(config.HiddenSize, 3 * config.HiddenSize, hasBias: config.AttentionBias, device: device, dtype: dtype);
-        _dense = nn.Linear(config.HiddenSize, config.HiddenSize, hasBias: config.AttentionBias, device: device, dtype: dtype);
+        _queryKeyValue = Uninitialized.Linear(config.HiddenSize, 3 * config.HiddenSize, hasBias: config.AttentionBias, device: device, dtype: dtype);
+        _dense = Uninitialized.Linear(config.HiddenSize, config.HiddenSize, hasBias: config.AttentionBias, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -83,8 +83,8 @@ internal sealed class GptNeoXMlp : nn.Module<Tensor, Tensor>
     public GptNeoXMlp(GptNeoXConfig config, Device? device, ScalarType? dtype) : base(nameof(GptNeoXMlp))
     {
         _activation = Activations.Get(config.HiddenAct, "hidden_act");
-        _denseHTo4h = nn.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
-        _dense4hToH = nn.Linear(config.IntermediateSize, config.HiddenSize, device: device, dtype: dtype);
+        _denseHTo4h = Uninitialized.Linear(config.HiddenSize, config.IntermediateSize, device: device, dtype: dtype);
+        _dense4hToH = Uninitialized.Linear(config.IntermediateSize, config.HiddenSize, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -184,7 +184,7 @@ internal sealed class GptNeoXForCausalLM : nn.Module, IFlamingoHost
     {
         Config = config;
         _gptNeoX = new GptNeoXModel(config, device, dtype, wrapLayer);
-        _embedOut = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false,
+        _embedOut = Uninitialized.Linear(config.HiddenSize, config.VocabSize, hasBias: false,
             device: config.TieWordEmbeddings ? META : device, dtype: dtype);
         if (config.TieWordEmbeddings) _embedOut.weight = _gptNeoX.EmbedInWeight;
         RegisterComponents();

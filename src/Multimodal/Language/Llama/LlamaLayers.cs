@@ -39,9 +39,9 @@ internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public LlamaMlp(int hidden, int intermediate, string act, Device? device, ScalarType? dtype) : base(nameof(LlamaMlp))
     {
         _activation = Activations.Get(act, "hidden_act");
-        _gateProj = nn.Linear(hidden, intermediate, hasBias: false, device: device, dtype: dtype);
-        _downProj = nn.Linear(intermediate, hidden, hasBias: false, device: device, dtype: dtype);
-        _upProj = nn.Linear(hidden, intermediate, hasBias: false, device: device, dtype: dtype);
+        _gateProj = Uninitialized.Linear(hidden, intermediate, hasBias: false, device: device, dtype: dtype);
+        _downProj = Uninitialized.Linear(intermediate, hidden, hasBias: false, device: device, dtype: dtype);
+        _upProj = Uninitialized.Linear(hidden, intermediate, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -72,10 +72,10 @@ internal sealed class LlamaAttention : nn.Module
     {
         _heads = heads;
         _layerIndex = layerIndex;
-        _qProj = nn.Linear(hidden, hidden, hasBias: false, device: device, dtype: dtype);
-        _kProj = nn.Linear(kvWidth, hidden, hasBias: false, device: device, dtype: dtype);
-        _vProj = nn.Linear(kvWidth, hidden, hasBias: false, device: device, dtype: dtype);
-        _oProj = nn.Linear(hidden, hidden, hasBias: false, device: device, dtype: dtype);
+        _qProj = Uninitialized.Linear(hidden, hidden, hasBias: false, device: device, dtype: dtype);
+        _kProj = Uninitialized.Linear(kvWidth, hidden, hasBias: false, device: device, dtype: dtype);
+        _vProj = Uninitialized.Linear(kvWidth, hidden, hasBias: false, device: device, dtype: dtype);
+        _oProj = Uninitialized.Linear(hidden, hidden, hasBias: false, device: device, dtype: dtype);
         if (qkNorms)
         {
             _qLayerNorm = new LlamaRmsNorm(hidden / heads, eps, device, dtype);

@@ -16,8 +16,8 @@ internal sealed class MptAttention : nn.Module
     {
         _heads = config.NHeads;
         _layerIndex = layerIndex;
-        _wqkv = nn.Linear(config.DModel, 3 * config.DModel, hasBias: !config.NoBias, device: device, dtype: dtype);
-        _outProj = nn.Linear(config.DModel, config.DModel, hasBias: !config.NoBias, device: device, dtype: dtype);
+        _wqkv = Uninitialized.Linear(config.DModel, 3 * config.DModel, hasBias: !config.NoBias, device: device, dtype: dtype);
+        _outProj = Uninitialized.Linear(config.DModel, config.DModel, hasBias: !config.NoBias, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -46,8 +46,8 @@ internal sealed class MptMlp : nn.Module<Tensor, Tensor>
     public MptMlp(MptConfig config, Device? device, ScalarType? dtype) : base(nameof(MptMlp))
     {
         int inner = config.FfnWidth;
-        _upProj = nn.Linear(config.DModel, inner, hasBias: !config.NoBias, device: device, dtype: dtype);
-        _downProj = nn.Linear(inner, config.DModel, hasBias: !config.NoBias, device: device, dtype: dtype);
+        _upProj = Uninitialized.Linear(config.DModel, inner, hasBias: !config.NoBias, device: device, dtype: dtype);
+        _downProj = Uninitialized.Linear(inner, config.DModel, hasBias: !config.NoBias, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -146,7 +146,7 @@ internal sealed class MptForCausalLM : nn.Module, IFlamingoHost
     {
         Config = config;
         _transformer = new MptModel(config, device, dtype, wrapLayer);
-        _lmHead = nn.Linear(config.DModel, config.VocabSize, hasBias: false,
+        _lmHead = Uninitialized.Linear(config.DModel, config.VocabSize, hasBias: false,
             device: config.TieWordEmbeddings ? META : device, dtype: dtype);
         if (config.TieWordEmbeddings) _lmHead.weight = _transformer.WteWeight;
         RegisterComponents();

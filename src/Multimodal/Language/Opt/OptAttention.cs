@@ -21,10 +21,10 @@ internal sealed class OptAttention : nn.Module
         int d = config.HiddenSize;
         _heads = config.NumAttentionHeads;
         _layerIndex = layerIndex;
-        _kProj = nn.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
-        _vProj = nn.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
-        _qProj = nn.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
-        _outProj = nn.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _kProj = Uninitialized.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _vProj = Uninitialized.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _qProj = Uninitialized.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _outProj = Uninitialized.Linear(d, d, hasBias: config.EnableBias, device: device, dtype: dtype);
         RegisterComponents();
     }
 

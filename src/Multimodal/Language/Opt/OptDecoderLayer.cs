@@ -23,8 +23,8 @@ internal sealed class OptDecoderLayer : nn.Module
         _activation = Activations.Get(config.ActivationFunction, "text_config.activation_function");
         _selfAttn = new OptAttention(config, layerIndex, device, dtype);
         _selfAttnLayerNorm = nn.LayerNorm(d, 1e-5, config.LayerNormElementwiseAffine, device: device, dtype: dtype);
-        _fc1 = nn.Linear(d, config.FfnDim, hasBias: config.EnableBias, device: device, dtype: dtype);
-        _fc2 = nn.Linear(config.FfnDim, d, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _fc1 = Uninitialized.Linear(d, config.FfnDim, hasBias: config.EnableBias, device: device, dtype: dtype);
+        _fc2 = Uninitialized.Linear(config.FfnDim, d, hasBias: config.EnableBias, device: device, dtype: dtype);
         _finalLayerNorm = nn.LayerNorm(d, 1e-5, config.LayerNormElementwiseAffine, device: device, dtype: dtype);
         RegisterComponents();
     }

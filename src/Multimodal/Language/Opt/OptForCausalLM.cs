@@ -21,8 +21,8 @@ internal sealed class OptDecoder : nn.Module
         _embedPositions = new OptLearnedPositionalEmbedding(config.MaxPositionEmbeddings, config.HiddenSize, device, dtype);
         if (config.EmbedDim != config.HiddenSize)
         {
-            _projectOut = nn.Linear(config.HiddenSize, config.EmbedDim, hasBias: false, device: device, dtype: dtype);
-            _projectIn = nn.Linear(config.EmbedDim, config.HiddenSize, hasBias: false, device: device, dtype: dtype);
+            _projectOut = Uninitialized.Linear(config.HiddenSize, config.EmbedDim, hasBias: false, device: device, dtype: dtype);
+            _projectIn = Uninitialized.Linear(config.EmbedDim, config.HiddenSize, hasBias: false, device: device, dtype: dtype);
         }
         if (config.DoLayerNormBefore && !config.RemoveFinalLayerNorm)
             _finalLayerNorm = nn.LayerNorm(config.HiddenSize, 1e-5, config.LayerNormElementwiseAffine, device: device, dtype: dtype);
@@ -85,7 +85,7 @@ internal sealed class OptForCausalLM : nn.Module, ICausalLanguageModel
         // Tied: one Parameter under two names, so state_dict() lists lm_head.weight like upstream and the
         // loader treats it as tied (absent from files, or a duplicate that is not copied). The head is
         // built on the meta device first so its own vocab × width matrix is never allocated.
-        _lmHead = nn.Linear(config.EmbedDim, config.VocabSize, hasBias: false,
+        _lmHead = Uninitialized.Linear(config.EmbedDim, config.VocabSize, hasBias: false,
             device: config.TieWordEmbeddings ? META : device, dtype: dtype);
         if (config.TieWordEmbeddings) _lmHead.weight = _model.Decoder.EmbedTokensWeight;
         RegisterComponents();

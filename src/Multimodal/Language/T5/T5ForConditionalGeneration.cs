@@ -23,10 +23,10 @@ internal sealed class T5Attention : nn.Module
         _config = config;
         _layerIndex = layerIndex;
         int inner = config.NumHeads * config.DKv;
-        _q = nn.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
-        _k = nn.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
-        _v = nn.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
-        _o = nn.Linear(inner, config.DModel, hasBias: false, device: device, dtype: dtype);
+        _q = Uninitialized.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
+        _k = Uninitialized.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
+        _v = Uninitialized.Linear(config.DModel, inner, hasBias: false, device: device, dtype: dtype);
+        _o = Uninitialized.Linear(inner, config.DModel, hasBias: false, device: device, dtype: dtype);
         if (hasRelativeBias) _relativeAttentionBias = new EmbeddingTable(config.RelativeAttentionNumBuckets, config.NumHeads, device: device, dtype: dtype);
         RegisterComponents();
     }
@@ -108,14 +108,14 @@ internal sealed class T5DenseReluDense : nn.Module<Tensor, Tensor>
         _activation = Activations.Get(config.Activation, "feed_forward_proj");
         if (config.Gated)
         {
-            _wi0 = nn.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
-            _wi1 = nn.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
+            _wi0 = Uninitialized.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
+            _wi1 = Uninitialized.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
         }
         else
         {
-            _wi = nn.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
+            _wi = Uninitialized.Linear(config.DModel, config.DFf, hasBias: false, device: device, dtype: dtype);
         }
-        _wo = nn.Linear(config.DFf, config.DModel, hasBias: false, device: device, dtype: dtype);
+        _wo = Uninitialized.Linear(config.DFf, config.DModel, hasBias: false, device: device, dtype: dtype);
         RegisterComponents();
     }
 
@@ -265,7 +265,7 @@ internal sealed class T5ForConditionalGeneration : nn.Module
         _shared = new EmbeddingTable(config.VocabSize, config.DModel, device: device, dtype: dtype);
         _encoder = new T5Stack(config, _shared, decoder: false, device, dtype);
         _decoder = new T5Stack(config, _shared, decoder: true, device, dtype);
-        _lmHead = nn.Linear(config.DModel, config.VocabSize, hasBias: false, device: config.TieWordEmbeddings ? META : device, dtype: dtype);
+        _lmHead = Uninitialized.Linear(config.DModel, config.VocabSize, hasBias: false, device: config.TieWordEmbeddings ? META : device, dtype: dtype);
         if (config.TieWordEmbeddings) _lmHead.weight = _shared.weight!;
         RegisterComponents();
     }
