@@ -3,7 +3,7 @@
 // read with the page cache dropped), then load, first token, decode per token, caption, peak RSS and batch
 // throughput through the public API, each printed as a ratio to its floor, and one JSON line.
 //   dotnet run -c Release --project samples/Multimodal.Benchmarks [-- --preset small|2.7b|both
-//       --dir /tmp/multimodal-bench --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8]
+//       --dir <folder; default: the temp folder's multimodal-bench> --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8]
 // Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
 using System.Diagnostics;
 using System.Globalization;
