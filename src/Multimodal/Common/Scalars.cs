@@ -64,9 +64,6 @@ internal static class Scalars
     /// <summary>a &lt; v.</summary>
     public static Tensor LessThan(this Tensor a, long v) { using var s = v.ToScalar(); return a.lt(s); }
 
-    /// <summary>a &lt; v.</summary>
-    public static Tensor LessThan(this Tensor a, double v) { using var s = v.ToScalar(); return a.lt(s); }
-
     /// <summary>a ≤ v.</summary>
     public static Tensor LessOrEqual(this Tensor a, double v) { using var s = v.ToScalar(); return a.le(s); }
 
