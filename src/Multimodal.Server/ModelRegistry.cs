@@ -1,0 +1,122 @@
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Options;
+using Multimodal.Blip2;
+using Multimodal.Flamingo;
+using Multimodal.Idefics;
+using Multimodal.Loading;
+
+namespace Multimodal.Server;
+
+/// <summary>A loaded model as the endpoints see it.</summary>
+/// <param name="Name">the name clients send.</param>
+/// <param name="Chat">the family's <see cref="IChatClient"/>.</param>
+/// <param name="Admission">one slot per request allowed in (the one generating and the queue behind it).</param>
+/// <param name="Created">when it was loaded (Unix seconds), for <c>/v1/models</c>.</param>
+public sealed record ServedModel(string Name, IChatClient Chat, SemaphoreSlim Admission, long Created);
+
+/// <summary>Loads the configured models in the background at start (logging progress), so <c>/healthz</c>
+/// answers at once and <c>/readyz</c> turns ready when every model is loaded; disposes them at shutdown.</summary>
+public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<ModelRegistry> logger) : BackgroundService
+{
+    private readonly Dictionary<string, ServedModel> _models = new(StringComparer.Ordinal);
+    private readonly List<IDisposable> _owners = [];
+    private volatile bool _ready;
+
+    /// <summary>True once every configured model is loaded.</summary>
+    public bool Ready => _ready;
+
+    /// <summary>Why loading failed, when it did.</summary>
+    public string? Failure { get; private set; }
+
+    /// <summary>The loaded models, by name.</summary>
+    public IReadOnlyDictionary<string, ServedModel> Models => _models;
+
+    /// <summary>The models to load: the configured ones, or <c>models/blip2-shapes</c> found from the working
+    /// directory or above the application.</summary>
+    public IReadOnlyList<ModelEntry> Entries()
+    {
+        if (options.Value.Models.Count > 0) return options.Value.Models;
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                string candidate = System.IO.Path.Combine(dir.FullName, "models", "blip2-shapes");
+                if (File.Exists(System.IO.Path.Combine(candidate, "config.json")))
+                    return [new ModelEntry { Name = "blip2-shapes", Path = candidate }];
+            }
+        return [new ModelEntry { Name = "blip2-shapes", Path = System.IO.Path.Combine("models", "blip2-shapes") }];
+    }
+
+    /// <inheritdoc/>
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.Run(() =>
+    {
+        try
+        {
+            foreach (var entry in Entries())
+            {
+                stoppingToken.ThrowIfCancellationRequested();
+                if (entry.Name.Length == 0) throw new InvalidOperationException("Multimodal:Models: an entry has no Name.");
+                logger.LogInformation("loading {Model} from {Path}", entry.Name, entry.Path);
+                var started = DateTime.UtcNow;
+                int lastPercent = -10;
+                var progress = new Reporter(p =>
+                {
+                    int percent = p.TotalBytes == 0 ? 100 : (int)(100 * p.BytesLoaded / p.TotalBytes);
+                    if (percent < lastPercent + 10) return;
+                    lastPercent = percent;
+                    logger.LogInformation("loading {Model}: {Percent}% of {Megabytes} MB", entry.Name, percent, p.TotalBytes / 1_000_000);
+                });
+                var (chat, owner) = Load(entry, progress);
+                _owners.Add(owner);
+                _models[entry.Name] = new ServedModel(entry.Name, chat, new SemaphoreSlim(options.Value.MaxQueue + 1), DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+                logger.LogInformation("loaded {Model} in {Seconds:F1} s", entry.Name, (DateTime.UtcNow - started).TotalSeconds);
+            }
+            _ready = true;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Failure = e.Message;
+            logger.LogError(e, "loading the models failed; /readyz stays unready");
+        }
+    }, stoppingToken);
+
+    // The family comes from config.json: BLIP-2 and IDEFICS name theirs in model_type; an OpenFlamingo folder is
+    // the composition of its parts.
+    private static (IChatClient, IDisposable) Load(ModelEntry entry, IProgress<LoadProgress> progress)
+    {
+        string folder = HubCache.Resolve(entry.Path, entry.Revision);
+        string configPath = System.IO.Path.Combine(folder, "config.json");
+        string? modelType = null;
+        if (File.Exists(configPath))
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
+            if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model_type", out var t) && t.ValueKind == JsonValueKind.String)
+                modelType = t.GetString();
+        }
+        switch (modelType)
+        {
+            case "blip-2":
+                var blip2 = Blip2Captioner.FromPretrained(folder, progress: progress);
+                return (blip2.AsChatClient(entry.Name), blip2);
+            case "idefics":
+                var idefics = IdeficsPipeline.FromPretrained(folder, progress: progress);
+                return (idefics.AsChatClient(entry.Name), idefics);
+            default:
+                var flamingo = FlamingoPipeline.FromPretrained(folder, progress: progress);
+                return (flamingo.AsChatClient(entry.Name), flamingo);
+        }
+    }
+
+    // Progress<T> posts reports to the thread pool out of order; loading reports on its own thread.
+    private sealed class Reporter(Action<LoadProgress> report) : IProgress<LoadProgress>
+    {
+        public void Report(LoadProgress value) => report(value);
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose()
+    {
+        foreach (var owner in _owners) owner.Dispose();
+        base.Dispose();
+    }
+}

@@ -1,0 +1,210 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
+
+namespace Multimodal.Server;
+
+/// <summary>An error answered in OpenAI's shape: <c>{"error": {"message", "type", "param", "code"}}</c>.</summary>
+public sealed class OpenAiException(int status, string message, string? param = null, string? code = null,
+    string type = "invalid_request_error") : Exception(message)
+{
+    /// <summary>HTTP status.</summary>
+    public int Status { get; } = status;
+    /// <summary>The request field at fault, when one is.</summary>
+    public string? Param { get; } = param;
+    /// <summary>A machine-readable code.</summary>
+    public string? Code { get; } = code;
+    /// <summary>OpenAI's error type.</summary>
+    public string Type { get; } = type;
+
+    /// <summary>The response body.</summary>
+    public JsonObject Body() => new()
+    {
+        ["error"] = new JsonObject { ["message"] = Message, ["type"] = Type, ["param"] = Param, ["code"] = Code },
+    };
+}
+
+/// <summary>A validated <c>POST /v1/chat/completions</c> body.</summary>
+/// <param name="Model">model name.</param>
+/// <param name="Messages">the conversation, images as <see cref="DataContent"/>.</param>
+/// <param name="Options">generation options.</param>
+/// <param name="Stream">server-sent events wanted.</param>
+/// <param name="IncludeUsage">with <c>stream_options.include_usage</c>: a last chunk carrying usage.</param>
+public sealed record ChatCompletionRequest(string Model, IReadOnlyList<ChatMessage> Messages, ChatOptions Options, bool Stream, bool IncludeUsage);
+
+/// <summary>OpenAI's chat-completions protocol (as vLLM's OpenAI server implements it): request parsing with
+/// one clear error per bad field, and the response and chunk objects.</summary>
+public static class OpenAiProtocol
+{
+    // Fields that change what is generated and that this server cannot honour: refused by name rather than ignored.
+    private static readonly string[] Refused = ["tools", "tool_choice", "functions", "function_call", "logit_bias", "logprobs",
+        "top_logprobs", "response_format", "frequency_penalty", "presence_penalty", "audio", "modalities", "prediction"];
+
+    /// <summary>Parses and validates a request body.</summary>
+    /// <exception cref="OpenAiException">400 naming the field at fault.</exception>
+    public static ChatCompletionRequest ParseChat(JsonElement body, ServerOptions server)
+    {
+        if (body.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, "The request body must be a JSON object.");
+        string model = RequireString(body, "model");
+        foreach (var name in Refused)
+            if (body.TryGetProperty(name, out var v) && v.ValueKind is not (JsonValueKind.Null or JsonValueKind.False)
+                && !(v.ValueKind == JsonValueKind.Number && v.GetDouble() == 0)
+                && !(name == "response_format" && v.ValueKind == JsonValueKind.Object && v.TryGetProperty("type", out var t) && t.ValueEquals("text")))
+                throw new OpenAiException(400, $"'{name}' is not supported by this server.", name, "unsupported_parameter");
+        if (Optional(body, "n", JsonValueKind.Number) is { } n && (!n.TryGetInt32(out int count) || count != 1))
+            throw new OpenAiException(400, "Only n = 1 is supported.", "n", "unsupported_parameter");
+
+        var options = new ChatOptions();
+        int? maxTokens = null;
+        foreach (var key in new[] { "max_completion_tokens", "max_tokens" })
+            if (Optional(body, key, JsonValueKind.Number) is { } m)
+            {
+                if (!m.TryGetInt32(out int value) || value < 1)
+                    throw new OpenAiException(400, $"'{key}' must be a positive integer.", key);
+                if (value > server.MaxTokensCap)
+                    throw new OpenAiException(400, $"'{key}' = {value} exceeds this server's limit of {server.MaxTokensCap}.", key);
+                maxTokens ??= value;
+            }
+        options.MaxOutputTokens = maxTokens;   // absent: the model's own generation defaults
+        if (Optional(body, "temperature", JsonValueKind.Number) is { } temperature)
+        {
+            double value = temperature.GetDouble();
+            if (value is < 0 or > 2) throw new OpenAiException(400, "'temperature' must be between 0 and 2.", "temperature");
+            options.Temperature = (float)value;
+        }
+        if (Optional(body, "top_p", JsonValueKind.Number) is { } topP)
+        {
+            double value = topP.GetDouble();
+            if (value is <= 0 or > 1) throw new OpenAiException(400, "'top_p' must be in (0, 1].", "top_p");
+            options.TopP = (float)value;
+        }
+        if (Optional(body, "seed", JsonValueKind.Number) is { } seed)
+            options.Seed = seed.TryGetInt64(out long s) ? s : throw new OpenAiException(400, "'seed' must be an integer.", "seed");
+        if (body.TryGetProperty("stop", out var stop) && stop.ValueKind != JsonValueKind.Null)
+        {
+            var stops = stop.ValueKind switch
+            {
+                JsonValueKind.String => [stop.GetString()!],
+                JsonValueKind.Array when stop.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String) => stop.EnumerateArray().Select(e => e.GetString()!).ToList(),
+                _ => throw new OpenAiException(400, "'stop' must be a string or an array of strings.", "stop"),
+            };
+            if (stops.Count > 4 || stops.Any(x => x.Length == 0)) throw new OpenAiException(400, "'stop' takes up to 4 non-empty strings.", "stop");
+            options.StopSequences = stops;
+        }
+        bool stream = Optional(body, "stream", JsonValueKind.True, JsonValueKind.False) is { } st && st.GetBoolean();
+        bool includeUsage = body.TryGetProperty("stream_options", out var so) && so.ValueKind == JsonValueKind.Object
+            && so.TryGetProperty("include_usage", out var iu) && iu.ValueKind == JsonValueKind.True;
+
+        if (!body.TryGetProperty("messages", out var messages) || messages.ValueKind != JsonValueKind.Array || messages.GetArrayLength() == 0)
+            throw new OpenAiException(400, "'messages' must be a non-empty array.", "messages");
+        var list = new List<ChatMessage>();
+        int i = 0;
+        foreach (var message in messages.EnumerateArray())
+            list.Add(ParseMessage(message, $"messages[{i++}]", server));
+        return new ChatCompletionRequest(model, list, options, stream, includeUsage);
+    }
+
+    private static ChatMessage ParseMessage(JsonElement message, string path, ServerOptions server)
+    {
+        if (message.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, $"'{path}' must be an object.", path);
+        string role = RequireString(message, "role", path);
+        var chatRole = role switch
+        {
+            "user" => ChatRole.User,
+            "assistant" => ChatRole.Assistant,
+            "system" or "developer" => ChatRole.System,
+            _ => throw new OpenAiException(400, $"'{path}.role' = \"{role}\" is not supported; expected user, assistant, system or developer.", $"{path}.role"),
+        };
+        if (!message.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null)
+            throw new OpenAiException(400, $"'{path}.content' is required.", $"{path}.content");
+        var contents = new List<AIContent>();
+        if (content.ValueKind == JsonValueKind.String) contents.Add(new TextContent(content.GetString()));
+        else if (content.ValueKind == JsonValueKind.Array)
+        {
+            int j = 0;
+            foreach (var part in content.EnumerateArray())
+                contents.Add(ParsePart(part, $"{path}.content[{j++}]", server));
+        }
+        else throw new OpenAiException(400, $"'{path}.content' must be a string or an array of parts.", $"{path}.content");
+        return new ChatMessage(chatRole, contents);
+    }
+
+    private static AIContent ParsePart(JsonElement part, string path, ServerOptions server)
+    {
+        if (part.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, $"'{path}' must be an object.", path);
+        string type = RequireString(part, "type", path);
+        switch (type)
+        {
+            case "text":
+                return new TextContent(RequireString(part, "text", path));
+            case "image_url":
+                if (!part.TryGetProperty("image_url", out var image) || image.ValueKind != JsonValueKind.Object)
+                    throw new OpenAiException(400, $"'{path}.image_url' must be an object with a 'url'.", $"{path}.image_url");
+                return ImageFromUrl(RequireString(image, "url", $"{path}.image_url"), $"{path}.image_url.url", server);
+            default:
+                throw new OpenAiException(400, $"'{path}.type' = \"{type}\" is not supported; expected text or image_url.", $"{path}.type");
+        }
+    }
+
+    // data: URIs carry the image; file:// only when configured; http(s) never (this server reaches nothing outside).
+    private static DataContent ImageFromUrl(string url, string param, ServerOptions server)
+    {
+        if (url.StartsWith("data:", StringComparison.OrdinalIgnoreCase))
+        {
+            int comma = url.IndexOf(',');
+            string header = comma < 0 ? "" : url[5..comma];
+            if (comma < 0 || !header.EndsWith(";base64", StringComparison.OrdinalIgnoreCase))
+                throw new OpenAiException(400, "Image data URIs must be base64: data:image/png;base64,....", param, "invalid_image_url");
+            string mediaType = header[..^7];
+            if (mediaType is not ("image/png" or "image/jpeg" or "image/jpg" or "image/webp"))
+                throw new OpenAiException(400, $"Image media type '{mediaType}' is not supported; expected image/png, image/jpeg or image/webp.", param, "invalid_image_url");
+            byte[] bytes;
+            try { bytes = Convert.FromBase64String(url[(comma + 1)..]); }
+            catch (FormatException) { throw new OpenAiException(400, "The image data URI is not valid base64.", param, "invalid_image_url"); }
+            return new DataContent(bytes, mediaType == "image/jpg" ? "image/jpeg" : mediaType);
+        }
+        if (url.StartsWith("file://", StringComparison.OrdinalIgnoreCase))
+        {
+            if (!server.AllowFileUrls)
+                throw new OpenAiException(400, "file:// image URLs are not allowed on this server (Multimodal:AllowFileUrls).", param, "invalid_image_url");
+            string path = new Uri(url).LocalPath;
+            if (!File.Exists(path)) throw new OpenAiException(400, $"The image file '{path}' does not exist.", param, "invalid_image_url");
+            string media = System.IO.Path.GetExtension(path).ToLowerInvariant() switch
+            {
+                ".jpg" or ".jpeg" => "image/jpeg",
+                ".webp" => "image/webp",
+                _ => "image/png",   // the decoder reads the format from the bytes; the type only marks it an image
+            };
+            return new DataContent(File.ReadAllBytes(path), media);
+        }
+        throw new OpenAiException(400, "Only data: image URLs are accepted (this server fetches nothing over the network).", param, "invalid_image_url");
+    }
+
+    private static string RequireString(JsonElement obj, string name, string? path = null)
+    {
+        string param = path is null ? name : $"{path}.{name}";
+        if (!obj.TryGetProperty(name, out var v) || v.ValueKind != JsonValueKind.String)
+            throw new OpenAiException(400, $"'{param}' must be a string.", param);
+        return v.GetString()!;
+    }
+
+    private static JsonElement? Optional(JsonElement obj, string name, params JsonValueKind[] kinds)
+    {
+        if (!obj.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        if (!kinds.Contains(v.ValueKind))
+            throw new OpenAiException(400, $"'{name}' must be {(kinds[0] is JsonValueKind.True or JsonValueKind.False ? "a boolean" : "a number")}.", name);
+        return v;
+    }
+
+    /// <summary>OpenAI's finish_reason for a chat finish reason.</summary>
+    public static string FinishReason(ChatFinishReason? reason) =>
+        reason == ChatFinishReason.Length ? "length" : "stop";
+
+    /// <summary>The usage object.</summary>
+    public static JsonObject Usage(UsageDetails? usage) => new()
+    {
+        ["prompt_tokens"] = usage?.InputTokenCount ?? 0,
+        ["completion_tokens"] = usage?.OutputTokenCount ?? 0,
+        ["total_tokens"] = (usage?.InputTokenCount ?? 0) + (usage?.OutputTokenCount ?? 0),
+    };
+}

@@ -1,0 +1,181 @@
+// The OpenAI-compatible server: `dotnet run --project src/Multimodal.Server -- --urls http://127.0.0.1:5080`
+// serves models/blip2-shapes as "blip2-shapes"; appsettings.json or environment variables
+// (Multimodal__Models__0__Name, Multimodal__Models__0__Path, ...) name other models.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Options;
+using Multimodal.Processing;
+using Multimodal.Server;
+
+var builder = WebApplication.CreateBuilder(args);
+builder.Services.Configure<ServerOptions>(builder.Configuration.GetSection("Multimodal"));
+builder.Services.AddSingleton<ModelRegistry>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<ModelRegistry>());
+builder.Services.Configure<KestrelServerOptions>(k =>
+    k.Limits.MaxRequestBodySize = builder.Configuration.GetSection("Multimodal").Get<ServerOptions>()?.MaxRequestBodyBytes ?? new ServerOptions().MaxRequestBodyBytes);
+var app = builder.Build();
+
+app.Use(async (context, next) =>
+{
+    try
+    {
+        await next(context);
+    }
+    catch (OpenAiException e) when (!context.Response.HasStarted)
+    {
+        await WriteError(context, e);
+    }
+    catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (!context.Response.HasStarted)
+    {
+        await WriteError(context, new OpenAiException(e.StatusCode, e.StatusCode == 413
+            ? "The request body is larger than this server accepts (Multimodal:MaxRequestBodyBytes)." : e.Message, code: e.StatusCode == 413 ? "request_too_large" : null));
+    }
+    catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+    {
+        // The client went away; its generation was cancelled with it.
+    }
+    catch (Exception e) when (!context.Response.HasStarted)
+    {
+        app.Logger.LogError(e, "request failed");
+        await WriteError(context, new OpenAiException(500, "The server failed to answer this request: " + e.Message, type: "server_error"));
+    }
+});
+
+app.MapGet("/healthz", () => Results.Text("ok"));
+app.MapGet("/readyz", (ModelRegistry registry) => registry.Ready
+    ? Results.Text("ready")
+    : Results.Text(registry.Failure is null ? "loading" : "failed: " + registry.Failure, statusCode: 503));
+
+app.MapGet("/v1/models", (ModelRegistry registry) => Results.Json(new JsonObject
+{
+    ["object"] = "list",
+    ["data"] = new JsonArray(registry.Models.Values.Select(m => (JsonNode)new JsonObject
+    {
+        ["id"] = m.Name, ["object"] = "model", ["created"] = m.Created, ["owned_by"] = "multimodal",
+    }).ToArray()),
+}));
+
+app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options) =>
+{
+    JsonElement body;
+    try
+    {
+        using var doc = await JsonDocument.ParseAsync(context.Request.Body, cancellationToken: context.RequestAborted);
+        body = doc.RootElement.Clone();
+    }
+    catch (JsonException e)
+    {
+        throw new OpenAiException(400, $"The request body is not valid JSON: {e.Message}", code: "invalid_json");
+    }
+    var request = OpenAiProtocol.ParseChat(body, options.Value);
+    if (!registry.Ready) throw new OpenAiException(503, "The server is still loading its models.", type: "server_error", code: "not_ready");
+    if (!registry.Models.TryGetValue(request.Model, out var model))
+        throw new OpenAiException(404, $"The model '{request.Model}' does not exist; this server has {string.Join(", ", registry.Models.Keys)}.", "model", "model_not_found");
+    if (!model.Admission.Wait(0))
+    {
+        context.Response.Headers.RetryAfter = "1";
+        throw new OpenAiException(429, $"The queue for '{model.Name}' is full; retry shortly.", type: "rate_limit_error", code: "queue_full");
+    }
+    try
+    {
+        string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        if (!request.Stream)
+        {
+            var response = await Generate(() => model.Chat.GetResponseAsync(request.Messages, request.Options, context.RequestAborted));
+            return Results.Json(new JsonObject
+            {
+                ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = model.Name,
+                ["choices"] = new JsonArray(new JsonObject
+                {
+                    ["index"] = 0,
+                    ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = response.Text },
+                    ["finish_reason"] = OpenAiProtocol.FinishReason(response.FinishReason),
+                }),
+                ["usage"] = OpenAiProtocol.Usage(response.Usage),
+            });
+        }
+        await StreamAsync(context, model, request, id, created);
+        return Results.Empty;
+    }
+    finally
+    {
+        model.Admission.Release();
+    }
+});
+
+app.Run();
+
+// Errors the library raises for bad input (an undecodable image, an option a family refuses) are the client's: 400.
+static async Task<T> Generate<T>(Func<Task<T>> run)
+{
+    try
+    {
+        return await run();
+    }
+    catch (Exception e) when (e is ImageDecodeException or NotSupportedException or ArgumentException)
+    {
+        throw new OpenAiException(400, e.Message, code: e is ImageDecodeException ? "invalid_image" : null);
+    }
+}
+
+// Server-sent events in OpenAI's chunk format: a role chunk, content chunks, a finish chunk, optionally a usage
+// chunk, then [DONE]. The first chunk is written only once the first text arrived, so an error before it (a bad
+// image) is still an ordinary 400.
+static async Task StreamAsync(HttpContext context, ServedModel model, ChatCompletionRequest request, string id, long created)
+{
+    JsonObject Chunk(JsonObject delta, string? finish) => new()
+    {
+        ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = model.Name,
+        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["delta"] = delta, ["finish_reason"] = finish }),
+    };
+    async Task Send(JsonNode node)
+    {
+        await context.Response.WriteAsync("data: " + node.ToJsonString() + "\n\n", context.RequestAborted);
+        await context.Response.Body.FlushAsync(context.RequestAborted);
+    }
+    var updates = model.Chat.GetStreamingResponseAsync(request.Messages, request.Options, context.RequestAborted).GetAsyncEnumerator(context.RequestAborted);
+    try
+    {
+        bool started = false;
+        ChatFinishReason? finish = null;
+        UsageDetails? usage = null;
+        while (await Generate(async () => await updates.MoveNextAsync()))
+        {
+            var update = updates.Current;
+            if (!started)
+            {
+                context.Response.ContentType = "text/event-stream";
+                context.Response.Headers.CacheControl = "no-cache";
+                await Send(Chunk(new JsonObject { ["role"] = "assistant", ["content"] = "" }, null));
+                started = true;
+            }
+            if (update.Text.Length > 0) await Send(Chunk(new JsonObject { ["content"] = update.Text }, null));
+            finish ??= update.FinishReason;
+            usage ??= update.Contents.OfType<UsageContent>().FirstOrDefault()?.Details;
+        }
+        await Send(Chunk(new JsonObject(), OpenAiProtocol.FinishReason(finish)));
+        if (request.IncludeUsage)
+            await Send(new JsonObject
+            {
+                ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = model.Name,
+                ["choices"] = new JsonArray(), ["usage"] = OpenAiProtocol.Usage(usage),
+            });
+        await context.Response.WriteAsync("data: [DONE]\n\n", context.RequestAborted);
+    }
+    finally
+    {
+        await updates.DisposeAsync();
+    }
+}
+
+static Task WriteError(HttpContext context, OpenAiException e)
+{
+    context.Response.StatusCode = e.Status;
+    return context.Response.WriteAsJsonAsync(e.Body());
+}
+
+/// <summary>The entry point, visible to in-process tests (WebApplicationFactory).</summary>
+public partial class Program;
