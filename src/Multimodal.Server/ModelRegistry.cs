@@ -3,6 +3,7 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Options;
 using Multimodal.Blip2;
 using Multimodal.Flamingo;
+using Multimodal.Generation;
 using Multimodal.Idefics;
 using Multimodal.Loading;
 
@@ -66,7 +67,7 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
                     lastPercent = percent;
                     logger.LogInformation("loading {Model}: {Percent}% of {Megabytes} MB", entry.Name, percent, p.TotalBytes / 1_000_000);
                 });
-                var (chat, owner) = Load(entry, progress);
+                var (chat, owner) = Load(entry, options.Value, progress);
                 _owners.Add(owner);
                 _models[entry.Name] = new ServedModel(entry.Name, chat, new SemaphoreSlim(options.Value.MaxQueue + 1), DateTimeOffset.UtcNow.ToUnixTimeSeconds());
                 logger.LogInformation("loaded {Model} in {Seconds:F1} s", entry.Name, (DateTime.UtcNow - started).TotalSeconds);
@@ -82,7 +83,7 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
 
     // The family comes from config.json: BLIP-2 and IDEFICS name theirs in model_type; an OpenFlamingo folder is
     // the composition of its parts.
-    private static (IChatClient, IDisposable) Load(ModelEntry entry, IProgress<LoadProgress> progress)
+    private static (IChatClient, IDisposable) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
     {
         string folder = HubCache.Resolve(entry.Path, entry.Revision);
         string configPath = System.IO.Path.Combine(folder, "config.json");
@@ -96,7 +97,8 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
         switch (modelType)
         {
             case "blip-2":
-                var blip2 = Blip2Captioner.FromPretrained(folder, progress: progress);
+                var blip2 = Blip2Captioner.FromPretrained(folder, progress: progress, batching: server.MaxBatchSize > 1
+                    ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null);
                 return (blip2.AsChatClient(entry.Name), blip2);
             case "idefics":
                 var idefics = IdeficsPipeline.FromPretrained(folder, progress: progress);

@@ -29,6 +29,12 @@ public sealed class ServerOptions
     /// <summary>Largest request body in bytes (base64 images included).</summary>
     public long MaxRequestBodyBytes { get; set; } = 20L << 20;
 
+    /// <summary>Dynamic batching: most concurrent non-streaming requests for one model run as one generation.</summary>
+    public int MaxBatchSize { get; set; } = 8;
+
+    /// <summary>Dynamic batching: how long (ms) the first waiting request waits for others to join its batch.</summary>
+    public int MaxBatchWaitMs { get; set; } = 10;
+
     /// <summary>Whether <c>file://</c> image URLs are read (from the server's disk). Off by default.</summary>
     public bool AllowFileUrls { get; set; }
 }

@@ -20,6 +20,8 @@ namespace Multimodal.Blip2;
 public sealed class Blip2Captioner : IDisposable
 {
     private readonly CallGate _gate = new();
+    private DynamicBatcher<(DecodedImage Image, string Prompt, GenerationOptions Options), TextResult>? _batcher;
+    private readonly object _batcherLock = new();
 
     /// <summary>The model.</summary>
     public Blip2ForConditionalGeneration Model { get; }
@@ -29,6 +31,13 @@ public sealed class Blip2Captioner : IDisposable
 
     /// <summary>Upper bound on decoded image pixels (decompression bombs are refused).</summary>
     public long MaxImagePixels { get; init; } = ImageDecoder.DefaultMaxPixels;
+
+    /// <summary>Dynamic batching of concurrent single-image calls (a server's requests): calls with equal options
+    /// that arrive together run as one left-padded batch, each row getting what it gets alone. Null (default):
+    /// every call runs on its own. Streaming calls always run on their own.</summary>
+    public BatchingOptions? Batching { get; init; }
+
+    internal int LargestBatch => _batcher?.LargestBatch ?? 0;
 
     /// <summary>Combines a loaded model and its processor.</summary>
     public Blip2Captioner(Blip2ForConditionalGeneration model, Blip2Processor processor)
@@ -43,16 +52,18 @@ public sealed class Blip2Captioner : IDisposable
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="batching">dynamic batching of concurrent calls (see <see cref="Batching"/>); null: none.</param>
     /// <exception cref="DirectoryNotFoundException">neither a folder nor a cached model (the message says where it looked).</exception>
     /// <exception cref="ConfigException">a config file is malformed or not BLIP-2.</exception>
     /// <exception cref="CheckpointException">the weights are malformed or do not match the config.</exception>
     /// <exception cref="TorchSharpLoadException">TorchSharp's native library cannot be loaded.</exception>
     public static Blip2Captioner FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
     {
+        batching?.Validate();
         string resolved = HubCache.Resolve(folder, revision);
         return Ownership.DisposeOnFailure(Blip2ForConditionalGeneration.FromPretrained(resolved, device, dtype, progress),
-            model => new Blip2Captioner(model, Blip2Processor.FromFolder(resolved, model.Config)));
+            model => new Blip2Captioner(model, Blip2Processor.FromFolder(resolved, model.Config)) { Batching = batching });
     }
 
     /// <summary>This captioner as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the captioner keeps owning the model).</summary>
@@ -70,8 +81,22 @@ public sealed class Blip2Captioner : IDisposable
         CaptionAsync(imagePath, "", generationOptions, cancellationToken);
 
     /// <summary>Captions a decoded image.</summary>
-    public async Task<TextResult> CaptionAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        (await CaptionAsync([image], [prompt], options, cancellationToken).ConfigureAwait(false))[0];
+    public async Task<TextResult> CaptionAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        if (Batching is null) return (await CaptionAsync([image], [prompt], options, cancellationToken).ConfigureAwait(false))[0];
+        options ??= new GenerationOptions();
+        options.WithDefaults(Model.GenerationConfig).Validate();   // a bad option fails its own call, not a batch
+        return await Batcher().RunAsync((image, prompt, options), cancellationToken).ConfigureAwait(false);
+    }
+
+    private DynamicBatcher<(DecodedImage Image, string Prompt, GenerationOptions Options), TextResult> Batcher()
+    {
+        lock (_batcherLock)
+            return _batcher ??= new(Batching!,
+                // Beam search keeps its rows' padding as upstream does: such calls run alone (a key equal to nothing).
+                call => call.Options.WithDefaults(Model.GenerationConfig).NumBeams > 1 ? new object() : call.Options,
+                (calls, token) => CaptionAsync(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, token));
+    }
 
     /// <summary>Captions a decoded image with these options (<c>CaptionAsync(image, options)</c>).</summary>
     public Task<TextResult> CaptionAsync(DecodedImage image, GenerationOptions generationOptions, CancellationToken cancellationToken = default) =>
@@ -134,12 +159,24 @@ public sealed class Blip2Captioner : IDisposable
         using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode, onTokens, cancellationToken);
         var promptTokens = inputs.AttentionMask.sum(1).data<long>().ToArray();
         int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
-        return output.Sequences.Select((ids, i) => new TextResult(Processor.Tokenizer.Decode(ids).Trim(), ids, output.Scores[i],
-            output.FinishReasons[i], queries + (int)promptTokens[i], output.NewTokens[i])).ToList();
+        // Greedy and sampling pad a row that finished early for the steps the others still took; its result is
+        // what it gives alone, so that padding goes (beam search pads as upstream does and is never batched).
+        bool beams = options.WithDefaults(Model.GenerationConfig).NumBeams > 1;
+        int steps = output.NewTokens.Max();
+        return output.Sequences.Select((ids, i) =>
+        {
+            IReadOnlyList<long> row = beams ? ids : ids[..^(steps - output.NewTokens[i])];
+            return new TextResult(Processor.Tokenizer.Decode(row).Trim(), row, output.Scores[i],
+                output.FinishReasons[i], queries + (int)promptTokens[i], output.NewTokens[i]);
+        }).ToList();
     }
 
     private string Decode(IReadOnlyList<long> ids) => Processor.Tokenizer.Decode(ids);
 
     /// <summary>Waits for the call in progress, then frees the model.</summary>
-    public void Dispose() => _gate.Close(Model.Dispose);
+    public void Dispose()
+    {
+        lock (_batcherLock) _batcher?.Dispose();
+        _gate.Close(Model.Dispose);
+    }
 }

@@ -1,0 +1,59 @@
+using Multimodal.Blip2;
+using Multimodal.Generation;
+using Multimodal.Processing;
+using Multimodal.Tests.TestSupport;
+using Xunit.Abstractions;
+
+namespace Multimodal.Tests.Generation;
+
+/// <summary>Dynamic batching in <see cref="Blip2Captioner"/>: concurrent calls run as batches and each gets
+/// exactly what it gets alone.</summary>
+public sealed class DynamicBatchingTests(ITestOutputHelper output)
+{
+    private static readonly DecodedImage[] Scenes = Directory.GetFiles(Path.Combine(Repo.Root, "samples", "images"), "scene*.png")
+        .Order(StringComparer.Ordinal).Select(p => ImageDecoder.Decode(p)).ToArray();
+
+    private static readonly (DecodedImage Image, string Prompt, GenerationOptions Options)[] Calls =
+        Enumerable.Range(0, 12).Select(i => (Scenes[i % Scenes.Length], i % 3 == 1 ? "a" : "",
+            i % 4 == 3 ? new GenerationOptions { MaxNewTokens = 4 } : new GenerationOptions())).ToArray();
+
+    [Fact]
+    public async Task Concurrent_calls_are_batched_and_each_gets_what_it_gets_alone()
+    {
+        List<TextResult> alone;
+        using (var sequential = Blip2Captioner.FromPretrained(Repo.ShapesModel))
+        {
+            alone = [];
+            foreach (var (image, prompt, options) in Calls) alone.Add(await sequential.CaptionAsync(image, prompt, options));
+        }
+        // The batching captioner owns the loaded model (disposing it frees the model).
+        var loaded = Blip2Captioner.FromPretrained(Repo.ShapesModel);
+        using var batched = new Blip2Captioner(loaded.Model, loaded.Processor) { Batching = new BatchingOptions(MaxBatchSize: 8, MaxWait: TimeSpan.FromMilliseconds(300)) };
+        var together = await Task.WhenAll(Calls.Select(c => Task.Run(() => batched.CaptionAsync(c.Image, c.Prompt, c.Options))));
+        output.WriteLine($"{Calls.Length} concurrent calls, largest batch {batched.LargestBatch}");
+        Assert.True(batched.LargestBatch > 1, "nothing was batched");
+        for (int i = 0; i < Calls.Length; i++)
+        {
+            Assert.Equal(alone[i].Ids, together[i].Ids);
+            Assert.Equal(alone[i].Text, together[i].Text);
+            Assert.Equal(alone[i].FinishReason, together[i].FinishReason);
+            Assert.Equal(alone[i].InputTokens, together[i].InputTokens);
+            Assert.Equal(alone[i].OutputTokens, together[i].OutputTokens);
+        }
+    }
+
+    [Fact]
+    public async Task A_call_cancelled_while_waiting_leaves_the_others_and_a_bad_option_fails_only_its_call()
+    {
+        var loaded = Blip2Captioner.FromPretrained(Repo.ShapesModel);
+        using var captioner = new Blip2Captioner(loaded.Model, loaded.Processor) { Batching = new BatchingOptions(4, TimeSpan.FromMilliseconds(300)) };
+        using var cancel = new CancellationTokenSource();
+        var kept = captioner.CaptionAsync(Scenes[0]);
+        var dropped = captioner.CaptionAsync(Scenes[1], "", null, cancel.Token);
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => dropped);
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => captioner.CaptionAsync(Scenes[2], new GenerationOptions { Temperature = -1, DoSample = true }));
+        var result = await kept;
+        Assert.Equal((await loaded.CaptionAsync(Scenes[0])).Ids, result.Ids);
+    }
+}
