@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Multimodal.Blip2;
 using Multimodal.Common;
 using Multimodal.Loading;
@@ -52,8 +53,30 @@ internal static class Checkpoints
             Console.WriteLine($"  wrote {shard} ({groups[s].Count} tensors)");
         }
         File.WriteAllText(index, JsonSerializer.Serialize(new { metadata = new { }, weight_map = weightMap }));
+        WriteProcessorFiles(folder, config.VisionConfig.ImageSize);
         File.WriteAllText(stamp, wanted);
         return Shards(folder);
+    }
+
+    /// <summary>OPT's real tokenizer (from the repository's models/blip2-opt-tiny-random) and BLIP's image
+    /// preprocessing at the model's resolution, so the folder also loads as a <c>Blip2Captioner</c>.</summary>
+    private static void WriteProcessorFiles(string folder, int imageSize)
+    {
+        string tokenizer = Path.Combine(RepositoryRoot(), "models", "blip2-opt-tiny-random");
+        foreach (var name in new[] { "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json", "generation_config.json" })
+            File.Copy(Path.Combine(tokenizer, name), Path.Combine(folder, name), overwrite: true);
+        var preprocessor = JsonNode.Parse(File.ReadAllText(Path.Combine(tokenizer, "preprocessor_config.json")))!;
+        preprocessor["size"] = new JsonObject { ["height"] = imageSize, ["width"] = imageSize };
+        File.WriteAllText(Path.Combine(folder, "preprocessor_config.json"), preprocessor.ToJsonString());
+    }
+
+    /// <summary>The repository this benchmark runs from (the folder above holding models/).</summary>
+    public static string RepositoryRoot()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+                if (Directory.Exists(Path.Combine(dir.FullName, "models", "blip2-opt-tiny-random"))) return dir.FullName;
+        throw new DirectoryNotFoundException("Run the benchmark from the repository: it borrows models/blip2-opt-tiny-random's tokenizer.");
     }
 
     private static IReadOnlyList<string> Shards(string folder) =>

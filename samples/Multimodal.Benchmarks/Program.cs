@@ -45,7 +45,8 @@ foreach (var preset in presets)
     {
         if (cold) foreach (var f in shards) Floors.DropPageCache(f);
         var extra = new List<string> { "--measure", folder, "--dtype", dtype, "--new-tokens", options.Get("--new-tokens") ?? "20" };
-        if (preset == "small" && dtype == "float32" && !cold) extra.AddRange(["--batches", options.Get("--batches") ?? "1,4,8"]);
+        if (preset == "small" && dtype == "float32" && !cold)
+            extra.AddRange(["--batches", options.Get("--batches") ?? "1,4,8", "--serving", Path.Combine(Checkpoints.RepositoryRoot(), "samples", "images")]);
         var m = Child(extra);
         Report(preset, label, dtype, m, floors, cold ? rawCold : rawWarm);
         result[$"{label}_{dtype}"] = m;
@@ -83,6 +84,10 @@ static void Report(string preset, string label, string dtype, JsonObject m, Floo
     Row("decode per token (vs LM bytes / read)", Get("per_token_ms"), decodeFloorMs, "ms");
     Row("caption, 20 new tokens", Get("caption_s"), firstFloor + 19 * decodeFloorMs / 1000, " s");
     Console.WriteLine($"   peak RSS {Get("peak_rss_mb"):F0} MB = {Get("peak_rss_mb") * 1e6 / Get("parameter_bytes"):F3}x the parameter bytes ({Get("parameter_bytes") / 1e9:F2} GB)");
+    if (m["serving"] is JsonObject serving)
+        Console.WriteLine($"   serving through Blip2Captioner: sequential {serving["sequential_rps"]!.GetValue<double>():F3} requests/s, " +
+                          $"8 concurrent clients with dynamic batching {serving["concurrent_rps"]!.GetValue<double>():F3} requests/s " +
+                          $"({serving["concurrent_rps"]!.GetValue<double>() / serving["sequential_rps"]!.GetValue<double>():F2}x; largest batch {serving["largest_batch"]})");
     if (m["batches"] is JsonObject batches)
     {
         double one = batches["1"]!.GetValue<double>();
@@ -148,6 +153,8 @@ internal static class Measurement
             }
             result["batches"] = batches;
         }
+        if (options.Get("--serving") is string images)
+            result["serving"] = Serving.Measure(folder, dtype, images, newTokens);
         return result;
     }
 

@@ -38,14 +38,7 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
     public IReadOnlyList<ModelEntry> Entries()
     {
         if (options.Value.Models.Count > 0) return options.Value.Models;
-        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                string candidate = System.IO.Path.Combine(dir.FullName, "models", "blip2-shapes");
-                if (File.Exists(System.IO.Path.Combine(candidate, "config.json")))
-                    return [new ModelEntry { Name = "blip2-shapes", Path = candidate }];
-            }
-        return [new ModelEntry { Name = "blip2-shapes", Path = System.IO.Path.Combine("models", "blip2-shapes") }];
+        return [new ModelEntry { Name = "blip2-shapes", Path = DefaultModel.Find() }];
     }
 
     /// <inheritdoc/>

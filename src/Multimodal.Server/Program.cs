@@ -6,13 +6,23 @@ using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Options;
+using Multimodal.Common;
 using Multimodal.Processing;
+using OpenTelemetry.Metrics;
 using Multimodal.Server;
+
+if (args.Length > 0 && args[0] == "caption-batch")
+    return CaptionBatch.Run(args[1..], DefaultModel.Find());
 
 var builder = WebApplication.CreateBuilder(args);
 builder.Services.Configure<ServerOptions>(builder.Configuration.GetSection("Multimodal"));
 builder.Services.AddSingleton<ModelRegistry>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<ModelRegistry>());
+builder.Services.AddSingleton<ServerMetrics>();
+builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+    .AddAspNetCoreInstrumentation()
+    .AddMeter(Telemetry.MeterName, ServerMetrics.MeterName)
+    .AddPrometheusExporter());
 builder.Services.Configure<KestrelServerOptions>(k =>
     k.Limits.MaxRequestBodySize = builder.Configuration.GetSection("Multimodal").Get<ServerOptions>()?.MaxRequestBodyBytes ?? new ServerOptions().MaxRequestBodyBytes);
 var app = builder.Build();
@@ -43,6 +53,7 @@ app.Use(async (context, next) =>
     }
 });
 
+app.MapPrometheusScrapingEndpoint("/metrics");
 app.MapGet("/healthz", () => Results.Text("ok"));
 app.MapGet("/readyz", (ModelRegistry registry) => registry.Ready
     ? Results.Text("ready")
@@ -57,7 +68,30 @@ app.MapGet("/v1/models", (ModelRegistry registry) => Results.Json(new JsonObject
     }).ToArray()),
 }));
 
-app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options) =>
+app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options, ServerMetrics metrics) =>
+{
+    var clock = System.Diagnostics.Stopwatch.StartNew();
+    string modelName = "";
+    long tokens = 0;
+    try
+    {
+        return await ChatCompletion(context, registry, options.Value, name => modelName = name, n => tokens = n);
+    }
+    catch (OpenAiException e)
+    {
+        metrics.Request(modelName, e.Status, clock.Elapsed.TotalSeconds, 0);
+        throw;
+    }
+    finally
+    {
+        if (context.Response.StatusCode < 400) metrics.Request(modelName, context.Response.StatusCode, clock.Elapsed.TotalSeconds, tokens);
+    }
+});
+
+app.Run();
+return 0;
+
+static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry registry, ServerOptions options, Action<string> onModel, Action<long> onTokens)
 {
     JsonElement body;
     try
@@ -69,10 +103,11 @@ app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry re
     {
         throw new OpenAiException(400, $"The request body is not valid JSON: {e.Message}", code: "invalid_json");
     }
-    var request = OpenAiProtocol.ParseChat(body, options.Value);
+    var request = OpenAiProtocol.ParseChat(body, options);
     if (!registry.Ready) throw new OpenAiException(503, "The server is still loading its models.", type: "server_error", code: "not_ready");
     if (!registry.Models.TryGetValue(request.Model, out var model))
         throw new OpenAiException(404, $"The model '{request.Model}' does not exist; this server has {string.Join(", ", registry.Models.Keys)}.", "model", "model_not_found");
+    onModel(model.Name);
     if (!model.Admission.Wait(0))
     {
         context.Response.Headers.RetryAfter = "1";
@@ -85,6 +120,7 @@ app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry re
         if (!request.Stream)
         {
             var response = await Generate(() => model.Chat.GetResponseAsync(request.Messages, request.Options, context.RequestAborted));
+            onTokens(response.Usage?.OutputTokenCount ?? 0);
             return Results.Json(new JsonObject
             {
                 ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = model.Name,
@@ -97,16 +133,14 @@ app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry re
                 ["usage"] = OpenAiProtocol.Usage(response.Usage),
             });
         }
-        await StreamAsync(context, model, request, id, created);
+        onTokens(await StreamAsync(context, model, request, id, created));
         return Results.Empty;
     }
     finally
     {
         model.Admission.Release();
     }
-});
-
-app.Run();
+}
 
 // Errors the library raises for bad input (an undecodable image, an option a family refuses) are the client's: 400.
 static async Task<T> Generate<T>(Func<Task<T>> run)
@@ -124,7 +158,7 @@ static async Task<T> Generate<T>(Func<Task<T>> run)
 // Server-sent events in OpenAI's chunk format: a role chunk, content chunks, a finish chunk, optionally a usage
 // chunk, then [DONE]. The first chunk is written only once the first text arrived, so an error before it (a bad
 // image) is still an ordinary 400.
-static async Task StreamAsync(HttpContext context, ServedModel model, ChatCompletionRequest request, string id, long created)
+static async Task<long> StreamAsync(HttpContext context, ServedModel model, ChatCompletionRequest request, string id, long created)
 {
     JsonObject Chunk(JsonObject delta, string? finish) => new()
     {
@@ -164,6 +198,7 @@ static async Task StreamAsync(HttpContext context, ServedModel model, ChatComple
                 ["choices"] = new JsonArray(), ["usage"] = OpenAiProtocol.Usage(usage),
             });
         await context.Response.WriteAsync("data: [DONE]\n\n", context.RequestAborted);
+        return usage?.OutputTokenCount ?? 0;
     }
     finally
     {

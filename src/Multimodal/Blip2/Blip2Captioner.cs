@@ -37,7 +37,8 @@ public sealed class Blip2Captioner : IDisposable
     /// every call runs on its own. Streaming calls always run on their own.</summary>
     public BatchingOptions? Batching { get; init; }
 
-    internal int LargestBatch => _batcher?.LargestBatch ?? 0;
+    /// <summary>With <see cref="Batching"/>: the most rows one batch has had so far (a diagnostic).</summary>
+    public int LargestBatch => _batcher?.LargestBatch ?? 0;
 
     /// <summary>Combines a loaded model and its processor.</summary>
     public Blip2Captioner(Blip2ForConditionalGeneration model, Blip2Processor processor)

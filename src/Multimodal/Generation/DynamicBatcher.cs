@@ -1,4 +1,6 @@
+using System.Diagnostics.Metrics;
 using System.Threading.Channels;
+using Multimodal.Common;
 
 namespace Multimodal.Generation;
 
@@ -27,6 +29,9 @@ public sealed record BatchingOptions(int MaxBatchSize = 8, TimeSpan MaxWait = de
 /// it is cancelled).</remarks>
 internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
 {
+    private static readonly Histogram<int> BatchSize = Telemetry.Meter.CreateHistogram<int>(
+        "multimodal.batch.size", "{row}", "Rows per batched generation.");
+
     private sealed record Pending(TItem Item, object Key, TaskCompletionSource<TResult> Result, CancellationToken Token);
 
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
@@ -100,6 +105,7 @@ internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
     private async Task RunBatchAsync(List<Pending> batch)
     {
         int largest;
+        BatchSize.Record(batch.Count);
         while ((largest = Volatile.Read(ref _largest)) < batch.Count && Interlocked.CompareExchange(ref _largest, batch.Count, largest) != largest) { }
         using var all = new CancellationTokenSource();
         var registrations = batch.Select(p => p.Token.Register(() =>

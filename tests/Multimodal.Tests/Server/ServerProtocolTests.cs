@@ -70,6 +70,22 @@ public sealed class ServerProtocolTests(ServerFixture server, ITestOutputHelper 
         Assert.Equal(9, (int)chunks[^1]["usage"]!["prompt_tokens"]!);
     }
 
+    [Fact]
+    public async Task Metrics_export_requests_latency_tokens_queue_depth_and_batch_size_for_Prometheus()
+    {
+        Assert.Equal(HttpStatusCode.OK, (await Post(ImageRequest())).Status);
+        Assert.Equal(HttpStatusCode.NotFound, (await Post(ImageRequest(model: "nope"))).Status);
+        var client = server.Factory.CreateClient();
+        string text = "";
+        // The exporter serves a cached scrape for a moment; the next one has the requests above.
+        for (int i = 0; i < 50 && !text.Contains("multimodal_server_tokens"); i++, await Task.Delay(100))
+            text = await client.GetStringAsync("/metrics");
+        foreach (var name in new[] { "multimodal_server_requests", "multimodal_server_request_duration", "multimodal_server_tokens",
+                     "multimodal_server_queue_depth", "multimodal_batch_size", "http_server_request_duration" })
+            Assert.Contains(name, text);
+        output.WriteLine(string.Join("\n", text.Split('\n').Where(l => l.StartsWith("multimodal_"))));
+    }
+
     public static TheoryData<string, string, int, string?, string?> BadRequests() => new()
     {
         { "malformed JSON", "{\"model\": ", 400, null, "invalid_json" },
