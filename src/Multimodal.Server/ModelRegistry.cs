@@ -11,10 +11,11 @@ namespace Multimodal.Server;
 
 /// <summary>A loaded model as the endpoints see it.</summary>
 /// <param name="Name">the name clients send.</param>
-/// <param name="Chat">the family's <see cref="IChatClient"/>.</param>
+/// <param name="Chat">the family's <see cref="IChatClient"/>; null for a retrieval model.</param>
+/// <param name="Embeddings">a retrieval model's text and image embeddings; null for a generative model.</param>
 /// <param name="Admission">one slot per request allowed in (the one generating and the queue behind it).</param>
 /// <param name="Created">when it was loaded (Unix seconds), for <c>/v1/models</c>.</param>
-public sealed record ServedModel(string Name, IChatClient Chat, SemaphoreSlim Admission, long Created);
+public sealed record ServedModel(string Name, IChatClient? Chat, Blip2EmbeddingGenerator? Embeddings, SemaphoreSlim Admission, long Created);
 
 /// <summary>Loads the configured models in the background at start (logging progress), so <c>/healthz</c>
 /// answers at once and <c>/readyz</c> turns ready when every model is loaded; disposes them at shutdown.</summary>
@@ -60,9 +61,9 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
                     lastPercent = percent;
                     logger.LogInformation("loading {Model}: {Percent}% of {Megabytes} MB", entry.Name, percent, p.TotalBytes / 1_000_000);
                 });
-                var (chat, owner) = Load(entry, options.Value, progress);
+                var (chat, embeddings, owner) = Load(entry, options.Value, progress);
                 _owners.Add(owner);
-                _models[entry.Name] = new ServedModel(entry.Name, chat, new SemaphoreSlim(options.Value.MaxQueue + 1), DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+                _models[entry.Name] = new ServedModel(entry.Name, chat, embeddings, new SemaphoreSlim(options.Value.MaxQueue + 1), DateTimeOffset.UtcNow.ToUnixTimeSeconds());
                 logger.LogInformation("loaded {Model} in {Seconds:F1} s", entry.Name, (DateTime.UtcNow - started).TotalSeconds);
             }
             _ready = true;
@@ -76,29 +77,35 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
 
     // The family comes from config.json: BLIP-2 and IDEFICS name theirs in model_type; an OpenFlamingo folder is
     // the composition of its parts.
-    private static (IChatClient, IDisposable) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
+    private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
     {
         string folder = HubCache.Resolve(entry.Path, entry.Revision);
         string configPath = System.IO.Path.Combine(folder, "config.json");
         string? modelType = null;
+        bool retrieval = false;
         if (File.Exists(configPath))
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
             if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model_type", out var t) && t.ValueKind == JsonValueKind.String)
                 modelType = t.GetString();
+            retrieval = doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("architectures", out var a)
+                && a.ValueKind == JsonValueKind.Array && a.EnumerateArray().Any(x => x.ValueKind == JsonValueKind.String && x.GetString() == "Blip2ForImageTextRetrieval");
         }
         switch (modelType)
         {
+            case "blip-2" when retrieval:
+                var retriever = Blip2Retriever.FromPretrained(folder, progress: progress);
+                return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever);
             case "blip-2":
                 var blip2 = Blip2Captioner.FromPretrained(folder, progress: progress, batching: server.MaxBatchSize > 1
                     ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null);
-                return (blip2.AsChatClient(entry.Name), blip2);
+                return (blip2.AsChatClient(entry.Name), null, blip2);
             case "idefics":
                 var idefics = IdeficsPipeline.FromPretrained(folder, progress: progress);
-                return (idefics.AsChatClient(entry.Name), idefics);
+                return (idefics.AsChatClient(entry.Name), null, idefics);
             default:
                 var flamingo = FlamingoPipeline.FromPretrained(folder, progress: progress);
-                return (flamingo.AsChatClient(entry.Name), flamingo);
+                return (flamingo.AsChatClient(entry.Name), null, flamingo);
         }
     }
 

@@ -196,6 +196,44 @@ public static class OpenAiProtocol
         return v;
     }
 
+    /// <summary>Parses <c>POST /v1/embeddings</c>: <c>input</c> is a string or an array of strings, and, as this
+    /// server's documented extension, array items may be image parts <c>{"type": "image_url", "image_url": {"url":
+    /// "data:..."}}</c> (an image's embedding is its query rows, concatenated). <c>encoding_format</c>: float or base64.</summary>
+    /// <exception cref="OpenAiException">400 naming the field at fault.</exception>
+    public static (string Model, List<object> Inputs, bool Base64) ParseEmbeddings(JsonElement body, ServerOptions server)
+    {
+        if (body.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, "The request body must be a JSON object.");
+        string model = RequireString(body, "model");
+        bool base64 = false;
+        if (body.TryGetProperty("encoding_format", out var format) && format.ValueKind != JsonValueKind.Null)
+            base64 = format.ValueKind == JsonValueKind.String && format.GetString() is "float" or "base64"
+                ? format.GetString() == "base64"
+                : throw new OpenAiException(400, "'encoding_format' must be \"float\" or \"base64\".", "encoding_format");
+        if (body.TryGetProperty("dimensions", out var dims) && dims.ValueKind != JsonValueKind.Null)
+            throw new OpenAiException(400, "'dimensions' is not supported: the embedding width is the model's.", "dimensions", "unsupported_parameter");
+        if (!body.TryGetProperty("input", out var input)) throw new OpenAiException(400, "'input' is required.", "input");
+        var inputs = new List<object>();
+        if (input.ValueKind == JsonValueKind.String) inputs.Add(input.GetString()!);
+        else if (input.ValueKind == JsonValueKind.Array && input.GetArrayLength() > 0)
+        {
+            int i = 0;
+            foreach (var item in input.EnumerateArray())
+            {
+                string path = $"input[{i++}]";
+                inputs.Add(item.ValueKind switch
+                {
+                    JsonValueKind.String => item.GetString()!,
+                    JsonValueKind.Object => ParsePart(item, path, server) is DataContent image ? image
+                        : throw new OpenAiException(400, $"'{path}' must be a string or an image_url part.", path),
+                    _ => throw new OpenAiException(400, $"'{path}' must be a string or an image_url part (token arrays are not accepted).", path),
+                });
+            }
+        }
+        else throw new OpenAiException(400, "'input' must be a string or a non-empty array.", "input");
+        if (inputs.Count > 256) throw new OpenAiException(400, "'input' takes at most 256 items.", "input");
+        return (model, inputs, base64);
+    }
+
     /// <summary>OpenAI's finish_reason for a chat finish reason.</summary>
     public static string FinishReason(ChatFinishReason? reason) =>
         reason == ChatFinishReason.Length ? "length" : "stop";

@@ -88,38 +88,88 @@ app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry re
     }
 });
 
+app.MapPost("/v1/embeddings", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options) =>
+{
+    var (modelName, inputs, base64) = OpenAiProtocol.ParseEmbeddings(await ReadJson(context), options.Value);
+    var model = Served(registry, modelName);
+    if (model.Embeddings is not { } generator)
+        throw new OpenAiException(400, $"'{model.Name}' is a generative model: it answers chat completions, not /v1/embeddings.", "model", "model_not_supported");
+    Admit(context, model);
+    try
+    {
+        // Texts and images are embedded in one call each, then put back in request order.
+        var texts = inputs.OfType<string>().ToList();
+        var images = inputs.OfType<DataContent>().ToList();
+        var textVectors = texts.Count == 0 ? [] : (await Generate(() => ((IEmbeddingGenerator<string, Embedding<float>>)generator).GenerateAsync(texts, null, context.RequestAborted))).ToList();
+        var imageVectors = images.Count == 0 ? [] : (await Generate(() => ((IEmbeddingGenerator<DataContent, Embedding<float>>)generator).GenerateAsync(images, null, context.RequestAborted))).ToList();
+        int t = 0, im = 0;
+        var data = new JsonArray();
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            var vector = (inputs[i] is string ? textVectors[t++] : imageVectors[im++]).Vector;
+            JsonNode embedding = base64
+                ? Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(vector.Span))
+                : new JsonArray(vector.ToArray().Select(v => (JsonNode)v).ToArray());
+            data.Add(new JsonObject { ["object"] = "embedding", ["index"] = i, ["embedding"] = embedding });
+        }
+        long tokens = texts.Sum(x => (long)x.Length);   // no tokenizer count is exposed; characters stand in
+        return Results.Json(new JsonObject
+        {
+            ["object"] = "list", ["data"] = data, ["model"] = model.Name,
+            ["usage"] = new JsonObject { ["prompt_tokens"] = tokens, ["total_tokens"] = tokens },
+        });
+    }
+    finally
+    {
+        model.Admission.Release();
+    }
+});
+
 app.Run();
 return 0;
 
-static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry registry, ServerOptions options, Action<string> onModel, Action<long> onTokens)
+static async Task<JsonElement> ReadJson(HttpContext context)
 {
-    JsonElement body;
     try
     {
         using var doc = await JsonDocument.ParseAsync(context.Request.Body, cancellationToken: context.RequestAborted);
-        body = doc.RootElement.Clone();
+        return doc.RootElement.Clone();
     }
     catch (JsonException e)
     {
         throw new OpenAiException(400, $"The request body is not valid JSON: {e.Message}", code: "invalid_json");
     }
-    var request = OpenAiProtocol.ParseChat(body, options);
+}
+
+// A model's admission slots bound its queue: a request that finds none free gets 429 at once.
+static void Admit(HttpContext context, ServedModel model)
+{
+    if (model.Admission.Wait(0)) return;
+    context.Response.Headers.RetryAfter = "1";
+    throw new OpenAiException(429, $"The queue for '{model.Name}' is full; retry shortly.", type: "rate_limit_error", code: "queue_full");
+}
+
+static ServedModel Served(ModelRegistry registry, string name)
+{
     if (!registry.Ready) throw new OpenAiException(503, "The server is still loading its models.", type: "server_error", code: "not_ready");
-    if (!registry.Models.TryGetValue(request.Model, out var model))
-        throw new OpenAiException(404, $"The model '{request.Model}' does not exist; this server has {string.Join(", ", registry.Models.Keys)}.", "model", "model_not_found");
+    return registry.Models.TryGetValue(name, out var model) ? model
+        : throw new OpenAiException(404, $"The model '{name}' does not exist; this server has {string.Join(", ", registry.Models.Keys)}.", "model", "model_not_found");
+}
+
+static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry registry, ServerOptions options, Action<string> onModel, Action<long> onTokens)
+{
+    var request = OpenAiProtocol.ParseChat(await ReadJson(context), options);
+    var model = Served(registry, request.Model);
     onModel(model.Name);
-    if (!model.Admission.Wait(0))
-    {
-        context.Response.Headers.RetryAfter = "1";
-        throw new OpenAiException(429, $"The queue for '{model.Name}' is full; retry shortly.", type: "rate_limit_error", code: "queue_full");
-    }
+    var chat = model.Chat ?? throw new OpenAiException(400, $"'{model.Name}' is a retrieval model: it answers /v1/embeddings, not chat completions.", "model", "model_not_supported");
+    Admit(context, model);
     try
     {
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         if (!request.Stream)
         {
-            var response = await Generate(() => model.Chat.GetResponseAsync(request.Messages, request.Options, context.RequestAborted));
+            var response = await Generate(() => chat.GetResponseAsync(request.Messages, request.Options, context.RequestAborted));
             onTokens(response.Usage?.OutputTokenCount ?? 0);
             return Results.Json(new JsonObject
             {
@@ -133,7 +183,7 @@ static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry reg
                 ["usage"] = OpenAiProtocol.Usage(response.Usage),
             });
         }
-        onTokens(await StreamAsync(context, model, request, id, created));
+        onTokens(await StreamAsync(context, chat, model.Name, request, id, created));
         return Results.Empty;
     }
     finally
@@ -158,11 +208,11 @@ static async Task<T> Generate<T>(Func<Task<T>> run)
 // Server-sent events in OpenAI's chunk format: a role chunk, content chunks, a finish chunk, optionally a usage
 // chunk, then [DONE]. The first chunk is written only once the first text arrived, so an error before it (a bad
 // image) is still an ordinary 400.
-static async Task<long> StreamAsync(HttpContext context, ServedModel model, ChatCompletionRequest request, string id, long created)
+static async Task<long> StreamAsync(HttpContext context, IChatClient chat, string modelName, ChatCompletionRequest request, string id, long created)
 {
     JsonObject Chunk(JsonObject delta, string? finish) => new()
     {
-        ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = model.Name,
+        ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = modelName,
         ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["delta"] = delta, ["finish_reason"] = finish }),
     };
     async Task Send(JsonNode node)
@@ -170,7 +220,7 @@ static async Task<long> StreamAsync(HttpContext context, ServedModel model, Chat
         await context.Response.WriteAsync("data: " + node.ToJsonString() + "\n\n", context.RequestAborted);
         await context.Response.Body.FlushAsync(context.RequestAborted);
     }
-    var updates = model.Chat.GetStreamingResponseAsync(request.Messages, request.Options, context.RequestAborted).GetAsyncEnumerator(context.RequestAborted);
+    var updates = chat.GetStreamingResponseAsync(request.Messages, request.Options, context.RequestAborted).GetAsyncEnumerator(context.RequestAborted);
     try
     {
         bool started = false;
@@ -194,7 +244,7 @@ static async Task<long> StreamAsync(HttpContext context, ServedModel model, Chat
         if (request.IncludeUsage)
             await Send(new JsonObject
             {
-                ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = model.Name,
+                ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = modelName,
                 ["choices"] = new JsonArray(), ["usage"] = OpenAiProtocol.Usage(usage),
             });
         await context.Response.WriteAsync("data: [DONE]\n\n", context.RequestAborted);
