@@ -35,6 +35,12 @@ public sealed class KestrelServer : IAsyncLifetime
     {
         using (var captioner = Blip2Captioner.FromPretrained(Repo.ShapesModel))
             Scene1Caption = (await captioner.CaptionAsync(Repo.Scene1)).Text;
+        await StartAsync();
+    }
+
+    /// <summary>Starts the server process and waits until it is ready.</summary>
+    public async Task StartAsync()
+    {
         using (var probe = new TcpListener(IPAddress.Loopback, 0))
         {
             probe.Start();
@@ -66,6 +72,10 @@ public sealed class KestrelServer : IAsyncLifetime
         }
         throw new TimeoutException("the server did not become ready in 60 s: " + Log);
     }
+
+    public bool WaitForExit(TimeSpan timeout) => _process!.WaitForExit(timeout);
+
+    public int ExitCode => _process!.ExitCode;
 
     public Task DisposeAsync()
     {
@@ -180,6 +190,63 @@ public sealed class KestrelServerTests(KestrelServer server, ITestOutputHelper o
         Assert.True((await client.GetAsync("/healthz")).IsSuccessStatusCode);
         // Memory back where it started: allocator noise only, not a leak per request (150 good requests).
         Assert.True(rssAfter - rssBefore < 200_000_000, $"RSS grew by {(rssAfter - rssBefore) / 1e6:F0} MB");
+    }
+
+    [Fact]
+    public async Task Clients_that_disconnect_mid_stream_free_their_slots_and_the_server_answers_on()
+    {
+        using var client = new HttpClient { BaseAddress = server.BaseUri };
+        string body = "{\"model\":\"blip2-shapes\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,"
+            + Convert.ToBase64String(Scene1) + "\"}}]}]}";
+        for (int i = 0; i < 20; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            if (response.StatusCode == HttpStatusCode.TooManyRequests) { await Task.Delay(50); continue; }
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            using var stream = await response.Content.ReadAsStreamAsync();
+            Assert.True(await stream.ReadAsync(new byte[64]) > 0);                   // the first chunk, then hang up
+        }
+        // Every admission slot comes back: the queue-depth gauge returns to 0.
+        string depth = "";
+        for (int i = 0; i < 100; i++, await Task.Delay(100))
+        {
+            depth = (await client.GetStringAsync("/metrics")).Split('\n').FirstOrDefault(l => l.StartsWith("multimodal_server_queue_depth")) ?? "";
+            if (depth.EndsWith(" 0")) break;
+        }
+        output.WriteLine(depth);
+        Assert.EndsWith(" 0", depth);
+        var completion = await OpenAiChat().CompleteChatAsync([new UserChatMessage(ChatMessageContentPart.CreateImagePart(BinaryData.FromBytes(Scene1), "image/png"))]);
+        Assert.Equal(server.Scene1Caption, completion.Value.Content[0].Text);
+        Assert.DoesNotContain("request failed", server.Log);
+    }
+
+    [Fact]
+    public async Task Shutdown_lets_an_answer_in_flight_finish()
+    {
+        var own = new KestrelServer();
+        await own.StartAsync();
+        try
+        {
+            using var client = new HttpClient { BaseAddress = own.BaseUri };
+            string body = "{\"model\":\"blip2-shapes\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,"
+                + Convert.ToBase64String(Scene1) + "\"}}]}]}";
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            string first = (await reader.ReadLineAsync())!;                           // the answer is under way
+            Assert.StartsWith("data: ", first);
+            using (var term = Process.Start("kill", ["-TERM", own.ProcessId.ToString()])) term.WaitForExit();
+            string rest = await reader.ReadToEndAsync();
+            output.WriteLine($"after SIGTERM: {rest.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Length} more events");
+            Assert.EndsWith("data: [DONE]\n\n", rest);
+            Assert.True(own.WaitForExit(TimeSpan.FromSeconds(30)), "the server did not stop after SIGTERM");
+            Assert.Equal(0, own.ExitCode);
+        }
+        finally
+        {
+            await own.DisposeAsync();
+        }
     }
 
     private static long Rss(int pid)
