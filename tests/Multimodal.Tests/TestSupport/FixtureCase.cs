@@ -31,13 +31,14 @@ public sealed class FixtureCase
     public IReadOnlyList<string> Classes =>
         Manifest.GetProperty("upstream").GetProperty("classes").EnumerateArray().Select(c => c.GetString()!).ToList();
 
-    /// <summary>The model family, from the first upstream class: "blip2", "blip2-retrieval", "flamingo", "idefics", or "unknown".</summary>
+    /// <summary>The model family, from the first upstream class: "blip2", "blip2-retrieval", "flamingo", "idefics", "instructblip", or "unknown".</summary>
     public string Family => Classes.FirstOrDefault() switch
     {
         "Blip2ForImageTextRetrieval" => "blip2-retrieval",
         string c when c.StartsWith("Blip2", StringComparison.Ordinal) => "blip2",
         string c when c.StartsWith("open_flamingo.", StringComparison.Ordinal) => "flamingo",
         string c when c.StartsWith("Idefics", StringComparison.Ordinal) => "idefics",
+        string c when c.StartsWith("InstructBlip", StringComparison.Ordinal) => "instructblip",
         _ => "unknown",
     };
 
