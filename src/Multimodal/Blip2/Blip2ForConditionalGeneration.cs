@@ -35,14 +35,9 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// <summary>The parameters' dtype.</summary>
     public ScalarType DType { get; }
 
-    internal ICausalLanguageModel LanguageModel => _languageModel as ICausalLanguageModel
-        ?? throw new InvalidOperationException("This BLIP-2 has an encoder-decoder language model.");
+    private readonly QueryPrefixedLanguageModel _bridge;
 
-    private T5ForConditionalGeneration? T5 => _languageModel as T5ForConditionalGeneration;
-
-    private Tensor EmbedText(Tensor ids) => T5?.Embed(ids) ?? LanguageModel.EmbedTokens(ids);
-
-    private int VocabSize => Config.TextConfig switch { OptConfig o => o.VocabSize, T5Config t => t.VocabSize, _ => int.MaxValue };
+    internal ICausalLanguageModel LanguageModel => _bridge.LanguageModel;
 
     /// <summary>Builds the model with uninitialised-for-inference weights directly on
     /// <paramref name="device"/> in <paramref name="dtype"/> (default CPU, float32).</summary>
@@ -58,15 +53,9 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         _queryTokens = new Parameter(
             zeros(1, config.NumQueryTokens, config.QformerConfig.HiddenSize, dtype: DType, device: Device), requires_grad: false);
         _qformer = new QFormerModel(config.QformerConfig, Device, DType);
-        _languageModel = config.TextConfig switch
-        {
-            OptConfig opt => new OptForCausalLM(opt, Device, DType),
-            T5Config t5 => new T5ForConditionalGeneration(t5, Device, DType),
-            var other => throw new NotSupportedException(
-                $"BLIP-2 with text_config.model_type \"{other.ModelType}\" is not implemented yet; supported: opt, t5."),
-        };
-        int lmWidth = config.TextConfig switch { OptConfig o => o.HiddenSize, T5Config t => t.DModel, _ => 0 };
-        _languageProjection = Uninitialized.Linear(config.QformerConfig.HiddenSize, lmWidth, device: Device, dtype: DType);
+        _languageModel = QueryPrefixedLanguageModel.Build(config.TextConfig, "BLIP-2", Device, DType, typeof(OptConfig), typeof(T5Config));
+        _languageProjection = Uninitialized.Linear(config.QformerConfig.HiddenSize, QueryPrefixedLanguageModel.Width(config.TextConfig), device: Device, dtype: DType);
+        _bridge = new QueryPrefixedLanguageModel(_languageModel, config.TextConfig, config.NumQueryTokens, config.ImageTokenIndex, Device);
         RegisterComponents();
         eval();
         foreach (var p in parameters()) p.requires_grad = false;
@@ -114,8 +103,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// (queries included in the original layout) leaves room for, or null when the language model has no
     /// position limit (T5's relative positions). OPT's learned positions end at <c>max_position_embeddings</c>;
     /// the last new token is never fed back, so it needs no position.</summary>
-    public int? NewTokenBudget(int promptPositions) =>
-        Config.TextConfig is OptConfig opt ? Math.Max(0, opt.MaxPositionEmbeddings - promptPositions + 1) : null;
+    public int? NewTokenBudget(int promptPositions) => _bridge.NewTokenBudget(promptPositions);
 
     /// <summary>Runs the whole model once (no generation) and returns every step's output.</summary>
     /// <param name="pixelValues">(B, 3, H, W) preprocessed images.</param>
@@ -130,22 +118,8 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var vision = EncodeImage(pixelValues);                                          // step 1
         var queries = RunQFormer(vision.LastHiddenState);                               // step 2
         var projected = _languageProjection.forward(queries);                           // step 3
-        var (embeds, mask) = BuildLanguageInputs(projected, inputIds, attentionMask);
-        Tensor logits;
-        Tensor? encoderHidden = null;
-        if (T5 is { } t5)
-        {
-            // Encoder-decoder: [queries; prompt] go to the ENCODER; the decoder reads them by cross-attention.
-            encoderHidden = t5.Encode(embeds, mask);
-            var decoderIds = decoderInputIds?.to(ScalarType.Int64, Device)
-                             ?? Scalars.Full([embeds.shape[0], 1], (long)(t5.Config.DecoderStartTokenId ?? t5.Config.PadTokenId), ScalarType.Int64, Device);
-            using var session = new T5DecoderSession(t5, encoderHidden, mask);
-            logits = session.Forward(t5.Embed(decoderIds), ones_like(decoderIds), null);
-        }
-        else
-        {
-            logits = LanguageModel.Forward(embeds, mask, null);
-        }
+        var (embeds, mask) = _bridge.BuildInputs(projected, inputIds, attentionMask);
+        var (logits, encoderHidden) = _bridge.Forward(embeds, mask, decoderInputIds);
         var output = new Blip2ForwardOutput(vision.LastHiddenState, vision.PoolerOutput, queries, projected, embeds, mask, logits, encoderHidden);
         foreach (var t in output.ByReferenceName.Values) t.MoveToOuterDisposeScope();
         return output;
@@ -180,54 +154,8 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var (embeds, mask) = LanguageInputs(pixelValues, inputIds, attentionMask);
-        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken);
-
-        var text = (OptConfig)Config.TextConfig;
-        bool legacy = Config.ImageTokenIndex is null;
-        int prompt = (int)embeds.shape[1];
-        // Blip2ForConditionalGeneration.generate shifts max/min_length by the queries in the original
-        // layout; transformers then subtracts the prompt-embedding length (no input_ids are passed).
-        // Blip2ForConditionalGeneration.generate shifts max_length by Q − 1 and min_length by Q in the original
-        // layout; transformers then counts the whole prompt-embedding length. Neither set: 20 new tokens.
-        int queries = legacy ? Config.NumQueryTokens : 0;
-        var (maxNew, minNew) = options.ResolveLimits(prompt - Math.Max(queries - 1, 0), prompt - queries, defaultMaxNewTokens: 20);
-        if (NewTokenBudget(prompt) is int budget && maxNew > budget)
-            throw new ArgumentException(
-                $"{maxNew} new tokens after {prompt} prompt positions need {prompt + maxNew - 1} positions, but this OPT has " +
-                $"max_position_embeddings = {text.MaxPositionEmbeddings}: ask for at most {budget} new tokens.");
-        var eos = (options.EosTokenIds ?? [text.EosTokenId]).ToArray();
-        long pad = options.PadTokenId ?? text.PadTokenId;
-
-        var request = new GenerationRequest
-        {
-            Model = LanguageModel, PromptEmbeds = embeds, PromptMask = mask, Options = options,
-            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
-        };
-        var output = Generation.Generator.Generate(request);
-        var withBos = output.Sequences.Select(row => row.Prepend(text.BosTokenId).ToArray()).ToArray();
-        return output with { Sequences = withBos };
-    }
-
-    // Encoder-decoder: the encoder runs once; the decoder starts from decoder_start_token_id, which the
-    // output keeps and the repetition penalty sees; max/min_length count decoder ids (start included).
-    private GenerationOutput GenerateEncoderDecoder(T5ForConditionalGeneration t5, Tensor embeds, Tensor mask, GenerationOptions options,
-        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
-    {
-        var config = t5.Config;
-        long start = config.DecoderStartTokenId ?? config.PadTokenId;
-        var (maxNew, minNew) = options.ResolveLimits(maxLengthCounts: 1, minLengthCounts: 1);   // the start token
-        var eos = (options.EosTokenIds ?? [config.EosTokenId]).ToArray();
-        long pad = options.PadTokenId ?? config.PadTokenId;
-        var encoderHidden = t5.Encode(embeds, mask);
-        using var session = new T5DecoderSession(t5, encoderHidden, mask);
-        var startIds = Scalars.Full([embeds.shape[0], 1], start, ScalarType.Int64, Device);
-        var request = new GenerationRequest
-        {
-            Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds, Options = options,
-            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
-        };
-        var output = Generation.Generator.Generate(request);
-        return output with { Sequences = output.Sequences.Select(row => row.Prepend(start).ToArray()).ToArray() };
+        long bos = Config.TextConfig is OptConfig opt ? opt.BosTokenId : 0;   // decoder-only: BOS goes in front of the new tokens
+        return _bridge.Generate(embeds, mask, options, bos, decode, onTokens, cancellationToken);
     }
 
     /// <summary>Logits of a decoder-only BLIP-2 with autograd enabled (no inference mode): for training or
@@ -242,7 +170,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     private (Tensor Embeds, Tensor Mask) LanguageInputs(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask)
     {
         var vision = EncodeImage(pixelValues);
-        return BuildLanguageInputs(_languageProjection.forward(RunQFormer(vision.LastHiddenState)), inputIds, attentionMask);
+        return _bridge.BuildInputs(_languageProjection.forward(RunQFormer(vision.LastHiddenState)), inputIds, attentionMask);
     }
 
     /// <summary>Step 1: the frozen image encoder.</summary>
@@ -258,40 +186,5 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         using var scope = NewDisposeScope();
         var queryTokens = _queryTokens.expand(imageEmbeds.shape[0], -1, -1);
         return _qformer.Forward(queryTokens, imageEmbeds, Config.NumQueryTokens).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>Step 3 (after the projection): the LM's input embeddings and mask, in the layout the
-    /// config selects. With <c>image_token_index</c> the query embeddings replace the image tokens'
-    /// embeddings row-major (upstream's boolean-index assignment); otherwise (the original layout) they
-    /// are concatenated in front of the prompt and the mask gains Q ones.</summary>
-    internal (Tensor Embeds, Tensor Mask) BuildLanguageInputs(Tensor projected, Tensor inputIds, Tensor? attentionMask)
-    {
-        using var scope = NewDisposeScope();
-        long b = projected.shape[0];
-        Shape.Require(inputIds, "input_ids", b, -1);
-        if (inputIds.dtype != ScalarType.Int64) throw new ArgumentException($"input_ids must be int64, not {inputIds.dtype}.", nameof(inputIds));
-        int vocab = VocabSize;
-        if (inputIds.numel() > 0 && (inputIds.min().item<long>() < 0 || inputIds.max().item<long>() >= vocab))
-            throw new ArgumentException($"input_ids must lie in [0, {vocab}); got [{inputIds.min().item<long>()}, {inputIds.max().item<long>()}].", nameof(inputIds));
-        var ids = inputIds.to(Device);
-        var mask = attentionMask is null ? ones_like(ids) : attentionMask.to(ScalarType.Int64, Device);
-        Shape.Require(mask, "attention_mask", ids.shape[0], ids.shape[1]);
-        var embeds = EmbedText(ids);
-        if (Config.ImageTokenIndex is int imageToken)
-        {
-            var isImage = ids.EqualTo(imageToken);                                              // (B, T)
-            var perRow = isImage.sum(1);
-            if (!perRow.EqualTo(Config.NumQueryTokens).all().item<bool>())
-                throw new ArgumentException(
-                    $"Each row of input_ids must hold exactly {Config.NumQueryTokens} image tokens (id {imageToken}); got [{string.Join(", ", perRow.data<long>().ToArray())}].",
-                    nameof(inputIds));
-            embeds = embeds.masked_scatter(isImage.unsqueeze(-1).expand_as(embeds), projected.to(embeds.dtype));
-        }
-        else
-        {
-            embeds = cat([projected.to(embeds.dtype), embeds], 1);                          // (B, Q + T, E)
-            mask = cat([ones(b, projected.shape[1], ScalarType.Int64, Device), mask], 1);   // (B, Q + T)
-        }
-        return (embeds.MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope());
     }
 }

@@ -51,6 +51,7 @@ internal sealed class TextConfigConverter : JsonConverter<TextConfig>
                 "mosaic_gpt" => element.Deserialize<Mpt.MosaicGptConfig>(options),
                 "t5" => element.Deserialize<T5.T5Config>(options),
                 "gpt_neox" => element.Deserialize<GptNeoX.GptNeoXConfig>(options),
+                "llama" => element.Deserialize<Llama.LlamaConfig>(options),
                 _ => element.Deserialize<UnsupportedTextConfig>(options),
             };
         }

@@ -60,11 +60,14 @@ public sealed record T5Config : TextConfig
     /// <summary>Whether the FFN is gated (wi_0, wi_1).</summary>
     [JsonIgnore] public bool Gated => FeedForwardProj.StartsWith("gated-", StringComparison.Ordinal);
 
-    /// <summary>The FFN activation ("gated-gelu" means gelu_new, as upstream maps it).</summary>
+    /// <summary>The FFN activation: <c>dense_act_fn</c> when the file has it (T5Config derives it from
+    /// <c>feed_forward_proj</c>, then the explicit key overrides it: the published InstructBLIP Flan-T5 configs say
+    /// "gelu" beside "gated-gelu"), else derived ("gated-gelu" means gelu_new, as upstream maps it).</summary>
     [JsonIgnore] public string Activation
     {
         get
         {
+            if (DenseActFn is { } explicitAct) return explicitAct;
             var act = Gated ? FeedForwardProj["gated-".Length..] : FeedForwardProj;
             return act == "gelu" ? "gelu_new" : act;
         }

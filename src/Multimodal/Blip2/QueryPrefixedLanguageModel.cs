@@ -1,0 +1,167 @@
+using Multimodal.Common;
+using Multimodal.Generation;
+using Multimodal.Language;
+using Multimodal.Language.Llama;
+using Multimodal.Language.Opt;
+using Multimodal.Language.T5;
+
+namespace Multimodal.Blip2;
+
+/// <summary>The half BLIP-2 and InstructBLIP share after the Q-Former: the projected queries enter the language
+/// model in front of (or in place of the image tokens in) the prompt, and the wrappers' <c>forward</c> and
+/// <c>generate</c> drive a decoder-only or an encoder-decoder language model the way transformers'
+/// <c>Blip2ForConditionalGeneration</c> / <c>InstructBlipForConditionalGeneration</c> do.</summary>
+/// <param name="languageModel">the wrapper's <c>language_model</c> module.</param>
+/// <param name="text">its config.</param>
+/// <param name="numQueries">Q, the query tokens.</param>
+/// <param name="imageTokenIndex">the image token of the processor-expanded layout, or null (queries in front).</param>
+/// <param name="device">where inputs go.</param>
+internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextConfig text, int numQueries, int? imageTokenIndex, Device device)
+{
+    /// <summary>Builds the family's language model for <paramref name="text"/>.</summary>
+    /// <param name="text">the text config.</param>
+    /// <param name="wrapper">the wrapper's name, for the error.</param>
+    /// <param name="device">where to build.</param>
+    /// <param name="dtype">parameter dtype.</param>
+    /// <param name="supported">the text config types this wrapper takes (upstream's own list).</param>
+    public static nn.Module Build(TextConfig text, string wrapper, Device device, ScalarType dtype, params Type[] supported)
+    {
+        if (!supported.Contains(text.GetType()))
+            throw new NotSupportedException($"{wrapper} with text_config.model_type \"{text.ModelType}\" is not implemented; supported: " +
+                string.Join(", ", supported.Select(t => t.Name.Replace("Config", "").ToLowerInvariant())) + ".");
+        return text switch
+        {
+            OptConfig opt => new OptForCausalLM(opt, device, dtype),
+            T5Config t5 => new T5ForConditionalGeneration(t5, device, dtype),
+            LlamaConfig llama => new LlamaForCausalLM(llama, device, dtype),
+            _ => throw new NotSupportedException($"text_config.model_type \"{text.ModelType}\""),
+        };
+    }
+
+    /// <summary>The language model's width, which the projection maps the queries to.</summary>
+    public static int Width(TextConfig text) => text switch
+    {
+        OptConfig o => o.HiddenSize, T5Config t => t.DModel, LlamaConfig l => l.HiddenSize, _ => 0,
+    };
+
+    public ICausalLanguageModel LanguageModel => languageModel as ICausalLanguageModel
+        ?? throw new InvalidOperationException("This model has an encoder-decoder language model.");
+
+    public T5ForConditionalGeneration? T5 => languageModel as T5ForConditionalGeneration;
+
+    private Tensor EmbedText(Tensor ids) => T5?.Embed(ids) ?? LanguageModel.EmbedTokens(ids);
+
+    private int VocabSize => text switch { OptConfig o => o.VocabSize, T5Config t => t.VocabSize, LlamaConfig l => l.VocabSize, _ => int.MaxValue };
+
+    /// <summary>The most new tokens a prompt of <paramref name="promptPositions"/> positions leaves room for: OPT's
+    /// learned positions end at <c>max_position_embeddings</c> (the last new token is never fed back); null otherwise.</summary>
+    public int? NewTokenBudget(int promptPositions) =>
+        text is OptConfig opt ? Math.Max(0, opt.MaxPositionEmbeddings - promptPositions + 1) : null;
+
+    /// <summary>The language model's input embeddings and mask, in the layout the config selects. With an image
+    /// token the query embeddings replace the image tokens' embeddings row-major (upstream's boolean-index
+    /// assignment); otherwise they are concatenated in front of the prompt and the mask gains Q ones.</summary>
+    public (Tensor Embeds, Tensor Mask) BuildInputs(Tensor projected, Tensor inputIds, Tensor? attentionMask)
+    {
+        using var scope = NewDisposeScope();
+        long b = projected.shape[0];
+        Shape.Require(inputIds, "input_ids", b, -1);
+        if (inputIds.dtype != ScalarType.Int64) throw new ArgumentException($"input_ids must be int64, not {inputIds.dtype}.", nameof(inputIds));
+        int vocab = VocabSize;
+        if (inputIds.numel() > 0 && (inputIds.min().item<long>() < 0 || inputIds.max().item<long>() >= vocab))
+            throw new ArgumentException($"input_ids must lie in [0, {vocab}); got [{inputIds.min().item<long>()}, {inputIds.max().item<long>()}].", nameof(inputIds));
+        var ids = inputIds.to(device);
+        var mask = attentionMask is null ? ones_like(ids) : attentionMask.to(ScalarType.Int64, device);
+        Shape.Require(mask, "attention_mask", ids.shape[0], ids.shape[1]);
+        var embeds = EmbedText(ids);
+        if (imageTokenIndex is int imageToken)
+        {
+            var isImage = ids.EqualTo(imageToken);                                              // (B, T)
+            var perRow = isImage.sum(1);
+            if (!perRow.EqualTo(numQueries).all().item<bool>())
+                throw new ArgumentException(
+                    $"Each row of input_ids must hold exactly {numQueries} image tokens (id {imageToken}); got [{string.Join(", ", perRow.data<long>().ToArray())}].",
+                    nameof(inputIds));
+            embeds = embeds.masked_scatter(isImage.unsqueeze(-1).expand_as(embeds), projected.to(embeds.dtype));
+        }
+        else
+        {
+            embeds = cat([projected.to(embeds.dtype), embeds], 1);                          // (B, Q + T, E)
+            mask = cat([ones(b, projected.shape[1], ScalarType.Int64, device), mask], 1);   // (B, Q + T)
+        }
+        return (embeds.MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>The wrapper's <c>forward</c> past the inputs: logits, and for T5 the encoder output. LLaMA runs with
+    /// upstream <c>forward()</c>'s positions (0 … L−1, padding counted), not generation's.</summary>
+    public (Tensor Logits, Tensor? EncoderHidden) Forward(Tensor embeds, Tensor mask, Tensor? decoderInputIds)
+    {
+        if (T5 is { } t5)
+        {
+            // Encoder-decoder: [queries; prompt] go to the ENCODER; the decoder reads them by cross-attention.
+            var encoderHidden = t5.Encode(embeds, mask);
+            var decoderIds = decoderInputIds?.to(ScalarType.Int64, device)
+                             ?? Scalars.Full([embeds.shape[0], 1], (long)(t5.Config.DecoderStartTokenId ?? t5.Config.PadTokenId), ScalarType.Int64, device);
+            using var session = new T5DecoderSession(t5, encoderHidden, mask);
+            return (session.Forward(t5.Embed(decoderIds), ones_like(decoderIds), null), encoderHidden);
+        }
+        if (languageModel is LlamaForCausalLM llama) return (llama.ForwardSequential(embeds, mask), null);
+        return (LanguageModel.Forward(embeds, mask, null), null);
+    }
+
+    /// <summary>Generation as the wrappers' <c>generate</c>: the language model is driven by the prompt embeddings;
+    /// a decoder-only model's new tokens get <paramref name="prependedId"/> in front; T5's start from
+    /// <c>decoder_start_token_id</c>.</summary>
+    public GenerationOutput Generate(Tensor embeds, Tensor mask, GenerationOptions options, long prependedId,
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    {
+        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken);
+        bool legacy = imageTokenIndex is null;
+        int prompt = (int)embeds.shape[1];
+        // The wrappers shift max_length by Q − 1 and min_length by Q in the original layout; transformers then
+        // counts the whole prompt-embedding length (no input_ids are passed). Neither set: 20 new tokens.
+        int queries = legacy ? numQueries : 0;
+        var (maxNew, minNew) = options.ResolveLimits(prompt - Math.Max(queries - 1, 0), prompt - queries, defaultMaxNewTokens: 20);
+        if (NewTokenBudget(prompt) is int budget && maxNew > budget)
+            throw new ArgumentException(
+                $"{maxNew} new tokens after {prompt} prompt positions need {prompt + maxNew - 1} positions, but this OPT has " +
+                $"max_position_embeddings = {((OptConfig)text).MaxPositionEmbeddings}: ask for at most {budget} new tokens.");
+        var (eosDefault, padDefault) = text switch
+        {
+            OptConfig o => ((long)o.EosTokenId, (long)o.PadTokenId),
+            LlamaConfig l => (l.EosTokenId, (long)(l.PadTokenId ?? l.EosTokenId)),
+            _ => throw new NotSupportedException(text.ModelType),
+        };
+        var eos = (options.EosTokenIds ?? [eosDefault]).ToArray();
+        long pad = options.PadTokenId ?? padDefault;
+        var request = new GenerationRequest
+        {
+            Model = LanguageModel, PromptEmbeds = embeds, PromptMask = mask, Options = options,
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+        };
+        var output = Generation.Generator.Generate(request);
+        return output with { Sequences = output.Sequences.Select(row => row.Prepend(prependedId).ToArray()).ToArray() };
+    }
+
+    // Encoder-decoder: the encoder runs once; the decoder starts from decoder_start_token_id, which the
+    // output keeps and the repetition penalty sees; max/min_length count decoder ids (start included).
+    private GenerationOutput GenerateEncoderDecoder(T5ForConditionalGeneration t5, Tensor embeds, Tensor mask, GenerationOptions options,
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    {
+        var config = t5.Config;
+        long start = config.DecoderStartTokenId ?? config.PadTokenId;
+        var (maxNew, minNew) = options.ResolveLimits(maxLengthCounts: 1, minLengthCounts: 1);   // the start token
+        var eos = (options.EosTokenIds ?? [config.EosTokenId]).ToArray();
+        long pad = options.PadTokenId ?? config.PadTokenId;
+        var encoderHidden = t5.Encode(embeds, mask);
+        using var session = new T5DecoderSession(t5, encoderHidden, mask);
+        var startIds = Scalars.Full([embeds.shape[0], 1], start, ScalarType.Int64, device);
+        var request = new GenerationRequest
+        {
+            Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds, Options = options,
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+        };
+        var output = Generation.Generator.Generate(request);
+        return output with { Sequences = output.Sequences.Select(row => row.Prepend(start).ToArray()).ToArray() };
+    }
+}
