@@ -74,7 +74,9 @@ public sealed record Blip2Config : PretrainedConfig
     {
         var config = Read<Blip2Config>(path);
         if (config.ModelType != "blip-2")
-            throw new ConfigException(path, $"model_type is \"{config.ModelType}\"; a BLIP-2 checkpoint has \"blip-2\".");
+            throw new ConfigException(path, config.ModelType == "instructblip"
+                ? "model_type is \"instructblip\": this is an InstructBLIP checkpoint, not BLIP-2; load it with InstructBlipForConditionalGeneration."
+                : $"model_type is \"{config.ModelType}\"; a BLIP-2 checkpoint has \"blip-2\".");
         config = config.Normalize();
         config.Validate(path);
         return config;
@@ -109,6 +111,10 @@ public sealed record Blip2Config : PretrainedConfig
                     .Vocabulary("text_config.vocab_size", opt.VocabSize)
                     .Vocabulary("text_config.max_position_embeddings", opt.MaxPositionEmbeddings)
                     .Id("image_token_index", ImageTokenIndex, opt.VocabSize);
+                break;
+            case Language.Llama.LlamaConfig llama:
+                llama.Validate(checks);
+                checks.Id("image_token_index", ImageTokenIndex, llama.VocabSize);
                 break;
             case Language.T5.T5Config t:
                 checks.Size("text_config.d_model", t.DModel).Size("text_config.d_kv", t.DKv).Size("text_config.num_heads", t.NumHeads)

@@ -23,7 +23,11 @@ internal static class Blip2KeyMap
         return tied;
     }
 
-    public static WeightMap For(Blip2Config config) => new()
+    public static WeightMap For(Blip2Config config) => ForLanguageModel(config.Normalize().TextConfig);
+
+    /// <summary>The map of a BLIP-2-family wrapper (BLIP-2, InstructBLIP) around this language model: the ViT's legacy
+    /// bias layout, and the language model's tied weights.</summary>
+    public static WeightMap ForLanguageModel(Language.TextConfig text) => new()
     {
         Composites =
         [
@@ -35,8 +39,12 @@ internal static class Blip2KeyMap
                 parts => cat([parts[0], zeros_like(parts[1]), parts[1]]),
                 shapes => shapes[0].Length == 1 && shapes[0].SequenceEqual(shapes[1]) ? [3 * shapes[0][0]] : [-1]),
         ],
-        Tied = config.UseDecoderOnlyLanguageModel
-            ? config.TieWordEmbeddings ? new Dictionary<string, string> { [LmHead] = EmbedTokens } : new Dictionary<string, string>()
-            : T5Tied(config.TieWordEmbeddings),
+        Tied = text switch
+        {
+            Language.T5.T5Config t5 => T5Tied(t5.TieWordEmbeddings),
+            Language.Opt.OptConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { [LmHead] = EmbedTokens },
+            Language.Llama.LlamaConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { [LmHead] = "language_model.model.embed_tokens.weight" },
+            _ => new Dictionary<string, string>(),
+        },
     };
 }

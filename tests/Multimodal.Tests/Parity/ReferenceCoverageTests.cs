@@ -12,7 +12,7 @@ public sealed class ReferenceCoverageTests
     public static TheoryData<string> Cases => FixtureCase.Ids();
 
     /// <summary>Families whose generation variants a parity test runs.</summary>
-    private static readonly HashSet<string> GeneratingFamilies = ["blip2", "flamingo", "idefics"];
+    private static readonly HashSet<string> GeneratingFamilies = ["blip2", "flamingo", "idefics", "instructblip"];
 
     [SkippableTheory]
     [MemberData(nameof(Cases))]

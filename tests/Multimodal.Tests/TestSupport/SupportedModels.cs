@@ -13,6 +13,7 @@ public static class SupportedModels
         "open_clip.model.CLIP/.visual: open_clip.transformer.VisionTransformer", "transformers.MptForCausalLM", "transformers.GPTNeoXForCausalLM",
         "IdeficsForVisionText2Text", "IdeficsModel", "IdeficsVisionTransformer", "IdeficsPerceiverResampler",
         "IdeficsGatedCrossAttentionLayer", "IdeficsDecoderLayer",
+        "InstructBlipForConditionalGeneration", "InstructBlipVisionModel", "InstructBlipQFormerModel", "LlamaForCausalLM",
     ];
 
     // Manifests may add a note in parentheses after the class ("transformers.MptForCausalLM (HF port ...)").
