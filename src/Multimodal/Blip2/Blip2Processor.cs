@@ -33,11 +33,17 @@ public sealed class Blip2Processor
 
     /// <summary>Creates a processor for a model configuration.</summary>
     public Blip2Processor(BlipImageProcessor imageProcessor, ITextTokenizer tokenizer, Blip2Config config)
+        : this(imageProcessor, tokenizer, config.ImageTokenIndex, config.NumQueryTokens)
+    {
+    }
+
+    /// <summary>The same prompt layout for another BLIP-2-family model (InstructBLIP).</summary>
+    internal Blip2Processor(BlipImageProcessor imageProcessor, ITextTokenizer tokenizer, int? imageTokenIndex, int numQueryTokens)
     {
         ImageProcessor = imageProcessor;
         Tokenizer = tokenizer;
-        _imageToken = config.ImageTokenIndex;
-        _queryTokens = config.NumQueryTokens;
+        _imageToken = imageTokenIndex;
+        _queryTokens = numQueryTokens;
         // T5's tokenizer pads on the right (its encoder is bidirectional); OPT prompts are left-padded so
         // generation continues from the last position.
         _rightPadding = tokenizer is T5SentencePieceTokenizer;

@@ -22,20 +22,23 @@ public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
     /// <summary>BOS id.</summary>
     public long BosTokenId { get; }
 
-    private LlamaSentencePieceTokenizer(LlamaTokenizer sp, SentencePieceBpe encoder, Dictionary<string, int> added, long? pad)
+    private LlamaSentencePieceTokenizer(LlamaTokenizer sp, SentencePieceBpe encoder, Dictionary<string, int> added, long? pad, string bosToken)
     {
         _sp = sp;
         _encoder = encoder;
         _added = added;
         _addedById = added.ToDictionary(kv => (long)kv.Value, kv => kv.Key);
         SpecialIds = added.Values.Select(v => (long)v).ToHashSet();
-        BosTokenId = added["<s>"];
+        BosTokenId = added.TryGetValue(bosToken, out var bos) ? bos
+            : throw new InvalidDataException($"bos_token \"{bosToken}\" is not a token of this tokenizer.");
         PadTokenId = pad;
     }
 
     /// <summary>Reads <c>tokenizer.model</c>; <paramref name="additionalTokens"/> are appended after the
-    /// vocabulary (IDEFICS: <c>&lt;fake_token_around_image&gt;</c> = 32000, <c>&lt;image&gt;</c> = 32001).</summary>
-    public static LlamaSentencePieceTokenizer FromModel(string path, IReadOnlyList<string>? additionalTokens = null, string? padToken = null)
+    /// vocabulary (IDEFICS: <c>&lt;fake_token_around_image&gt;</c> = 32000, <c>&lt;image&gt;</c> = 32001);
+    /// <paramref name="bosToken"/> is the token prepended to every prompt (InstructBLIP's Vicuna tokenizer uses &lt;/s&gt;).</summary>
+    public static LlamaSentencePieceTokenizer FromModel(string path, IReadOnlyList<string>? additionalTokens = null, string? padToken = null,
+        string bosToken = "<s>")
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"SentencePiece model '{path}' does not exist.", path);
         var specials = new Dictionary<string, int> { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
@@ -57,7 +60,7 @@ public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
         foreach (var token in additionalTokens ?? [])
             added.TryAdd(token, next++);
         long? pad = padToken is not null && added.TryGetValue(padToken, out var p) ? p : null;
-        return new LlamaSentencePieceTokenizer(sp, encoder, added, pad);
+        return new LlamaSentencePieceTokenizer(sp, encoder, added, pad, bosToken);
     }
 
     internal SentencePieceBpe Encoder => _encoder;
