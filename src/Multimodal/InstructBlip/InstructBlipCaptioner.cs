@@ -1,0 +1,93 @@
+using Multimodal.Common;
+using Multimodal.Generation;
+using Multimodal.Loading;
+using Multimodal.Processing;
+
+namespace Multimodal.InstructBlip;
+
+/// <summary>The one-stop InstructBLIP API: load a checkpoint folder (Salesforce/instructblip-vicuna-7b, -flan-t5-xl, …),
+/// then ask about images — the instruction goes to both the Q-Former and the language model, as upstream's processor
+/// sends it — batched or streamed.</summary>
+/// <remarks>Thread-safe like <see cref="Blip2.Blip2Captioner"/>: calls run one at a time, so N concurrent calls give what
+/// N sequential calls give; disposing waits for the call in progress.</remarks>
+/// <example>
+/// <code>
+/// using var model = InstructBlipCaptioner.FromPretrained("instructblip-vicuna-7b");
+/// var answer = await model.AskAsync("photo.jpg", "What is unusual about this image?");
+/// </code>
+/// </example>
+public sealed class InstructBlipCaptioner : IDisposable
+{
+    private readonly CallGate _gate = new();
+
+    /// <summary>The model.</summary>
+    public InstructBlipForConditionalGeneration Model { get; }
+
+    /// <summary>Image processor and both tokenizers.</summary>
+    public InstructBlipProcessor Processor { get; }
+
+    /// <summary>Upper bound on decoded image pixels (decompression bombs are refused).</summary>
+    public long MaxImagePixels { get; init; } = ImageDecoder.DefaultMaxPixels;
+
+    /// <summary>Combines a loaded model and its processor.</summary>
+    public InstructBlipCaptioner(InstructBlipForConditionalGeneration model, InstructBlipProcessor processor)
+    {
+        Model = model;
+        Processor = processor;
+    }
+
+    /// <summary>Loads an InstructBLIP folder (config, weights, generation defaults, processor and tokenizer files), or a
+    /// hub id in the local Hugging Face cache.</summary>
+    /// <exception cref="ConfigException">a config file is malformed or not InstructBLIP.</exception>
+    /// <exception cref="CheckpointException">the weights are malformed or do not match the config.</exception>
+    public static InstructBlipCaptioner FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
+        IProgress<LoadProgress>? progress = null, string? revision = null)
+    {
+        string resolved = HubCache.Resolve(folder, revision);
+        return Ownership.DisposeOnFailure(InstructBlipForConditionalGeneration.FromPretrained(resolved, device, dtype, progress),
+            model => new InstructBlipCaptioner(model, InstructBlipProcessor.FromFolder(resolved, model.Config)));
+    }
+
+    /// <summary>This captioner as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the captioner keeps owning the model).</summary>
+    public InstructBlipChatClient AsChatClient(string? modelId = null) => new(this, modelId);
+
+    /// <summary>Answers an instruction about an image file ("Describe this image in detail.", a question…).</summary>
+    public Task<TextResult> AskAsync(string imagePath, string instruction, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        AskAsync(ImageDecoder.Decode(imagePath, MaxImagePixels), instruction, options, cancellationToken);
+
+    /// <summary>Answers an instruction about a decoded image.</summary>
+    public async Task<TextResult> AskAsync(DecodedImage image, string instruction, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        (await AskAsync([image], [instruction], options, cancellationToken).ConfigureAwait(false))[0];
+
+    /// <summary>Answers a batch (one instruction per image); each row gets what it gets alone.</summary>
+    public Task<IReadOnlyList<TextResult>> AskAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        _gate.RunAsync(() => Generate(images, instructions, options ?? new GenerationOptions(), null, cancellationToken), cancellationToken);
+
+    /// <summary>Streams text pieces and, last, a chunk with the whole <see cref="TextResult"/>. Greedy or sampling only;
+    /// stopping the enumeration stops the generation.</summary>
+    public IAsyncEnumerable<TextChunk> StreamAsync(DecodedImage image, string instruction, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new GenerationOptions();
+        if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
+            throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
+        return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
+            (onTokens, token) => Generate([image], [instruction], options, onTokens, token)[0], cancellationToken);
+    }
+
+    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions, GenerationOptions options,
+        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    {
+        using var scope = NewDisposeScope();
+        using var inputs = Processor.Process(images, instructions);
+        using var output = Model.Generate(inputs.PixelValues, inputs.QformerInputIds, inputs.QformerAttentionMask, inputs.InputIds, inputs.AttentionMask,
+            options, ids => Processor.Tokenizer.Decode(ids), onTokens, cancellationToken);
+        var promptTokens = inputs.AttentionMask.sum(1).data<long>().ToArray();
+        int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
+        return output.Sequences.Select((ids, i) => new TextResult(Processor.Tokenizer.Decode(ids).Trim(), ids, output.Scores[i],
+            output.FinishReasons[i], queries + (int)promptTokens[i], output.NewTokens[i])).ToList();
+    }
+
+    /// <summary>Waits for the call in progress, then frees the model.</summary>
+    public void Dispose() => _gate.Close(Model.Dispose);
+}
