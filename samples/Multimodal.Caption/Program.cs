@@ -13,6 +13,7 @@ using System.Text.Json;
 using Multimodal.Blip2;
 using Multimodal.Flamingo;
 using Multimodal.Idefics;
+using Multimodal.InstructBlip;
 using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Loading;
@@ -38,7 +39,7 @@ var matchTexts = new Option<string[]>("--match") { Description = "retrieval chec
 var imagePart = new Option<string[]>("--image") { Description = "Flamingo/IDEFICS: an image part of the interleaved prompt (repeatable, order kept)" };
 var textPart = new Option<string[]>("--text") { Description = "Flamingo/IDEFICS: a text part of the interleaved prompt (repeatable, order kept)" };
 
-var root = new RootCommand("Caption images or answer questions about them with BLIP-2, OpenFlamingo or IDEFICS, in .NET.")
+var root = new RootCommand("Caption images or answer questions about them with BLIP-2, InstructBLIP, OpenFlamingo or IDEFICS, in .NET.")
 {
     model, revision, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype, imagePart, textPart, matchTexts,
 };
@@ -85,6 +86,9 @@ root.SetAction(async (parse, cancellationToken) =>
         options.Validate();
         if (IsInterleavedModel(folder))
             return await RunInterleavedAsync(folder, args, options, parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+        if (ModelType(folder) == "instructblip")
+            return await RunInstructBlipAsync(folder, files, parse.GetValue(question) ?? parse.GetValue(prompt) ?? "", options,
+                parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
         if (IsRetrievalModel(folder))
             return await RunRetrievalAsync(folder, files, parse.GetValue(matchTexts) ?? [], parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
     }
@@ -239,6 +243,63 @@ static async Task<int> RunRetrievalAsync(string folder, string[] files, string[]
     catch (Exception e) when (IsUserError(e))
     {
         return Fail(e);
+    }
+}
+
+// InstructBLIP: the question (or prompt) is the instruction, sent to the Q-Former and the language model; with
+// neither, the captioning instruction of the InstructBLIP paper's templates.
+static async Task<int> RunInstructBlipAsync(string folder, string[] files, string instruction, GenerationOptions options,
+    string deviceName, string dtypeName, CancellationToken cancellationToken)
+{
+    if (files.Length == 0)
+    {
+        Console.Error.WriteLine("error: give at least one image file (see --help).");
+        return 2;
+    }
+    if (instruction.Length == 0) instruction = "A short image caption:";
+    try
+    {
+        var decoded = files.Select(f => (File: f, Image: ImageDecoder.Decode(f))).ToList();
+        using var model = InstructBlipCaptioner.FromPretrained(folder, DeviceCheck.Parse(deviceName), ParseDtype(dtypeName), new ConsoleProgress());
+        foreach (var (file, image) in decoded)
+        {
+            Console.Write($"{file}: ");
+            TextResult? result = null;
+            if (options.WithDefaults(model.Model.GenerationConfig).NumBeams == 1)
+                await foreach (var chunk in model.StreamAsync(image, instruction, options, cancellationToken))
+                {
+                    if (chunk.Result is { } done) result = done;
+                    Console.Write(chunk.Text);
+                }
+            else
+            {
+                result = (await model.AskAsync(image, instruction, options, cancellationToken));
+                Console.Write(result.Text);
+            }
+            Console.WriteLine();
+            if (result is not null) WarnIfCut(file, result);
+        }
+        return 0;
+    }
+    catch (Exception e) when (IsUserError(e))
+    {
+        return Fail(e);
+    }
+}
+
+static string? ModelType(string folder)
+{
+    string config = Path.Combine(folder, "config.json");
+    if (!File.Exists(config)) return null;
+    try
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(config));
+        return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model_type", out var t) && t.ValueKind == JsonValueKind.String
+            ? t.GetString() : null;
+    }
+    catch (JsonException)
+    {
+        return null;
     }
 }
 

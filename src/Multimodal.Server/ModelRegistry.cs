@@ -75,7 +75,7 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
         }
     }, stoppingToken);
 
-    // The family comes from config.json: BLIP-2 and IDEFICS name theirs in model_type; an OpenFlamingo folder is
+    // The family comes from config.json: BLIP-2, InstructBLIP and IDEFICS name theirs in model_type; an OpenFlamingo folder is
     // the composition of its parts.
     private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
     {
@@ -100,6 +100,9 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
                 var blip2 = Blip2Captioner.FromPretrained(folder, progress: progress, batching: server.MaxBatchSize > 1
                     ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null);
                 return (blip2.AsChatClient(entry.Name), null, blip2);
+            case "instructblip":
+                var instructBlip = InstructBlip.InstructBlipCaptioner.FromPretrained(folder, progress: progress);
+                return (instructBlip.AsChatClient(entry.Name), null, instructBlip);
             case "idefics":
                 var idefics = IdeficsPipeline.FromPretrained(folder, progress: progress);
                 return (idefics.AsChatClient(entry.Name), null, idefics);
