@@ -256,7 +256,7 @@ static async Task<int> RunInstructBlipAsync(string folder, string[] files, strin
         Console.Error.WriteLine("error: give at least one image file (see --help).");
         return 2;
     }
-    if (instruction.Length == 0) instruction = "A short image caption:";
+    if (instruction.Length == 0) instruction = InstructBlipCaptioner.CaptionInstruction;
     try
     {
         var decoded = files.Select(f => (File: f, Image: ImageDecoder.Decode(f))).ToList();

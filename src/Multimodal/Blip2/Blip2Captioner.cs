@@ -17,7 +17,7 @@ namespace Multimodal.Blip2;
 /// var answer = await blip2.AskAsync("cat.jpg", "what is the cat lying on?");
 /// </code>
 /// </example>
-public sealed class Blip2Captioner : IDisposable
+public sealed class Blip2Captioner : IVisionLanguageModel
 {
     private readonly CallGate _gate = new();
     private DynamicBatcher<(DecodedImage Image, string Prompt, GenerationOptions Options), TextResult>? _batcher;
@@ -173,6 +173,14 @@ public sealed class Blip2Captioner : IDisposable
     }
 
     private string Decode(IReadOnlyList<long> ids) => Processor.Tokenizer.Decode(ids);
+
+    Task<TextResult> IVisionLanguageModel.CaptionAsync(DecodedImage image, GenerationOptions? options, CancellationToken cancellationToken) =>
+        CaptionAsync(image, "", options, cancellationToken);
+
+    IAsyncEnumerable<TextChunk> IVisionLanguageModel.StreamAsync(DecodedImage image, string? question, GenerationOptions? options, CancellationToken cancellationToken) =>
+        StreamAsync(image, question is null ? "" : QuestionPrompt(question), options, cancellationToken);
+
+    Microsoft.Extensions.AI.IChatClient IVisionLanguageModel.AsChatClient(string? modelId) => AsChatClient(modelId);
 
     /// <summary>Waits for the call in progress, then frees the model.</summary>
     public void Dispose()

@@ -75,6 +75,25 @@ public abstract record PretrainedConfig
         Converters = { new Language.TextConfigConverter() },
     };
 
+    /// <summary>The <c>model_type</c> of a config file (null when it has none), to pick the family before reading it whole.</summary>
+    /// <exception cref="ConfigException">the file is not a JSON object, or model_type is not a string.</exception>
+    public static string? ReadModelType(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Config file '{path}' does not exist.", path);
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(path));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new ConfigException(path, "the file is not a JSON object.");
+            if (!doc.RootElement.TryGetProperty("model_type", out var type) || type.ValueKind == JsonValueKind.Null) return null;
+            return type.ValueKind == JsonValueKind.String ? type.GetString()
+                : throw new ConfigException(path, $"model_type must be a string, not {type.GetRawText()}.");
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException(path, $"invalid JSON: {e.Message}", e);
+        }
+    }
+
     /// <summary>Reads a config file, turning JSON errors into <see cref="ConfigException"/>s that name the file and key.</summary>
     public static T Read<T>(string path) where T : PretrainedConfig
     {

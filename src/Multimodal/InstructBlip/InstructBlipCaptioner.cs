@@ -16,7 +16,7 @@ namespace Multimodal.InstructBlip;
 /// var answer = await model.AskAsync("photo.jpg", "What is unusual about this image?");
 /// </code>
 /// </example>
-public sealed class InstructBlipCaptioner : IDisposable
+public sealed class InstructBlipCaptioner : IVisionLanguageModel
 {
     private readonly CallGate _gate = new();
 
@@ -50,6 +50,18 @@ public sealed class InstructBlipCaptioner : IDisposable
 
     /// <summary>This captioner as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the captioner keeps owning the model).</summary>
     public InstructBlipChatClient AsChatClient(string? modelId = null) => new(this, modelId);
+
+    /// <summary>The captioning instruction of the InstructBLIP paper's templates, used when none is given.</summary>
+    public const string CaptionInstruction = "A short image caption:";
+
+    /// <summary>Captions an image (the instruction <see cref="CaptionInstruction"/>).</summary>
+    public Task<TextResult> CaptionAsync(DecodedImage image, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        AskAsync(image, CaptionInstruction, options, cancellationToken);
+
+    IAsyncEnumerable<TextChunk> IVisionLanguageModel.StreamAsync(DecodedImage image, string? question, GenerationOptions? options, CancellationToken cancellationToken) =>
+        StreamAsync(image, question ?? CaptionInstruction, options, cancellationToken);
+
+    Microsoft.Extensions.AI.IChatClient IVisionLanguageModel.AsChatClient(string? modelId) => AsChatClient(modelId);
 
     /// <summary>Answers an instruction about an image file ("Describe this image in detail.", a question…).</summary>
     public Task<TextResult> AskAsync(string imagePath, string instruction, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
