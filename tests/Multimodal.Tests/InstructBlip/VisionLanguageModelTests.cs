@@ -48,3 +48,38 @@ public sealed class VisionLanguageModelTests(ITestOutputHelper output)
         Assert.Contains("model_type", flamingo.Message);
     }
 }
+
+/// <summary>InstructBLIP through the user-facing entry points on a folder that runs with the real tokenizers: the
+/// caption sample and the server answer what the façade answers.</summary>
+public sealed class InstructBlipEntryPointTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task The_sample_and_the_server_answer_what_the_facade_answers()
+    {
+        using var folder = InstructBlipFolder.Create();
+        const string question = "What is in the picture?";
+        var options = new Multimodal.Generation.GenerationOptions { MaxNewTokens = 6 };
+        string expected;
+        using (var model = InstructBlipCaptioner.FromPretrained(folder.Path))
+            expected = (await model.AskAsync(Repo.Scene1, question, options)).Text;
+        output.WriteLine($"façade: \"{expected}\"");
+
+        var (code, stdout, stderr) = Repo.Run(Repo.Dotnet, [Repo.CaptionSample, "--model", folder.Path, Repo.Scene1, "--question", question, "--max-new-tokens", "6"],
+            Repo.Root, TimeSpan.FromMinutes(2));
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(0, code);
+        Assert.Equal($"{Repo.Scene1}: {expected}", stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Last().TrimEnd());
+
+        using var factory = new Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactory<Program>().WithWebHostBuilder(b => b
+            .UseSetting("Multimodal:Models:0:Name", "instructblip").UseSetting("Multimodal:Models:0:Path", folder.Path));
+        var client = factory.CreateClient();
+        await Server.ServerFixture.WaitReady(client);
+        string body = "{\"model\":\"instructblip\",\"max_tokens\":6,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\""
+            + Server.ServerFixture.Scene1DataUri + "\"}},{\"type\":\"text\",\"text\":\"" + question + "\"}]}]}";
+        var response = await client.PostAsync("/v1/chat/completions", new StringContent(body, System.Text.Encoding.UTF8, "application/json"));
+        string json = await response.Content.ReadAsStringAsync();
+        output.WriteLine(json);
+        Assert.True(response.IsSuccessStatusCode, json);
+        Assert.Equal(expected, (string?)System.Text.Json.Nodes.JsonNode.Parse(json)!["choices"]![0]!["message"]!["content"]);
+    }
+}
