@@ -42,6 +42,21 @@ public static class StructureAssert
             + (map is null ? "" : $" (through the key map: {composed} keys composed of several published tensors)"));
     }
 
+    /// <summary>Every forward tensor the manifest lists is produced and matches the reference (the loop each family's
+    /// forward test shares; a listed tensor the model does not produce fails the case).</summary>
+    public static void ForwardTensorsMatch(FixtureCase fixture, SafetensorsFile reference, IReadOnlyDictionary<string, Tensor> produced, ITestOutputHelper output)
+    {
+        var forwardNames = fixture.ForwardTensors;
+        Assert.NotEmpty(forwardNames);
+        output.WriteLine($"case {fixture.Id}:");
+        foreach (var name in forwardNames)
+        {
+            Assert.True(produced.ContainsKey(name), $"case {fixture.Id}: the manifest lists {name}, which the forward pass does not produce");
+            using var expected = reference.Read(name);
+            TensorAssert.Close(expected, produced[name], name, output);
+        }
+    }
+
     /// <summary>Both the published diff (<c>config.json</c>) and upstream's full dump (<c>config_full.json</c>)
     /// bind every meaningful key.</summary>
     public static void ConfigKeysAllBound<TConfig>(FixtureCase fixture, ITestOutputHelper output) where TConfig : Common.PretrainedConfig
