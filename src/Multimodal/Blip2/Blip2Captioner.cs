@@ -160,16 +160,8 @@ public sealed class Blip2Captioner : IVisionLanguageModel
         using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode, onTokens, cancellationToken);
         var promptTokens = inputs.AttentionMask.sum(1).data<long>().ToArray();
         int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
-        // Greedy and sampling pad a row that finished early for the steps the others still took; its result is
-        // what it gives alone, so that padding goes (beam search pads as upstream does and is never batched).
-        bool beams = options.WithDefaults(Model.GenerationConfig).NumBeams > 1;
-        int steps = output.NewTokens.Max();
-        return output.Sequences.Select((ids, i) =>
-        {
-            IReadOnlyList<long> row = beams ? ids : ids[..^(steps - output.NewTokens[i])];
-            return new TextResult(Processor.Tokenizer.Decode(row).Trim(), row, output.Scores[i],
-                output.FinishReasons[i], queries + (int)promptTokens[i], output.NewTokens[i]);
-        }).ToList();
+        return TextResult.FromBatch(output, Processor.Tokenizer, promptTokens.Select(p => queries + (int)p).ToList(),
+            beams: options.WithDefaults(Model.GenerationConfig).NumBeams > 1);
     }
 
     private string Decode(IReadOnlyList<long> ids) => Processor.Tokenizer.Decode(ids);

@@ -60,4 +60,22 @@ public sealed record GenerationOutput(long[][] Sequences, double[] Scores, Tenso
 /// <param name="InputTokens">positions the language model read before the first new token (image
 /// queries or image tokens and prompt tokens, padding not counted).</param>
 /// <param name="OutputTokens">tokens generated, the end token included.</param>
-public sealed record TextResult(string Text, IReadOnlyList<long> Ids, double Score, FinishReason FinishReason, int InputTokens, int OutputTokens);
+public sealed record TextResult(string Text, IReadOnlyList<long> Ids, double Score, FinishReason FinishReason, int InputTokens, int OutputTokens)
+{
+    /// <summary>One result per row of a batched generation. Greedy search and sampling pad a row that finished early for
+    /// the steps the others still took; a row's result is what it gives alone, so that padding goes (beam search pads as
+    /// upstream does, and batches of beams are never formed dynamically).</summary>
+    /// <param name="output">the generation.</param>
+    /// <param name="tokenizer">decodes the ids.</param>
+    /// <param name="inputTokens">per row, the positions the language model read before the first new token.</param>
+    /// <param name="beams">whether the generation was a beam search.</param>
+    internal static IReadOnlyList<TextResult> FromBatch(GenerationOutput output, Processing.ITextTokenizer tokenizer, IReadOnlyList<int> inputTokens, bool beams)
+    {
+        int steps = output.NewTokens.Max();
+        return output.Sequences.Select((ids, i) =>
+        {
+            IReadOnlyList<long> row = beams ? ids : ids[..^(steps - output.NewTokens[i])];
+            return new TextResult(tokenizer.Decode(row).Trim(), row, output.Scores[i], output.FinishReasons[i], inputTokens[i], output.NewTokens[i]);
+        }).ToList();
+    }
+}

@@ -96,8 +96,8 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
             options, ids => Processor.Tokenizer.Decode(ids), onTokens, cancellationToken);
         var promptTokens = inputs.AttentionMask.sum(1).data<long>().ToArray();
         int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
-        return output.Sequences.Select((ids, i) => new TextResult(Processor.Tokenizer.Decode(ids).Trim(), ids, output.Scores[i],
-            output.FinishReasons[i], queries + (int)promptTokens[i], output.NewTokens[i])).ToList();
+        return TextResult.FromBatch(output, Processor.Tokenizer, promptTokens.Select(p => queries + (int)p).ToList(),
+            beams: options.WithDefaults(Model.GenerationConfig).NumBeams > 1);
     }
 
     /// <summary>Waits for the call in progress, then frees the model.</summary>
