@@ -14,6 +14,9 @@ public sealed class NativeLoadTests
                           ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
         string unpatched = Path.Combine(packages, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
         Skip.IfNot(File.Exists(unpatched), $"{unpatched} is not in the package cache");
+        // As when TorchSharp itself fails: libtorch is already in the process (TorchSharp loads it first), so the
+        // unpatched glue library's own failure is what dlopen reports, not its missing neighbour libtorch.so.
+        TorchRuntime.EnsureLoaded();
         var reason = TorchRuntime.DescribeLoadFailure(unpatched);
         bool systemHasIt = SystemLibStdCxxHas("GLIBCXX_3.4.32");
         if (systemHasIt)
