@@ -23,6 +23,8 @@ public sealed class ServerMetrics
         meter.CreateObservableGauge("multimodal.server.queue.depth", () => registry.Models.Values.Select(m =>
             new Measurement<int>(options.Value.MaxQueue + 1 - m.Admission.CurrentCount, new KeyValuePair<string, object?>("model", m.Name))),
             "{request}", "Requests admitted for a model and not yet answered (generating or waiting).");
+        meter.CreateObservableGauge("multimodal.server.live_tensors", () => TorchSharp.torch.Tensor.TotalCount,
+            "{tensor}", "TorchSharp tensors alive in the process (the models' parameters plus anything in flight); flat under load.");
     }
 
     /// <summary>Records one answered chat completion request.</summary>

@@ -150,6 +150,7 @@ public sealed class KestrelServerTests(KestrelServer server, ITestOutputHelper o
             good.Replace("base64,", "base64,@@"), good.Replace("\"model\":\"blip2-shapes\"", "\"model\":\"nope\"")];
         await client.PostAsync("/v1/chat/completions", new StringContent(good, Encoding.UTF8, "application/json"));   // warm-up
         long rssBefore = Rss(server.ProcessId);
+        long tensorsBefore = await LiveTensors(client);
 
         int next = -1, rejected = 0;
         var outcomes = new System.Collections.Concurrent.ConcurrentBag<(bool Malformed, int Status, bool Correct)>();
@@ -178,10 +179,11 @@ public sealed class KestrelServerTests(KestrelServer server, ITestOutputHelper o
             }
         }));
         long rssAfter = Rss(server.ProcessId);
+        long tensorsAfter = await LiveTensors(client);
         var all = outcomes.ToList();
         int ok = all.Count(o => o.Status == 200), client4xx = all.Count(o => o.Malformed && o.Status is 400 or 404);
         output.WriteLine($"{all.Count} answers in {clock.Elapsed.TotalSeconds:F1} s: {ok} × 200 (after {rejected} × 429 retried), {client4xx} malformed → 4xx, " +
-                         $"{all.Count(o => o.Status >= 500)} × 5xx; server RSS {rssBefore / 1e6:F0} MB → {rssAfter / 1e6:F0} MB");
+                         $"{all.Count(o => o.Status >= 500)} × 5xx; server RSS {rssBefore / 1e6:F0} MB → {rssAfter / 1e6:F0} MB, live tensors {tensorsBefore} → {tensorsAfter}");
         Assert.Equal(200, all.Count);                                                       // nothing lost
         Assert.DoesNotContain(all, o => o.Status >= 500);
         Assert.All(all.Where(o => o.Malformed), o => Assert.True(o.Status is 400 or 404, $"malformed got {o.Status}"));
@@ -190,6 +192,7 @@ public sealed class KestrelServerTests(KestrelServer server, ITestOutputHelper o
         Assert.True((await client.GetAsync("/healthz")).IsSuccessStatusCode);
         // Memory back where it started: allocator noise only, not a leak per request (150 good requests).
         Assert.True(rssAfter - rssBefore < 200_000_000, $"RSS grew by {(rssAfter - rssBefore) / 1e6:F0} MB");
+        Assert.Equal(tensorsBefore, tensorsAfter);
     }
 
     [Fact]
@@ -247,6 +250,14 @@ public sealed class KestrelServerTests(KestrelServer server, ITestOutputHelper o
         {
             await own.DisposeAsync();
         }
+    }
+
+    // The server's live-tensor gauge, read from /metrics once the exporter's cached scrape has moved on.
+    private static async Task<long> LiveTensors(HttpClient client)
+    {
+        await Task.Delay(1500);
+        string line = (await client.GetStringAsync("/metrics")).Split('\n').First(l => l.StartsWith("multimodal_server_live_tensors"));
+        return long.Parse(line[(line.LastIndexOf(' ') + 1)..]);
     }
 
     private static long Rss(int pid)
