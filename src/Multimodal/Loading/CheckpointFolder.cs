@@ -139,6 +139,13 @@ public sealed class CheckpointFolder : ITensorSource
         file.CopyTo(file.Entries[name], destination);
     }
 
+    /// <inheritdoc/>
+    public bool TryMapInto(string name, Tensor destination)
+    {
+        var file = Owner(name);
+        return file.TryMapInto(file.Entries[name], destination);
+    }
+
     private SafetensorsFile Owner(string name) =>
         _owner.TryGetValue(name, out var file)
             ? file

@@ -20,4 +20,8 @@ public interface ITensorSource : IDisposable
     /// <summary>Copies a tensor into <paramref name="destination"/>, a contiguous tensor of the same
     /// element count on any device and of any floating dtype, streaming it in bounded chunks.</summary>
     void CopyTo(string name, Tensor destination);
+
+    /// <summary>Makes <paramref name="destination"/> use the stored bytes in place instead of a copy, where the source
+    /// can (see <see cref="SafetensorsFile.TryMapInto"/>); false when it cannot, and the caller copies.</summary>
+    bool TryMapInto(string name, Tensor destination) => false;
 }

@@ -66,6 +66,9 @@ public sealed class MergedTensorSource : ITensorSource
     public void CopyTo(string name, Tensor destination) => _owner[name].Source.CopyTo(_owner[name].Name, destination);
 
     /// <inheritdoc/>
+    public bool TryMapInto(string name, Tensor destination) => _owner[name].Source.TryMapInto(_owner[name].Name, destination);
+
+    /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var part in _parts) part.Source.Dispose();

@@ -1,4 +1,5 @@
 using Microsoft.Win32.SafeHandles;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 
@@ -24,9 +25,10 @@ public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, l
 /// <remarks>
 /// The header is validated completely when the file is opened (size bound, JSON, dtype names,
 /// shape × dtype size = byte span, offsets inside the data section, no overlaps); every problem is
-/// listed in one <see cref="CheckpointFormatException"/>. Tensor data is read with positioned reads
-/// a chunk at a time straight into the destination (nothing is mapped, so a file truncated underneath is an
-/// exception, not a SIGBUS), and a tensor may exceed 2 GiB.
+/// listed in one <see cref="CheckpointFormatException"/>. A CPU destination of the stored dtype can take the
+/// stored bytes in place (<see cref="TryMapInto"/>, a private copy-on-write mapping, as llama.cpp and safetensors'
+/// <c>safe_open</c> do); anything else is read with positioned reads a chunk at a time straight into the destination
+/// (a file truncated underneath is then an exception). A tensor may exceed 2 GiB.
 /// </remarks>
 public sealed class SafetensorsFile : IDisposable
 {
@@ -35,6 +37,8 @@ public sealed class SafetensorsFile : IDisposable
 
     private readonly SafeFileHandle? _file;
     private readonly long _dataStart;
+    private readonly long _fileLength;
+    private readonly Dictionary<ScalarType, Tensor> _mappings = [];
 
     /// <summary>Path of the file.</summary>
     public string Path { get; }
@@ -45,12 +49,13 @@ public sealed class SafetensorsFile : IDisposable
     /// <summary>The optional <c>__metadata__</c> string map.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    private SafetensorsFile(string path, SafeFileHandle? file, long dataStart,
+    private SafetensorsFile(string path, SafeFileHandle? file, long dataStart, long fileLength,
         IReadOnlyDictionary<string, SafetensorsEntry> entries, IReadOnlyDictionary<string, string> metadata)
     {
         Path = path;
         _file = file;
         _dataStart = dataStart;
+        _fileLength = fileLength;
         Entries = entries;
         Metadata = metadata;
     }
@@ -87,7 +92,7 @@ public sealed class SafetensorsFile : IDisposable
         long dataLength = fileLength - dataStart;
         var (entries, metadata) = ParseHeader(path, header, dataLength);
         var file = dataLength > 0 ? File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan) : null;
-        return new SafetensorsFile(path, file, dataStart, entries, metadata);
+        return new SafetensorsFile(path, file, dataStart, fileLength, entries, metadata);
     }
 
     private static (Dictionary<string, SafetensorsEntry>, Dictionary<string, string>) ParseHeader(
@@ -256,6 +261,79 @@ public sealed class SafetensorsFile : IDisposable
         }
     }
 
+    /// <summary>Environment variable that turns <see cref="TryMapInto"/> off when set to 0: every tensor is then
+    /// copied into memory of its own (for checkpoints that may be overwritten in place while loaded).</summary>
+    public const string MappingVariable = "MULTIMODAL_MMAP";
+
+    /// <summary>Makes <paramref name="destination"/> use the stored bytes where they lie: its storage becomes a view of a
+    /// private (copy-on-write) mapping of the file, so loading neither allocates nor copies, the page cache is shared
+    /// with every process that maps the file, and writes to the tensor never reach the file. The tensor's pages are
+    /// read in now (Linux: <c>MADV_POPULATE_READ</c>), so the cost of a cold disk is paid by the load, not the first
+    /// forward. Applies to a CPU destination of the stored dtype whose data is aligned to its element size in the file
+    /// (safetensors pads its header for this), unless <see cref="MappingVariable"/> is 0.</summary>
+    /// <returns>false when mapping does not apply; the caller copies instead.</returns>
+    /// <remarks>A mapped file must not be truncated in place while the model lives (<c>cp</c> over it does): its
+    /// pages would vanish under the model. Replace checkpoints by rename, as the Hugging Face cache does.</remarks>
+    public bool TryMapInto(SafetensorsEntry entry, Tensor destination)
+    {
+        var storedType = TorchType(entry);
+        long elementSize = SafetensorsDType.SizeOf(entry.DType);
+        long offset = _dataStart + entry.Begin;
+        if (destination.device_type != DeviceType.CPU || destination.dtype != storedType || entry.ElementCount == 0
+            || offset % elementSize != 0 || !destination.shape.SequenceEqual(entry.Shape)
+            || Environment.GetEnvironmentVariable(MappingVariable) == "0")
+            return false;
+        if (!_mappings.TryGetValue(storedType, out var whole))
+        {
+            try
+            {
+                // The whole file as elements of this dtype: from_file maps from byte 0, so a tensor's element offset is
+                // its byte offset / element size (hence the alignment condition).
+                whole = from_file(Path, shared: false, size: _fileLength / elementSize, dtype: storedType);
+            }
+            catch (Exception e) when (e is ExternalException or ArgumentException)
+            {
+                return false;   // a file system that cannot map: copy instead
+            }
+            whole.DetachFromDisposeScope();
+            _mappings[storedType] = whole;
+        }
+        using (var flat = whole.narrow(0, offset / elementSize, entry.ElementCount))
+        {
+            Prefetch(flat);
+            using var shaped = flat.view(entry.Shape);
+            destination.set_(shaped);   // returns destination itself
+        }
+        return true;
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int madvise(nint address, nuint length, int advice);
+
+    private const int MadvPopulateRead = 22;     // Linux 5.14+
+    private const long PageBytes = 4096;
+
+    // Faults the mapping's pages in, a chunk at a time (a Span is at most 2 GiB); without MADV_POPULATE_READ (an older
+    // kernel, another OS) by reading one byte per page.
+    private static unsafe void Prefetch(Tensor flat)
+    {
+        long chunkElements = Math.Max(1, (1L << 30) / flat.ElementSize);
+        for (long start = 0; start < flat.numel(); start += chunkElements)
+        {
+            using var chunk = flat.narrow(0, start, Math.Min(chunkElements, flat.numel() - start));
+            var bytes = chunk.bytes;
+            fixed (byte* first = bytes)
+            {
+                long begin = (long)first & ~(PageBytes - 1);
+                if (OperatingSystem.IsLinux() && madvise((nint)begin, (nuint)((long)first + bytes.Length - begin), MadvPopulateRead) == 0)
+                    continue;
+                byte sum = 0;
+                for (long i = 0; i < bytes.Length; i += PageBytes) sum ^= first[i];
+                GC.KeepAlive(sum);
+            }
+        }
+    }
+
     private ScalarType TorchType(SafetensorsEntry entry) =>
         SafetensorsDType.ToTorch(entry.DType)
         ?? throw new NotSupportedException($"{Path}: tensor {entry.Name} has dtype {entry.DType}, which TorchSharp cannot hold.");
@@ -266,5 +344,11 @@ public sealed class SafetensorsFile : IDisposable
             : throw new KeyNotFoundException($"{Path} has no tensor named '{name}'.");
 
     /// <inheritdoc/>
-    public void Dispose() => _file?.Dispose();
+    public void Dispose()
+    {
+        // The mappings live on in the tensors that view them; this only drops the file's own reference.
+        foreach (var mapping in _mappings.Values) mapping.Dispose();
+        _mappings.Clear();
+        _file?.Dispose();
+    }
 }

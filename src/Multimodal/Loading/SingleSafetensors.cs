@@ -25,5 +25,8 @@ public sealed class SingleSafetensors : ITensorSource
     public void CopyTo(string name, Tensor destination) => _file.CopyTo(_file.Entries[name], destination);
 
     /// <inheritdoc/>
+    public bool TryMapInto(string name, Tensor destination) => _file.TryMapInto(_file.Entries[name], destination);
+
+    /// <inheritdoc/>
     public void Dispose() => _file.Dispose();
 }

@@ -15,8 +15,9 @@ public readonly record struct LoadProgress(string Tensor, int Loaded, int Total,
 /// family's allowlist, and shapes and dtypes are checked before any copy (<c>copy_</c> broadcasts and
 /// converts silently). All problems are reported together in one
 /// <see cref="CheckpointMismatchException"/>.</summary>
-/// <remarks>Tensors are streamed one at a time straight into the module's (already allocated) parameters,
-/// which live in the target dtype on the target device, in chunks of <see cref="SafetensorsFile.ChunkBytes"/>:
+/// <remarks>A parameter on the CPU in its stored dtype takes the stored bytes in place (a copy-on-write mapping of
+/// the file: nothing is allocated or copied). Any other is streamed into the module's (already allocated, untouched)
+/// parameter, which lives in the target dtype on the target device, in chunks of <see cref="SafetensorsFile.ChunkBytes"/>:
 /// peak memory is the model plus one staging chunk when converting, whatever the largest tensor.</remarks>
 public static class StateDictLoader
 {
@@ -65,7 +66,7 @@ public static class StateDictLoader
             switch (plan)
             {
                 case Direct direct:
-                    source.CopyTo(direct.Published, target);
+                    if (!source.TryMapInto(direct.Published, target)) source.CopyTo(direct.Published, target);
                     break;
                 case Composite composite:
                     using (var scope = NewDisposeScope())
