@@ -3,7 +3,8 @@
 // read with the page cache dropped), then load, first token, decode per token, caption, peak RSS and batch
 // throughput through the public API, each printed as a ratio to its floor, and one JSON line.
 //   dotnet run -c Release --project samples/Multimodal.Benchmarks [-- --preset small|2.7b|both
-//       --dir <folder; default: the temp folder's multimodal-bench> --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8]
+//       --dir <folder; default: the temp folder's multimodal-bench> --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8
+//       --serving-tokens 20,64,128]
 // Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
 using System.Diagnostics;
 using System.Globalization;
@@ -46,7 +47,8 @@ foreach (var preset in presets)
         if (cold) foreach (var f in shards) Floors.DropPageCache(f);
         var extra = new List<string> { "--measure", folder, "--dtype", dtype, "--new-tokens", options.Get("--new-tokens") ?? "20" };
         if (preset == "small" && dtype == "float32" && !cold)
-            extra.AddRange(["--batches", options.Get("--batches") ?? "1,4,8", "--serving", Path.Combine(Checkpoints.RepositoryRoot(), "samples", "images")]);
+            extra.AddRange(["--batches", options.Get("--batches") ?? "1,4,8", "--serving", Path.Combine(Checkpoints.RepositoryRoot(), "samples", "images"),
+                "--serving-tokens", options.Get("--serving-tokens") ?? "20,64,128"]);
         var m = Child(extra);
         Report(preset, label, dtype, m, floors, cold ? rawCold : rawWarm);
         result[$"{label}_{dtype}"] = m;
@@ -85,9 +87,10 @@ static void Report(string preset, string label, string dtype, JsonObject m, Floo
     Row("caption, 20 new tokens", Get("caption_s"), firstFloor + 19 * decodeFloorMs / 1000, " s");
     Console.WriteLine($"   peak RSS {Get("peak_rss_mb"):F0} MB = {Get("peak_rss_mb") * 1e6 / Get("parameter_bytes"):F3}x the parameter bytes ({Get("parameter_bytes") / 1e9:F2} GB)");
     if (m["serving"] is JsonObject serving)
-        Console.WriteLine($"   serving through Blip2Captioner: sequential {serving["sequential_rps"]!.GetValue<double>():F3} requests/s, " +
-                          $"8 concurrent clients with dynamic batching {serving["concurrent_rps"]!.GetValue<double>():F3} requests/s " +
-                          $"({serving["concurrent_rps"]!.GetValue<double>() / serving["sequential_rps"]!.GetValue<double>():F2}x; largest batch {serving["largest_batch"]})");
+        foreach (var (tokens, s) in serving)
+            Console.WriteLine($"   serving {tokens}-token answers through Blip2Captioner: sequential {s!["sequential_rps"]!.GetValue<double>():F3} requests/s, " +
+                              $"8 concurrent clients with dynamic batching {s["concurrent_rps"]!.GetValue<double>():F3} requests/s " +
+                              $"({s["concurrent_rps"]!.GetValue<double>() / s["sequential_rps"]!.GetValue<double>():F2}x; largest batch {s["largest_batch"]})");
     if (m["batches"] is JsonObject batches)
     {
         double one = batches["1"]!.GetValue<double>();
@@ -154,7 +157,8 @@ internal static class Measurement
             result["batches"] = batches;
         }
         if (options.Get("--serving") is string images)
-            result["serving"] = Serving.Measure(folder, dtype, images, newTokens);
+            result["serving"] = Serving.Measure(folder, dtype, images,
+                (options.Get("--serving-tokens") ?? newTokens.ToString(CultureInfo.InvariantCulture)).Split(',').Select(int.Parse).ToList());
         return result;
     }
 
