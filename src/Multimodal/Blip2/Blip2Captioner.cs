@@ -96,7 +96,8 @@ public sealed class Blip2Captioner : IVisionLanguageModel
             return _batcher ??= new(Batching!,
                 // Beam search keeps its rows' padding as upstream does: such calls run alone (a key equal to nothing).
                 call => call.Options.WithDefaults(Model.GenerationConfig).NumBeams > 1 ? new object() : call.Options,
-                (calls, token) => CaptionAsync(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, token));
+                (calls, rowTokens, token) => _gate.RunAsync(
+                    () => Generate(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, null, token, rowTokens), token));
     }
 
     /// <summary>Captions a decoded image with these options (<c>CaptionAsync(image, options)</c>).</summary>
@@ -115,7 +116,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     /// what it would be alone, up to float rounding.</summary>
     public Task<IReadOnlyList<TextResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts,
         GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        _gate.RunAsync(() => Generate(images, prompts, options ?? new GenerationOptions(), null, cancellationToken), cancellationToken);
+        _gate.RunAsync(() => Generate(images, prompts, options ?? new GenerationOptions(), null, cancellationToken, null), cancellationToken);
 
     /// <summary>Streams a caption as it is generated, in decoded pieces (a character split across tokens
     /// comes out whole). Greedy or sampling only. Stopping the enumeration stops the generation.</summary>
@@ -149,15 +150,15 @@ public sealed class Blip2Captioner : IVisionLanguageModel
         if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
-            (onTokens, token) => Generate([image], [prompt], options, onTokens, token)[0], cancellationToken);
+            (onTokens, token) => Generate([image], [prompt], options, onTokens, token, null)[0], cancellationToken);
     }
 
     private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationOptions options,
-        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel)
     {
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, prompts);
-        using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode, onTokens, cancellationToken);
+        using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode, onTokens, cancellationToken, rowCancel);
         var promptTokens = inputs.AttentionMask.sum(1).data<long>().ToArray();
         int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
         return TextResult.FromBatch(output, Processor.Tokenizer, promptTokens.Select(p => queries + (int)p).ToList(),

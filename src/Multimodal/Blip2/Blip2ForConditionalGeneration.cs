@@ -147,7 +147,14 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// beam's) and whether the row was still open before it.</param>
     /// <param name="cancellationToken">checked before every step.</param>
     public GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
-        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken) =>
+        Generate(pixelValues, inputIds, attentionMask, options, decode, onTokens, cancellationToken, null);
+
+    /// <summary>Generation whose rows are separate requests (dynamic batching): a row whose token in
+    /// <paramref name="rowCancel"/> is cancelled ends, and ended rows leave the running batch.</summary>
+    internal GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
+        IReadOnlyList<CancellationToken>? rowCancel)
     {
         options = options.WithDefaults(GenerationConfig);
         options.Validate();
@@ -155,7 +162,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         using var scope = NewDisposeScope();
         var (embeds, mask) = LanguageInputs(pixelValues, inputIds, attentionMask);
         long bos = Config.TextConfig is OptConfig opt ? opt.BosTokenId : 0;   // decoder-only: BOS goes in front of the new tokens
-        return _bridge.Generate(embeds, mask, options, bos, decode, onTokens, cancellationToken);
+        return _bridge.Generate(embeds, mask, options, bos, decode, onTokens, cancellationToken, rowCancel);
     }
 
     /// <summary>Logits of a decoder-only BLIP-2 with autograd enabled (no inference mode): for training or

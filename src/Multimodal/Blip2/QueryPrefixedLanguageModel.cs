@@ -112,10 +112,13 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     /// <summary>Generation as the wrappers' <c>generate</c>: the language model is driven by the prompt embeddings;
     /// a decoder-only model's new tokens get <paramref name="prependedId"/> in front; T5's start from
     /// <c>decoder_start_token_id</c>.</summary>
+    /// <remarks><paramref name="rowCancel"/>: one token per row when the rows are separate requests (see
+    /// <see cref="GenerationRequest.RowCancel"/>).</remarks>
     public GenerationOutput Generate(Tensor embeds, Tensor mask, GenerationOptions options, long prependedId,
-        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
+        IReadOnlyList<CancellationToken>? rowCancel = null)
     {
-        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken);
+        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken, rowCancel);
         bool legacy = imageTokenIndex is null;
         int prompt = (int)embeds.shape[1];
         // The wrappers shift max_length by Q − 1 and min_length by Q in the original layout; transformers then
@@ -138,6 +141,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         {
             Model = LanguageModel, PromptEmbeds = embeds, PromptMask = mask, Options = options,
             MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+            RowCancel = rowCancel,
         };
         var output = Generation.Generator.Generate(request);
         return output with { Sequences = output.Sequences.Select(row => row.Prepend(prependedId).ToArray()).ToArray() };
@@ -146,7 +150,8 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     // Encoder-decoder: the encoder runs once; the decoder starts from decoder_start_token_id, which the
     // output keeps and the repetition penalty sees; max/min_length count decoder ids (start included).
     private GenerationOutput GenerateEncoderDecoder(T5ForConditionalGeneration t5, Tensor embeds, Tensor mask, GenerationOptions options,
-        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
+        IReadOnlyList<CancellationToken>? rowCancel)
     {
         var config = t5.Config;
         long start = config.DecoderStartTokenId ?? config.PadTokenId;
@@ -160,6 +165,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         {
             Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds, Options = options,
             MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+            RowCancel = rowCancel,
         };
         var output = Generation.Generator.Generate(request);
         return output with { Sequences = output.Sequences.Select(row => row.Prepend(start).ToArray()).ToArray() };

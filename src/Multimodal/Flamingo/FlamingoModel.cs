@@ -230,6 +230,9 @@ internal sealed class FlamingoSession(FlamingoModel model, Tensor media, bool ge
 
     public KvCache NewCache() => model.Host.NewCache();
 
+    /// <inheritdoc/>
+    public bool SelectRows(Tensor rows) => false;   // the media stays whole
+
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
     {
         if (inputIds is null) throw new ArgumentException("Flamingo needs the token ids of every position it is fed (to locate <image> tokens).");

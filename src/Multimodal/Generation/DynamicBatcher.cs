@@ -25,8 +25,8 @@ public sealed record BatchingOptions(int MaxBatchSize = 8, TimeSpan MaxWait = de
 /// rows; a call with other options waits for the next batch. Each row gets what it would get alone (the batch is
 /// left-padded), so batching changes throughput, not results.</summary>
 /// <remarks>A call cancelled before its batch starts is dropped from it; one cancelled while its batch runs
-/// returns at once, and its row runs on to the end of that batch (the batch itself stops only when every row in
-/// it is cancelled).</remarks>
+/// returns at once and its row's token is cancelled, so the generation ends that row at its next step (greedy search
+/// then drops it from the running batch); the batch itself stops when every row in it is cancelled.</remarks>
 internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
 {
     private static readonly Histogram<int> BatchSize = Telemetry.Meter.CreateHistogram<int>(
@@ -37,12 +37,16 @@ internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly BatchingOptions _options;
     private readonly Func<TItem, object> _key;
-    private readonly Func<IReadOnlyList<TItem>, CancellationToken, Task<IReadOnlyList<TResult>>> _run;
+    private readonly Func<IReadOnlyList<TItem>, IReadOnlyList<CancellationToken>, CancellationToken, Task<IReadOnlyList<TResult>>> _run;
     private readonly Task _loop;
     private int _largest;
 
+    /// <param name="options">batch size and wait.</param>
+    /// <param name="key">calls with equal keys may share a batch.</param>
+    /// <param name="run">runs a batch: the calls, each call's own token (to end its row), and a token cancelled when
+    /// every call is.</param>
     public DynamicBatcher(BatchingOptions options, Func<TItem, object> key,
-        Func<IReadOnlyList<TItem>, CancellationToken, Task<IReadOnlyList<TResult>>> run)
+        Func<IReadOnlyList<TItem>, IReadOnlyList<CancellationToken>, CancellationToken, Task<IReadOnlyList<TResult>>> run)
     {
         options.Validate();
         (_options, _key, _run) = (options, key, run);
@@ -114,7 +118,7 @@ internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
         })).ToList();
         try
         {
-            var results = await _run(batch.Select(p => p.Item).ToList(), all.Token).ConfigureAwait(false);
+            var results = await _run(batch.Select(p => p.Item).ToList(), batch.Select(p => p.Token).ToList(), all.Token).ConfigureAwait(false);
             for (int i = 0; i < batch.Count; i++) batch[i].Result.TrySetResult(results[i]);
         }
         catch (Exception e)

@@ -44,6 +44,12 @@ internal sealed record GenerationRequest
     /// <summary>Checked before each step.</summary>
     public CancellationToken Cancel { get; init; }
 
+    /// <summary>Rows that are independent requests (dynamic batching): when set, a row whose token is cancelled ends
+    /// with <see cref="FinishReason.Cancelled"/>, and greedy search drops ended rows from the running batch (their
+    /// cache, mask and tokens) when the model can select rows and no per-step scores are kept, so the rows left
+    /// run as a smaller batch. Null: upstream's behaviour, ended rows run on with the pad id.</summary>
+    public IReadOnlyList<CancellationToken>? RowCancel { get; init; }
+
     /// <summary>(N, V) float32 logits for the next position. The first step feeds the prompt; later
     /// steps feed only the last token when the cache holds the rest, or everything again without it.</summary>
     public Tensor NextLogits(Tensor promptEmbeds, Tensor mask, Tensor tokens, KvCache? cache, Tensor? promptIds)

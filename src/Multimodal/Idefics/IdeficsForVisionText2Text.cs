@@ -320,6 +320,9 @@ internal sealed class IdeficsSession(IdeficsForVisionText2Text model, Tensor ima
 
     public KvCache NewCache() => new(model.Inner.LayerCount);
 
+    /// <inheritdoc/>
+    public bool SelectRows(Tensor rows) => false;   // the images stay whole
+
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
     {
         Prepare(inputsEmbeds.shape[0]);

@@ -20,4 +20,10 @@ internal interface ICausalLanguageModel
 
     /// <summary>An empty cache sized for this model.</summary>
     KvCache NewCache();
+
+    /// <summary>Keeps only <paramref name="rows"/> of whatever per-row state the model holds besides the cache
+    /// (encoder output, media), so the generator can drop ended rows from a running batch.</summary>
+    /// <param name="rows">(B') int64 indices into the current batch, ascending.</param>
+    /// <returns>false when the model holds per-row state it cannot select: the generator then runs ended rows on.</returns>
+    bool SelectRows(Tensor rows);
 }

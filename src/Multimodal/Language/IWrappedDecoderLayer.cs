@@ -36,6 +36,9 @@ internal interface IFlamingoHost : ICausalLanguageModel
         Forward(inputsEmbeds, attentionMask, cache, (ILayerContext?)null);
 
     Generation.KvCache ICausalLanguageModel.NewCache() => new(LayerCount);
+
+    // A host is stateless; the session that wraps it holds the media.
+    bool ICausalLanguageModel.SelectRows(Tensor rows) => true;
 }
 
 /// <summary>The decoder-layer stack of a <see cref="IFlamingoHost"/>: each layer possibly wrapped at

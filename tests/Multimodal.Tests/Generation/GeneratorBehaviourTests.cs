@@ -174,15 +174,74 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
     }
 
     /// <summary>Records how many positions each forward receives.</summary>
+    [Fact]
+    public void Rows_that_are_separate_requests_leave_the_batch_when_they_end_and_keep_their_ids()
+    {
+        // Row 0 ends early with EOS under this penalty (see Min_new_tokens_forbids_eos_and_eos_ids_end_rows).
+        var options = new GenerationOptions { MaxNewTokens = 10, RepetitionPenalty = 2.0 };
+        using var upstream = Run(options);
+        using var scope = NewDisposeScope();
+        using var separate = _model.Generate(_reference.Read("pixel_values"), _reference.Read("input_ids"), _reference.Read("attention_mask"),
+            options.WithDefaults(_model.GenerationConfig), null, null, default, [CancellationToken.None, CancellationToken.None]);
+        for (int r = 0; r < 2; r++)
+        {
+            output.WriteLine($"row {r}: upstream {string.Join(" ", upstream.Sequences[r])} / as separate requests {string.Join(" ", separate.Sequences[r])}");
+            Assert.Equal(upstream.Sequences[r].Take(separate.Sequences[r].Length), separate.Sequences[r]);
+            Assert.Equal(upstream.FinishReasons[r], separate.FinishReasons[r]);
+            Assert.Equal(upstream.Scores[r], separate.Scores[r], 6);
+        }
+        Assert.Equal(FinishReason.EndOfSequence, separate.FinishReasons[0]);
+        Assert.True(separate.Sequences[0].Length < upstream.Sequences[0].Length, "row 0 should have left the batch at its EOS, without pads");
+    }
+
+    [Fact]
+    public void A_cancelled_row_leaves_the_running_batch_and_the_others_are_unchanged()
+    {
+        using var scope = NewDisposeScope();
+        using var inference = inference_mode();
+        var embeds = randn(3, 6, 32);
+        var mask = ones(3, 6, ScalarType.Int64);
+        GenerationRequest Request(ICausalLanguageModel model, IReadOnlyList<CancellationToken>? rows, Action<long[], bool[]>? onTokens) => new()
+        {
+            Model = model, PromptEmbeds = embeds, PromptMask = mask, Options = new GenerationOptions(), MaxNewTokens = 8, Eos = [-1], Pad = 1,
+            RowCancel = rows, OnTokens = onTokens,
+        };
+        using var whole = Multimodal.Generation.Generator.Generate(Request(_model.LanguageModel, null, null));
+
+        var counting = new CountingModel(_model.LanguageModel);
+        using var cancelRow1 = new CancellationTokenSource();
+        int steps = 0;
+        var opened = new List<string>();
+        using var result = Multimodal.Generation.Generator.Generate(Request(counting, [default, cancelRow1.Token, default], (ids, open) =>
+        {
+            opened.Add(string.Concat(open.Select(o => o ? '1' : '0')));
+            if (++steps == 3) cancelRow1.Cancel();   // a client hanging up during step 3
+        }));
+        output.WriteLine($"rows per forward: {string.Join(", ", counting.Rows)}; open rows per step: {string.Join(" ", opened)}");
+        Assert.Equal([3L, 3, 3, 3, 2, 2, 2, 2], counting.Rows);
+        Assert.Equal(FinishReason.Cancelled, result.FinishReasons[1]);
+        Assert.Equal(4, result.Sequences[1].Length);   // 3 steps, then the step during which it was cancelled
+        Assert.Equal(whole.Sequences[1].Take(4), result.Sequences[1]);
+        foreach (int r in new[] { 0, 2 })
+        {
+            Assert.Equal(whole.Sequences[r], result.Sequences[r]);
+            Assert.Equal(FinishReason.Length, result.FinishReasons[r]);
+        }
+        Assert.Equal("101", opened[^1]);
+    }
+
     private sealed class CountingModel(ICausalLanguageModel inner) : ICausalLanguageModel
     {
         public List<long> Lengths { get; } = [];
+        public List<long> Rows { get; } = [];
         public Tensor EmbedTokens(Tensor inputIds) => inner.EmbedTokens(inputIds);
         public KvCache NewCache() => inner.NewCache();
+        public bool SelectRows(Tensor rows) => inner.SelectRows(rows);
 
         public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
         {
             Lengths.Add(inputsEmbeds.shape[1]);
+            Rows.Add(inputsEmbeds.shape[0]);
             return inner.Forward(inputsEmbeds, attentionMask, cache);
         }
     }

@@ -155,4 +155,7 @@ internal sealed class LlamaForCausalLM : nn.Module, ICausalLanguageModel
     }
 
     public KvCache NewCache() => new(_model.LayerCount);
+
+    /// <inheritdoc/>
+    public bool SelectRows(Tensor rows) => true;   // positions come from the mask, which the generator selects
 }

@@ -103,4 +103,7 @@ internal sealed class OptForCausalLM : nn.Module, ICausalLanguageModel
     }
 
     public KvCache NewCache() => new(_model.Decoder.LayerCount);
+
+    /// <inheritdoc/>
+    public bool SelectRows(Tensor rows) => true;   // positions come from the mask, which the generator selects
 }

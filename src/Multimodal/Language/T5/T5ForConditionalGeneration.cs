@@ -303,6 +303,9 @@ internal sealed class T5DecoderSession(T5ForConditionalGeneration model, Tensor 
 
     public KvCache NewCache() => new(model.DecoderLayers);
 
+    /// <inheritdoc/>
+    public bool SelectRows(Tensor rows) => false;   // the encoder output and its cross-attention keys stay whole
+
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
     {
         long rows = inputsEmbeds.shape[0];
