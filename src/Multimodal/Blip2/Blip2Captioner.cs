@@ -20,7 +20,7 @@ namespace Multimodal.Blip2;
 public sealed class Blip2Captioner : IVisionLanguageModel
 {
     private readonly CallGate _gate = new();
-    private DynamicBatcher<(DecodedImage Image, string Prompt, GenerationOptions Options), TextResult>? _batcher;
+    private DynamicBatcher<BatchedCall, TextResult>? _batcher;
     private readonly object _batcherLock = new();
 
     /// <summary>The model.</summary>
@@ -32,9 +32,10 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     /// <summary>Upper bound on decoded image pixels (decompression bombs are refused).</summary>
     public long MaxImagePixels { get; init; } = ImageDecoder.DefaultMaxPixels;
 
-    /// <summary>Dynamic batching of concurrent single-image calls (a server's requests): calls with equal options
-    /// that arrive together run as one left-padded batch, each row getting what it gets alone. Null (default):
-    /// every call runs on its own. Streaming calls always run on their own.</summary>
+    /// <summary>Dynamic batching of concurrent single-image calls (a server's requests), streamed or not: calls with
+    /// equal options that arrive together run as one left-padded batch, each row getting what it gets alone, and a
+    /// streamed row receives its own tokens as they come. Null (default): every call runs on its own. Beam search
+    /// calls always run on their own.</summary>
     public BatchingOptions? Batching { get; init; }
 
     /// <summary>With <see cref="Batching"/>: the most rows one batch has had so far (a diagnostic).</summary>
@@ -87,17 +88,75 @@ public sealed class Blip2Captioner : IVisionLanguageModel
         if (Batching is null) return (await CaptionAsync([image], [prompt], options, cancellationToken).ConfigureAwait(false))[0];
         options ??= new GenerationOptions();
         options.WithDefaults(Model.GenerationConfig).Validate();   // a bad option fails its own call, not a batch
-        return await Batcher().RunAsync((image, prompt, options), cancellationToken).ConfigureAwait(false);
+        return await Batcher().RunAsync(new BatchedCall(image, prompt, options, null), cancellationToken).ConfigureAwait(false);
     }
 
-    private DynamicBatcher<(DecodedImage Image, string Prompt, GenerationOptions Options), TextResult> Batcher()
+    /// <summary>One call waiting for a batch; <paramref name="OnToken"/> receives a streamed call's new ids.</summary>
+    private sealed record BatchedCall(DecodedImage Image, string Prompt, GenerationOptions Options, Action<long>? OnToken)
+    {
+        /// <summary>Set once a streamed call has received a token: it cannot be run again without repeating its text.</summary>
+        public bool Streamed { get; set; }
+    }
+
+    private DynamicBatcher<BatchedCall, TextResult> Batcher()
     {
         lock (_batcherLock)
             return _batcher ??= new(Batching!,
                 // Beam search keeps its rows' padding as upstream does: such calls run alone (a key equal to nothing).
                 call => call.Options.WithDefaults(Model.GenerationConfig).NumBeams > 1 ? new object() : call.Options,
-                (calls, rowTokens, token) => _gate.RunAsync(
-                    () => Generate(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, null, token, rowTokens), token));
+                (calls, rowTokens, token) => _gate.RunAsync(() =>
+                {
+                    Action<long[], bool[]>? onTokens = calls.Any(c => c.OnToken is not null)
+                        ? (ids, open) =>
+                        {
+                            for (int r = 0; r < calls.Count; r++)
+                                if (open[r] && calls[r].OnToken is { } onToken)
+                                {
+                                    calls[r].Streamed = true;
+                                    onToken(ids[r]);
+                                }
+                        }
+                        : null;
+                    return Generate(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, onTokens, token, rowTokens);
+                }, token),
+                call => !call.Streamed);
+    }
+
+    // A streamed call that joins a batch: its row's ids are decoded as they come; the last chunk carries its result.
+    private async IAsyncEnumerable<TextChunk> BatchedStreamAsync(DecodedImage image, string prompt, GenerationOptions options,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        options.WithDefaults(Model.GenerationConfig).Validate();
+        var channel = System.Threading.Channels.Channel.CreateUnbounded<TextChunk>(
+            new System.Threading.Channels.UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var decoder = Processor.Tokenizer.CreateStreamingDecoder();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var call = Batcher().RunAsync(new BatchedCall(image, prompt, options, id =>
+        {
+            var piece = decoder.Push(id);
+            if (piece.Length > 0) channel.Writer.TryWrite(new TextChunk(piece, null));
+        }), stop.Token);
+        // Runs after the generation has returned, so after the row's last Push.
+        _ = call.ContinueWith(done =>
+        {
+            if (done.IsCompletedSuccessfully)
+            {
+                var rest = decoder.Flush();
+                if (rest.Length > 0) channel.Writer.TryWrite(new TextChunk(rest, null));
+                channel.Writer.TryWrite(new TextChunk("", done.Result));
+                channel.Writer.TryComplete();
+            }
+            else channel.Writer.TryComplete(done.Exception?.InnerException ?? new OperationCanceledException(cancellationToken));
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        try
+        {
+            await foreach (var chunk in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+                yield return chunk;
+        }
+        finally
+        {
+            stop.Cancel();   // a consumer that stops early ends its row at the next step
+        }
     }
 
     /// <summary>Captions a decoded image with these options (<c>CaptionAsync(image, options)</c>).</summary>
@@ -149,6 +208,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
         options ??= new GenerationOptions();
         if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
+        if (Batching is not null) return BatchedStreamAsync(image, prompt, options, cancellationToken);
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
             (onTokens, token) => Generate([image], [prompt], options, onTokens, token, null)[0], cancellationToken);
     }

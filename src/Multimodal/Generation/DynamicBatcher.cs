@@ -38,6 +38,7 @@ internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
     private readonly BatchingOptions _options;
     private readonly Func<TItem, object> _key;
     private readonly Func<IReadOnlyList<TItem>, IReadOnlyList<CancellationToken>, CancellationToken, Task<IReadOnlyList<TResult>>> _run;
+    private readonly Func<TItem, bool> _canRunAgain;
     private readonly Task _loop;
     private int _largest;
 
@@ -45,11 +46,14 @@ internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
     /// <param name="key">calls with equal keys may share a batch.</param>
     /// <param name="run">runs a batch: the calls, each call's own token (to end its row), and a token cancelled when
     /// every call is.</param>
+    /// <param name="canRunAgain">whether a call of a failed batch may be run again alone (false for one that has already
+    /// handed out part of its result, like a stream); null: every call may.</param>
     public DynamicBatcher(BatchingOptions options, Func<TItem, object> key,
-        Func<IReadOnlyList<TItem>, IReadOnlyList<CancellationToken>, CancellationToken, Task<IReadOnlyList<TResult>>> run)
+        Func<IReadOnlyList<TItem>, IReadOnlyList<CancellationToken>, CancellationToken, Task<IReadOnlyList<TResult>>> run,
+        Func<TItem, bool>? canRunAgain = null)
     {
         options.Validate();
-        (_options, _key, _run) = (options, key, run);
+        (_options, _key, _run, _canRunAgain) = (options, key, run, canRunAgain ?? (_ => true));
         _loop = Task.Run(LoopAsync);
     }
 
@@ -125,7 +129,9 @@ internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
         {
             // One bad row (an option the model refuses) fails the batch; run the rows alone so only it fails.
             if (batch.Count > 1 && e is not OperationCanceledException)
-                foreach (var p in batch) await RunBatchAsync([p]).ConfigureAwait(false);
+                foreach (var p in batch)
+                    if (_canRunAgain(p.Item)) await RunBatchAsync([p]).ConfigureAwait(false);
+                    else p.Result.TrySetException(e);
             else
                 foreach (var p in batch)
                     if (e is OperationCanceledException) p.Result.TrySetCanceled();

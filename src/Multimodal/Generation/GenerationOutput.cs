@@ -63,18 +63,20 @@ public sealed record GenerationOutput(long[][] Sequences, double[] Scores, Tenso
 public sealed record TextResult(string Text, IReadOnlyList<long> Ids, double Score, FinishReason FinishReason, int InputTokens, int OutputTokens)
 {
     /// <summary>One result per row of a batched generation. Greedy search and sampling pad a row that finished early for
-    /// the steps the others still took; a row's result is what it gives alone, so that padding goes (beam search pads as
-    /// upstream does, and batches of beams are never formed dynamically).</summary>
+    /// the steps the others still took (unless it left the batch); a row's result is what it gives alone, so that padding
+    /// goes (beam search pads as upstream does, and batches of beams are never formed dynamically).</summary>
     /// <param name="output">the generation.</param>
     /// <param name="tokenizer">decodes the ids.</param>
     /// <param name="inputTokens">per row, the positions the language model read before the first new token.</param>
     /// <param name="beams">whether the generation was a beam search.</param>
     internal static IReadOnlyList<TextResult> FromBatch(GenerationOutput output, Processing.ITextTokenizer tokenizer, IReadOnlyList<int> inputTokens, bool beams)
     {
-        int steps = output.NewTokens.Max();
+        // The longest row ran every step: what precedes its new tokens (BOS, a decoder start, a left-padded prompt) is
+        // the same length in every row.
+        int prefix = output.Sequences.Max(ids => ids.Length) - output.NewTokens.Max();
         return output.Sequences.Select((ids, i) =>
         {
-            IReadOnlyList<long> row = beams ? ids : ids[..^(steps - output.NewTokens[i])];
+            IReadOnlyList<long> row = beams ? ids : ids[..(prefix + output.NewTokens[i])];
             return new TextResult(tokenizer.Decode(row).Trim(), row, output.Scores[i], output.FinishReasons[i], inputTokens[i], output.NewTokens[i]);
         }).ToList();
     }

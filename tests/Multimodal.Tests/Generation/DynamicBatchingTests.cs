@@ -43,6 +43,55 @@ public sealed class DynamicBatchingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Streamed_and_plain_calls_share_batches_and_each_stream_gives_what_it_gives_alone()
+    {
+        var calls = Calls.Take(8).ToArray();
+        List<TextResult> alone = [];
+        List<string> aloneStreamed = [];
+        using (var sequential = Blip2Captioner.FromPretrained(Repo.ShapesModel))
+            foreach (var (image, prompt, options) in calls)
+            {
+                alone.Add(await sequential.CaptionAsync(image, prompt, options));
+                var text = new System.Text.StringBuilder();
+                await foreach (var piece in sequential.CaptionStreamAsync(image, prompt, options)) text.Append(piece);
+                aloneStreamed.Add(text.ToString());
+            }
+        var loaded = Blip2Captioner.FromPretrained(Repo.ShapesModel);
+        using var batched = new Blip2Captioner(loaded.Model, loaded.Processor) { Batching = new BatchingOptions(MaxBatchSize: 8, MaxWait: TimeSpan.FromMilliseconds(300)) };
+        // Even calls stream, odd ones do not; one more stream is abandoned after its first piece.
+        var abandoned = Task.Run(async () =>
+        {
+            await foreach (var chunk in batched.StreamAsync(Scenes[0]))
+                if (chunk.Text.Length > 0) return chunk.Text;
+            return "";
+        });
+        var together = await Task.WhenAll(calls.Select((c, i) => Task.Run(async () =>
+        {
+            if (i % 2 == 1) return (Text: (string?)null, Result: await batched.CaptionAsync(c.Image, c.Prompt, c.Options));
+            var text = new System.Text.StringBuilder();
+            TextResult? result = null;
+            await foreach (var chunk in batched.StreamAsync(c.Image, c.Prompt, c.Options))
+            {
+                text.Append(chunk.Text);
+                result = chunk.Result ?? result;
+            }
+            return (Text: text.ToString(), Result: result!);
+        })));
+        Assert.NotEmpty(await abandoned);
+        output.WriteLine($"{calls.Length} calls (4 streamed) + 1 abandoned stream, largest batch {batched.LargestBatch}");
+        Assert.True(batched.LargestBatch > 1, "nothing was batched");
+        for (int i = 0; i < calls.Length; i++)
+        {
+            Assert.Equal(alone[i].Ids, together[i].Result.Ids);
+            Assert.Equal(alone[i].Text, together[i].Result.Text);
+            Assert.Equal(alone[i].FinishReason, together[i].Result.FinishReason);
+            if (together[i].Text is string streamed) Assert.Equal(aloneStreamed[i], streamed);   // piece for piece, untrimmed
+        }
+        // The batcher is free again: a later call is answered.
+        Assert.Equal(alone[0].Ids, (await batched.CaptionAsync(calls[0].Image, calls[0].Prompt, calls[0].Options)).Ids);
+    }
+
+    [Fact]
     public async Task A_call_cancelled_while_waiting_leaves_the_others_and_a_bad_option_fails_only_its_call()
     {
         var loaded = Blip2Captioner.FromPretrained(Repo.ShapesModel);
