@@ -104,8 +104,9 @@ public sealed class Blip2Captioner : IVisionLanguageModel
             return _batcher ??= new(Batching!,
                 // Beam search keeps its rows' padding as upstream does: such calls run alone (a key equal to nothing).
                 call => call.Options.WithDefaults(Model.GenerationConfig).NumBeams > 1 ? new object() : call.Options,
-                (calls, rowTokens, token) => _gate.RunAsync(() =>
+                run => _gate.RunAsync(() =>
                 {
+                    var calls = run.Items;
                     Action<long[], bool[]>? onTokens = calls.Any(c => c.OnToken is not null)
                         ? (ids, open) =>
                         {
@@ -117,8 +118,9 @@ public sealed class Blip2Captioner : IVisionLanguageModel
                                 }
                         }
                         : null;
-                    return Generate(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, onTokens, token, rowTokens);
-                }, token),
+                    return Generate(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, onTokens,
+                        run.Cancel, run.RowCancel, run.CompleteRow);
+                }, run.Cancel),
                 call => !call.Streamed);
     }
 
@@ -214,15 +216,18 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     }
 
     private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationOptions options,
-        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel)
+        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel,
+        Action<int, TextResult>? onRowResult = null)
     {
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, prompts);
-        using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode, onTokens, cancellationToken, rowCancel);
-        var promptTokens = inputs.AttentionMask.sum(1).data<long>().ToArray();
         int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
-        return TextResult.FromBatch(output, Processor.Tokenizer, promptTokens.Select(p => queries + (int)p).ToList(),
-            beams: options.WithDefaults(Model.GenerationConfig).NumBeams > 1);
+        var inputTokens = inputs.AttentionMask.sum(1).data<long>().ToArray().Select(p => queries + (int)p).ToList();
+        Action<int, GenerationOutput>? onRowEnded = onRowResult is null ? null
+            : (row, alone) => onRowResult(row, TextResult.FromBatch(alone, Processor.Tokenizer, [inputTokens[row]], beams: false)[0]);
+        using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode, onTokens, cancellationToken,
+            rowCancel, onRowEnded);
+        return TextResult.FromBatch(output, Processor.Tokenizer, inputTokens, beams: options.WithDefaults(Model.GenerationConfig).NumBeams > 1);
     }
 
     private string Decode(IReadOnlyList<long> ids) => Processor.Tokenizer.Decode(ids);

@@ -151,10 +151,11 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         Generate(pixelValues, inputIds, attentionMask, options, decode, onTokens, cancellationToken, null);
 
     /// <summary>Generation whose rows are separate requests (dynamic batching): a row whose token in
-    /// <paramref name="rowCancel"/> is cancelled ends, and ended rows leave the running batch.</summary>
+    /// <paramref name="rowCancel"/> is cancelled ends, ended rows leave the running batch, and
+    /// <paramref name="onRowEnded"/> gets each row that ends before the batch, alone.</summary>
     internal GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
         Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
-        IReadOnlyList<CancellationToken>? rowCancel)
+        IReadOnlyList<CancellationToken>? rowCancel, Action<int, GenerationOutput>? onRowEnded = null)
     {
         options = options.WithDefaults(GenerationConfig);
         options.Validate();
@@ -162,7 +163,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         using var scope = NewDisposeScope();
         var (embeds, mask) = LanguageInputs(pixelValues, inputIds, attentionMask);
         long bos = Config.TextConfig is OptConfig opt ? opt.BosTokenId : 0;   // decoder-only: BOS goes in front of the new tokens
-        return _bridge.Generate(embeds, mask, options, bos, decode, onTokens, cancellationToken, rowCancel);
+        return _bridge.Generate(embeds, mask, options, bos, decode, onTokens, cancellationToken, rowCancel, onRowEnded);
     }
 
     /// <summary>Logits of a decoder-only BLIP-2 with autograd enabled (no inference mode): for training or

@@ -116,9 +116,9 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     /// <see cref="GenerationRequest.RowCancel"/>).</remarks>
     public GenerationOutput Generate(Tensor embeds, Tensor mask, GenerationOptions options, long prependedId,
         Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
-        IReadOnlyList<CancellationToken>? rowCancel = null)
+        IReadOnlyList<CancellationToken>? rowCancel = null, Action<int, GenerationOutput>? onRowEnded = null)
     {
-        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken, rowCancel);
+        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken, rowCancel, onRowEnded);
         bool legacy = imageTokenIndex is null;
         int prompt = (int)embeds.shape[1];
         // The wrappers shift max_length by Q − 1 and min_length by Q in the original layout; transformers then
@@ -141,7 +141,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         {
             Model = LanguageModel, PromptEmbeds = embeds, PromptMask = mask, Options = options,
             MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
-            RowCancel = rowCancel,
+            RowCancel = rowCancel, OnRowEnded = Prepending(onRowEnded, prependedId),
         };
         var output = Generation.Generator.Generate(request);
         return output with { Sequences = output.Sequences.Select(row => row.Prepend(prependedId).ToArray()).ToArray() };
@@ -151,7 +151,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     // output keeps and the repetition penalty sees; max/min_length count decoder ids (start included).
     private GenerationOutput GenerateEncoderDecoder(T5ForConditionalGeneration t5, Tensor embeds, Tensor mask, GenerationOptions options,
         Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
-        IReadOnlyList<CancellationToken>? rowCancel)
+        IReadOnlyList<CancellationToken>? rowCancel, Action<int, GenerationOutput>? onRowEnded)
     {
         var config = t5.Config;
         long start = config.DecoderStartTokenId ?? config.PadTokenId;
@@ -165,9 +165,14 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         {
             Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds, Options = options,
             MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
-            RowCancel = rowCancel,
+            RowCancel = rowCancel, OnRowEnded = Prepending(onRowEnded, start),
         };
         var output = Generation.Generator.Generate(request);
         return output with { Sequences = output.Sequences.Select(row => row.Prepend(start).ToArray()).ToArray() };
     }
+
+    // A row handed out early gets the id its full output will start with, as the whole batch's rows do.
+    private static Action<int, GenerationOutput>? Prepending(Action<int, GenerationOutput>? onRowEnded, long first) =>
+        onRowEnded is null ? null : (row, output) =>
+            onRowEnded(row, output with { Sequences = output.Sequences.Select(ids => ids.Prepend(first).ToArray()).ToArray() });
 }

@@ -20,13 +20,22 @@ public sealed record BatchingOptions(int MaxBatchSize = 8, TimeSpan MaxWait = de
     }
 }
 
+/// <summary>One batch handed to <see cref="DynamicBatcher{TItem, TResult}"/>'s runner.</summary>
+/// <param name="Items">the calls, one row each.</param>
+/// <param name="RowCancel">each call's own token: a cancelled one should end its row.</param>
+/// <param name="CompleteRow">answers one call before the batch ends (a row that finished early).</param>
+/// <param name="Cancel">cancelled when every call is.</param>
+internal sealed record BatchRun<TItem, TResult>(IReadOnlyList<TItem> Items, IReadOnlyList<CancellationToken> RowCancel,
+    Action<int, TResult> CompleteRow, CancellationToken Cancel);
+
 /// <summary>Dynamic batching: calls that arrive within <see cref="BatchingOptions.MaxWait"/> of the first waiting
 /// one and share its key (the generation options) run as one batch of up to <see cref="BatchingOptions.MaxBatchSize"/>
 /// rows; a call with other options waits for the next batch. Each row gets what it would get alone (the batch is
 /// left-padded), so batching changes throughput, not results.</summary>
 /// <remarks>A call cancelled before its batch starts is dropped from it; one cancelled while its batch runs
 /// returns at once and its row's token is cancelled, so the generation ends that row at its next step (greedy search
-/// then drops it from the running batch); the batch itself stops when every row in it is cancelled.</remarks>
+/// then drops it from the running batch); the batch itself stops when every row in it is cancelled. A row that ends
+/// early is answered at once through <see cref="BatchRun{TItem, TResult}.CompleteRow"/>.</remarks>
 internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
 {
     private static readonly Histogram<int> BatchSize = Telemetry.Meter.CreateHistogram<int>(
@@ -37,19 +46,19 @@ internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly BatchingOptions _options;
     private readonly Func<TItem, object> _key;
-    private readonly Func<IReadOnlyList<TItem>, IReadOnlyList<CancellationToken>, CancellationToken, Task<IReadOnlyList<TResult>>> _run;
+    private readonly Func<BatchRun<TItem, TResult>, Task<IReadOnlyList<TResult>>> _run;
     private readonly Func<TItem, bool> _canRunAgain;
     private readonly Task _loop;
     private int _largest;
 
     /// <param name="options">batch size and wait.</param>
     /// <param name="key">calls with equal keys may share a batch.</param>
-    /// <param name="run">runs a batch: the calls, each call's own token (to end its row), and a token cancelled when
-    /// every call is.</param>
+    /// <param name="run">runs a batch; returns every call's result (calls it already answered through
+    /// <see cref="BatchRun{TItem, TResult}.CompleteRow"/> keep their first answer).</param>
     /// <param name="canRunAgain">whether a call of a failed batch may be run again alone (false for one that has already
     /// handed out part of its result, like a stream); null: every call may.</param>
     public DynamicBatcher(BatchingOptions options, Func<TItem, object> key,
-        Func<IReadOnlyList<TItem>, IReadOnlyList<CancellationToken>, CancellationToken, Task<IReadOnlyList<TResult>>> run,
+        Func<BatchRun<TItem, TResult>, Task<IReadOnlyList<TResult>>> run,
         Func<TItem, bool>? canRunAgain = null)
     {
         options.Validate();
@@ -122,7 +131,8 @@ internal sealed class DynamicBatcher<TItem, TResult> : IDisposable
         })).ToList();
         try
         {
-            var results = await _run(batch.Select(p => p.Item).ToList(), batch.Select(p => p.Token).ToList(), all.Token).ConfigureAwait(false);
+            var results = await _run(new BatchRun<TItem, TResult>(batch.Select(p => p.Item).ToList(), batch.Select(p => p.Token).ToList(),
+                (row, result) => batch[row].Result.TrySetResult(result), all.Token)).ConfigureAwait(false);
             for (int i = 0; i < batch.Count; i++) batch[i].Result.TrySetResult(results[i]);
         }
         catch (Exception e)

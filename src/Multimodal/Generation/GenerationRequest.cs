@@ -50,6 +50,10 @@ internal sealed record GenerationRequest
     /// run as a smaller batch. Null: upstream's behaviour, ended rows run on with the pad id.</summary>
     public IReadOnlyList<CancellationToken>? RowCancel { get; init; }
 
+    /// <summary>With <see cref="RowCancel"/>: called as soon as a row ends before the batch does, with that row alone (a
+    /// one-row output), so its request can be answered without waiting for its batch-mates; null: none.</summary>
+    public Action<int, GenerationOutput>? OnRowEnded { get; init; }
+
     /// <summary>(N, V) float32 logits for the next position. The first step feeds the prompt; later
     /// steps feed only the last token when the cache holds the rest, or everything again without it.</summary>
     public Tensor NextLogits(Tensor promptEmbeds, Tensor mask, Tensor tokens, KvCache? cache, Tensor? promptIds)

@@ -82,8 +82,17 @@ internal static class GreedySearch
             request.OnTokens?.Invoke(Spread(ids, active, batch, request.Pad), Spread(stillOpen, active, batch, false));
             unfinished = unfinished.logical_and(tensor(ended, device: device).logical_not()).MoveToOuterDisposeScope();
             if (!unfinished.any().item<bool>()) break;
-            if (!compact || !ended.Any(e => e)) continue;
+            if (request.RowCancel is null || !ended.Any(e => e)) continue;
 
+            var leaving = logProbSum.div(counted.AtLeast(1)).cpu().data<double>().ToArray();
+            for (int i = 0; i < active.Length; i++)
+            {
+                if (!ended[i]) continue;
+                int r = active[i];
+                scoresPerRow[r] = leaving[i];
+                request.OnRowEnded?.Invoke(r, new GenerationOutput([rows[r].ToArray()], [leaving[i]], null, [reasons[r]], [produced[r]]));
+            }
+            if (!compact) continue;
             var keep = Enumerable.Range(0, active.Length).Where(i => stillOpen[i] && !ended[i]).ToArray();
             var keepRows = tensor(keep.Select(i => (long)i).ToArray(), device: device);
             if (!request.Model.SelectRows(keepRows))
@@ -91,9 +100,6 @@ internal static class GreedySearch
                 compact = false;
                 continue;
             }
-            var leaving = logProbSum.div(counted.AtLeast(1)).cpu().data<double>().ToArray();
-            for (int i = 0; i < active.Length; i++)
-                if (!keep.Contains(i)) scoresPerRow[active[i]] = leaving[i];
             cache?.Reorder(keepRows);
             Tensor Keep(Tensor t) => t.index_select(0, keepRows).MoveToOuterDisposeScope();
             (tokens, mask, unfinished, logProbSum, counted, promptEmbeds) = (Keep(tokens), Keep(mask), Keep(unfinished), Keep(logProbSum), Keep(counted), Keep(promptEmbeds));

@@ -92,6 +92,27 @@ public sealed class DynamicBatchingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_row_completed_early_answers_its_call_while_the_batch_runs_on()
+    {
+        var release = new TaskCompletionSource();
+        using var batcher = new DynamicBatcher<string, string>(new BatchingOptions(4, TimeSpan.FromMilliseconds(300)), _ => "same",
+            async run =>
+            {
+                run.CompleteRow(0, run.Items[0] + " (early)");
+                await release.Task;   // the rest of the batch is still generating
+                return run.Items.Select(item => item + " (at the end)").ToList();
+            });
+        var first = batcher.RunAsync("short", default);
+        var second = batcher.RunAsync("long", default);
+        Assert.Equal("short (early)", await first.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.False(second.IsCompleted, "the long call cannot be done before its batch is");
+        release.SetResult();
+        Assert.Equal("long (at the end)", await second);
+        Assert.Equal("short (early)", await first);   // the first answer stands
+        Assert.Equal(2, batcher.LargestBatch);
+    }
+
+    [Fact]
     public async Task A_call_cancelled_while_waiting_leaves_the_others_and_a_bad_option_fails_only_its_call()
     {
         var loaded = Blip2Captioner.FromPretrained(Repo.ShapesModel);

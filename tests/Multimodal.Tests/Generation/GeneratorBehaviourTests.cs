@@ -212,11 +212,12 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         using var cancelRow1 = new CancellationTokenSource();
         int steps = 0;
         var opened = new List<string>();
+        var early = new List<(int Row, int Step, GenerationOutput Alone)>();
         using var result = Multimodal.Generation.Generator.Generate(Request(counting, [default, cancelRow1.Token, default], (ids, open) =>
         {
             opened.Add(string.Concat(open.Select(o => o ? '1' : '0')));
             if (++steps == 3) cancelRow1.Cancel();   // a client hanging up during step 3
-        }));
+        }) with { OnRowEnded = (row, alone) => early.Add((row, steps, alone)) });
         output.WriteLine($"rows per forward: {string.Join(", ", counting.Rows)}; open rows per step: {string.Join(" ", opened)}");
         Assert.Equal([3L, 3, 3, 3, 2, 2, 2, 2], counting.Rows);
         Assert.Equal(FinishReason.Cancelled, result.FinishReasons[1]);
@@ -228,6 +229,13 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
             Assert.Equal(FinishReason.Length, result.FinishReasons[r]);
         }
         Assert.Equal("101", opened[^1]);
+        // The cancelled row was handed out alone at the step it ended, equal to its row of the whole output.
+        var (earlyRow, step, alone) = Assert.Single(early);
+        Assert.Equal((1, 4), (earlyRow, step));
+        Assert.Equal(result.Sequences[1], alone.Sequences[0]);
+        Assert.Equal(result.Scores[1], alone.Scores[0]);
+        Assert.Equal([FinishReason.Cancelled], alone.FinishReasons);
+        Assert.Equal([result.NewTokens[1]], alone.NewTokens);
     }
 
     private sealed class CountingModel(ICausalLanguageModel inner) : ICausalLanguageModel
