@@ -10,7 +10,7 @@ namespace Multimodal.Generation;
 /// <param name="Result">set on the last chunk only.</param>
 public readonly record struct TextChunk(string Text, TextResult? Result);
 
-/// <summary>Runs one generation on a worker thread and streams its text: the façades' common streaming
+/// <summary>Runs one generation on the gate's thread and streams its text: the façades' common streaming
 /// path. Calls are serialized by the façade's gate; a consumer that stops enumerating (break, dispose,
 /// cancellation) cancels the generation within one step and waits for it to release its tensors and the gate.</summary>
 internal static class GenerationStream
@@ -26,7 +26,7 @@ internal static class GenerationStream
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var channel = Channel.CreateUnbounded<TextChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var producer = Task.Run(() =>
+        var producer = gate.OnWorker(() =>
         {
             try
             {
@@ -50,7 +50,7 @@ internal static class GenerationStream
             {
                 gate.Release();
             }
-        }, CancellationToken.None);
+        });
         try
         {
             await foreach (var chunk in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))

@@ -148,7 +148,9 @@ public sealed class KestrelServerTests(KestrelServer server, ITestOutputHelper o
             + Convert.ToBase64String(Scene1) + "\"}}]}]}";
         string[] malformed = ["{\"model\": ", "{\"model\":\"blip2-shapes\",\"n\":3,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
             good.Replace("base64,", "base64,@@"), good.Replace("\"model\":\"blip2-shapes\"", "\"model\":\"nope\"")];
-        await client.PostAsync("/v1/chat/completions", new StringContent(good, Encoding.UTF8, "application/json"));   // warm-up
+        // Warm-up at the test's concurrency, so Kestrel's and the thread pool's working sets are in the baseline.
+        await Task.WhenAll(Enumerable.Range(0, 16).Select(_ =>
+            client.PostAsync("/v1/chat/completions", new StringContent(good, Encoding.UTF8, "application/json"))));
         long rssBefore = Rss(server.ProcessId);
         long tensorsBefore = await LiveTensors(client);
 
@@ -190,8 +192,10 @@ public sealed class KestrelServerTests(KestrelServer server, ITestOutputHelper o
         Assert.All(all.Where(o => !o.Malformed), o => Assert.True(o.Correct, $"good request got {o.Status}"));
         Assert.Equal(150, ok);
         Assert.True((await client.GetAsync("/healthz")).IsSuccessStatusCode);
-        // Memory back where it started: allocator noise only, not a leak per request (150 good requests).
-        Assert.True(rssAfter - rssBefore < 200_000_000, $"RSS grew by {(rssAfter - rssBefore) / 1e6:F0} MB");
+        // Memory back near where it started: the managed heap and allocator arenas settle (a 16-way warm-up is in the
+        // baseline; 43 MB of growth measured over this round, flat over later rounds), not a leak per request: a leak
+        // of 1 MB a request would pass 150 MB here.
+        Assert.True(rssAfter - rssBefore < 100_000_000, $"RSS grew by {(rssAfter - rssBefore) / 1e6:F0} MB");
         Assert.Equal(tensorsBefore, tensorsAfter);
     }
 
