@@ -304,7 +304,16 @@ internal sealed class T5DecoderSession(T5ForConditionalGeneration model, Tensor 
     public KvCache NewCache() => new(model.DecoderLayers);
 
     /// <inheritdoc/>
-    public bool SelectRows(Tensor rows) => false;   // the encoder output and its cross-attention keys stay whole
+    public bool SelectRows(Tensor rows)
+    {
+        var hidden = _hidden.index_select(0, rows).DetachFromDisposeScope();
+        var mask = _mask.index_select(0, rows).DetachFromDisposeScope();
+        var kv = _kv?.Select(kv => (kv.Keys.index_select(0, rows).DetachFromDisposeScope(), kv.Values.index_select(0, rows).DetachFromDisposeScope())).ToList();
+        DisposeKv();
+        if (_owns) { _hidden.Dispose(); _mask.Dispose(); }
+        (_hidden, _mask, _kv, _owns) = (hidden, mask, kv, true);
+        return true;
+    }
 
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
     {
