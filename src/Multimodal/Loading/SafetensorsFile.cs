@@ -311,7 +311,6 @@ public sealed class SafetensorsFile : IDisposable
     private static extern int madvise(nint address, nuint length, int advice);
 
     private const int MadvPopulateRead = 22;     // Linux 5.14+
-    private const long PageBytes = 4096;
 
     // Faults the mapping's pages in, a chunk at a time (a Span is at most 2 GiB); without MADV_POPULATE_READ (an older
     // kernel, another OS) by reading one byte per page.
@@ -324,11 +323,12 @@ public sealed class SafetensorsFile : IDisposable
             var bytes = chunk.bytes;
             fixed (byte* first = bytes)
             {
-                long begin = (long)first & ~(PageBytes - 1);
+                long page = Environment.SystemPageSize;
+                long begin = (long)first & ~(page - 1);
                 if (OperatingSystem.IsLinux() && madvise((nint)begin, (nuint)((long)first + bytes.Length - begin), MadvPopulateRead) == 0)
                     continue;
                 byte sum = 0;
-                for (long i = 0; i < bytes.Length; i += PageBytes) sum ^= first[i];
+                for (long i = 0; i < bytes.Length; i += page) sum ^= first[i];
                 GC.KeepAlive(sum);
             }
         }
