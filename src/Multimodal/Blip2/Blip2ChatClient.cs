@@ -41,13 +41,10 @@ public sealed class Blip2ChatClient : VisionChatClient
     /// <summary>The image and the prompt a conversation asks for.</summary>
     internal static (Processing.DecodedImage Image, string Prompt) Prompt(IReadOnlyList<ChatTurn> turns)
     {
-        var images = turns.SelectMany(t => t.Images).ToList();
-        if (images.Count == 0) throw new ArgumentException("The conversation holds no image; BLIP-2 answers about one image.");
-        if (images.Count > 1)
-            throw new NotSupportedException($"A second image (the conversation holds {images.Count}): BLIP-2 reads one image per conversation.");
+        var image = SingleImage(turns, "BLIP-2");
         var dialogue = turns.Where(t => t.Role != ChatRole.System).ToList();
         string question = dialogue[^1].Text;
-        if (question.Length == 0) return (images[0], "");
+        if (question.Length == 0) return (image, "");
         var context = new List<string>();
         for (int i = 0; i + 1 < dialogue.Count; i++)
         {
@@ -56,6 +53,6 @@ public sealed class Blip2ChatClient : VisionChatClient
             context.Add($"{Blip2Captioner.QuestionPrompt(dialogue[i].Text)} {answer}".TrimEnd());
         }
         context.Add(Blip2Captioner.QuestionPrompt(question));
-        return (images[0], string.Join(" ", context));
+        return (image, string.Join(" ", context));
     }
 }

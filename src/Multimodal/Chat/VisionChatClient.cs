@@ -41,6 +41,20 @@ public abstract class VisionChatClient : IChatClient
     /// <summary>Upper bound on the pixels of an image in a message (decompression bombs are refused).</summary>
     private protected virtual long MaxImagePixels => ImageDecoder.DefaultMaxPixels;
 
+    /// <summary>The one image a conversation holds, for families that read exactly one (BLIP-2, InstructBLIP).</summary>
+    /// <param name="turns">the conversation.</param>
+    /// <param name="family">the family's name, for the message.</param>
+    /// <exception cref="ArgumentException">the conversation holds no image.</exception>
+    /// <exception cref="NotSupportedException">it holds more than one.</exception>
+    private protected static DecodedImage SingleImage(IReadOnlyList<ChatTurn> turns, string family)
+    {
+        var images = turns.SelectMany(t => t.Images).ToList();
+        if (images.Count == 0) throw new ArgumentException($"The conversation holds no image; {family} answers about one image.");
+        if (images.Count > 1)
+            throw new NotSupportedException($"A second image (the conversation holds {images.Count}): {family} reads one image per conversation.");
+        return images[0];
+    }
+
     /// <summary>Turns the conversation into the family's prompt and generates (not streamed).</summary>
     private protected abstract Task<TextResult> GenerateAsync(IReadOnlyList<ChatTurn> turns, GenerationOptions options, CancellationToken cancellationToken);
 

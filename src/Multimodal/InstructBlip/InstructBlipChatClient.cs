@@ -29,12 +29,6 @@ public sealed class InstructBlipChatClient : VisionChatClient
         return _captioner.StreamAsync(image, instruction, options, cancellationToken);
     }
 
-    private static (Processing.DecodedImage Image, string Instruction) Instruction(IReadOnlyList<ChatTurn> turns)
-    {
-        var images = turns.SelectMany(t => t.Images).ToList();
-        if (images.Count == 0) throw new ArgumentException("The conversation holds no image; InstructBLIP answers about one image.");
-        if (images.Count > 1)
-            throw new NotSupportedException($"A second image (the conversation holds {images.Count}): InstructBLIP reads one image per conversation.");
-        return (images[0], turns[^1].Text);
-    }
+    private static (Processing.DecodedImage Image, string Instruction) Instruction(IReadOnlyList<ChatTurn> turns) =>
+        (SingleImage(turns, "InstructBLIP"), turns[^1].Text);
 }
