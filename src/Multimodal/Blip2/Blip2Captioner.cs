@@ -124,43 +124,6 @@ public sealed class Blip2Captioner : IVisionLanguageModel
                 call => !call.Streamed);
     }
 
-    // A streamed call that joins a batch: its row's ids are decoded as they come; the last chunk carries its result.
-    private async IAsyncEnumerable<TextChunk> BatchedStreamAsync(DecodedImage image, string prompt, GenerationOptions options,
-        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        options.WithDefaults(Model.GenerationConfig).Validate();
-        var channel = System.Threading.Channels.Channel.CreateUnbounded<TextChunk>(
-            new System.Threading.Channels.UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var decoder = Processor.Tokenizer.CreateStreamingDecoder();
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var call = Batcher().RunAsync(new BatchedCall(image, prompt, options, id =>
-        {
-            var piece = decoder.Push(id);
-            if (piece.Length > 0) channel.Writer.TryWrite(new TextChunk(piece, null));
-        }), stop.Token);
-        // Runs after the generation has returned, so after the row's last Push.
-        _ = call.ContinueWith(done =>
-        {
-            if (done.IsCompletedSuccessfully)
-            {
-                var rest = decoder.Flush();
-                if (rest.Length > 0) channel.Writer.TryWrite(new TextChunk(rest, null));
-                channel.Writer.TryWrite(new TextChunk("", done.Result));
-                channel.Writer.TryComplete();
-            }
-            else channel.Writer.TryComplete(done.Exception?.InnerException ?? new OperationCanceledException(cancellationToken));
-        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        try
-        {
-            await foreach (var chunk in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
-                yield return chunk;
-        }
-        finally
-        {
-            stop.Cancel();   // a consumer that stops early ends its row at the next step
-        }
-    }
-
     /// <summary>Captions a decoded image with these options (<c>CaptionAsync(image, options)</c>).</summary>
     public Task<TextResult> CaptionAsync(DecodedImage image, GenerationOptions generationOptions, CancellationToken cancellationToken = default) =>
         CaptionAsync(image, "", generationOptions, cancellationToken);
@@ -210,7 +173,12 @@ public sealed class Blip2Captioner : IVisionLanguageModel
         options ??= new GenerationOptions();
         if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
-        if (Batching is not null) return BatchedStreamAsync(image, prompt, options, cancellationToken);
+        if (Batching is not null)
+            return GenerationStream.JoinBatchAsync(Processor.Tokenizer, (onToken, token) =>
+            {
+                options.WithDefaults(Model.GenerationConfig).Validate();   // a bad option fails its own call, not a batch
+                return Batcher().RunAsync(new BatchedCall(image, prompt, options, onToken), token);
+            }, cancellationToken);
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
             (onTokens, token) => Generate([image], [prompt], options, onTokens, token, null)[0], cancellationToken);
     }

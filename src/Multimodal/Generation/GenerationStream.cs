@@ -24,27 +24,20 @@ internal static class GenerationStream
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var channel = Channel.CreateUnbounded<TextChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var chunks = new ChunkWriter(tokenizer);
         await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         var producer = gate.OnWorker(() =>
         {
             try
             {
-                var decoder = tokenizer.CreateStreamingDecoder();
-                var result = generate((ids, open) =>
+                chunks.Finish(generate((ids, open) =>
                 {
-                    if (!open[0]) return;
-                    var piece = decoder.Push(ids[0]);
-                    if (piece.Length > 0) channel.Writer.TryWrite(new TextChunk(piece, null));
-                }, stop.Token);
-                var rest = decoder.Flush();
-                if (rest.Length > 0) channel.Writer.TryWrite(new TextChunk(rest, null));
-                channel.Writer.TryWrite(new TextChunk("", result));
-                channel.Writer.TryComplete();
+                    if (open[0]) chunks.Push(ids[0]);
+                }, stop.Token));
             }
             catch (Exception e)
             {
-                channel.Writer.TryComplete(e);
+                chunks.Fail(e);
             }
             finally
             {
@@ -53,7 +46,7 @@ internal static class GenerationStream
         });
         try
         {
-            await foreach (var chunk in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            await foreach (var chunk in chunks.ReadAllAsync(cancellationToken).ConfigureAwait(false))
                 yield return chunk;
             await producer.ConfigureAwait(false);
         }
@@ -70,6 +63,59 @@ internal static class GenerationStream
             {
             }
         }
+    }
+
+    /// <summary>Streams one row of a dynamic batch: <paramref name="join"/> queues the call with a sink for its row's
+    /// new ids and returns its result, which arrives when the row ends (after its last id). A consumer that stops
+    /// enumerating cancels the call's token, which ends its row at the next step.</summary>
+    /// <param name="tokenizer">decodes the row's ids incrementally.</param>
+    /// <param name="join">queues the call: (sink for the row's ids, the call's token) → its result.</param>
+    /// <param name="cancellationToken">the consumer's token.</param>
+    public static async IAsyncEnumerable<TextChunk> JoinBatchAsync(ITextTokenizer tokenizer,
+        Func<Action<long>, CancellationToken, Task<TextResult>> join, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var chunks = new ChunkWriter(tokenizer);
+        _ = join(chunks.Push, stop.Token).ContinueWith(done =>
+        {
+            if (done.IsCompletedSuccessfully) chunks.Finish(done.Result);
+            else chunks.Fail(done.Exception?.InnerException ?? new OperationCanceledException(cancellationToken));
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        try
+        {
+            await foreach (var chunk in chunks.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+                yield return chunk;
+        }
+        finally
+        {
+            stop.Cancel();
+        }
+    }
+
+    // Decodes one row's ids into text chunks for a single reader; the last chunk carries the result.
+    private sealed class ChunkWriter(ITextTokenizer tokenizer)
+    {
+        private readonly Channel<TextChunk> _channel =
+            Channel.CreateUnbounded<TextChunk>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        private readonly IStreamingDecoder _decoder = tokenizer.CreateStreamingDecoder();
+
+        public void Push(long id)
+        {
+            var piece = _decoder.Push(id);
+            if (piece.Length > 0) _channel.Writer.TryWrite(new TextChunk(piece, null));
+        }
+
+        public void Finish(TextResult result)
+        {
+            var rest = _decoder.Flush();
+            if (rest.Length > 0) _channel.Writer.TryWrite(new TextChunk(rest, null));
+            _channel.Writer.TryWrite(new TextChunk("", result));
+            _channel.Writer.TryComplete();
+        }
+
+        public void Fail(Exception e) => _channel.Writer.TryComplete(e);
+
+        public IAsyncEnumerable<TextChunk> ReadAllAsync(CancellationToken cancellationToken) => _channel.Reader.ReadAllAsync(cancellationToken);
     }
 
     /// <summary>The text pieces only.</summary>
