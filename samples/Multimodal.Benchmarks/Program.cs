@@ -95,6 +95,10 @@ static void Report(string preset, string label, string dtype, JsonObject m, Floo
     {
         double one = batches["1"]!.GetValue<double>();
         foreach (var (b, v) in batches) Console.WriteLine($"   batch {b}: {v!.GetValue<double>():F3} images/s ({v.GetValue<double>() / one:F2}x batch 1)");
+        // Batching shares the language model's weight reads, not the image encoder's arithmetic: even with free
+        // decoding, throughput cannot pass one image per (encoder FLOPs / GEMM rate).
+        double ceiling = gemm / Get("image_encoder_gflop");
+        Console.WriteLine($"   ceiling: the image encoder alone ({Get("image_encoder_gflop"):F0} GFLOP per image at the GEMM rate) allows {ceiling:F3} images/s = {ceiling / one:F2}x batch 1");
     }
 }
 
@@ -145,6 +149,7 @@ internal static class Measurement
             ["parameter_bytes"] = parameterBytes,
             ["lm_weight_bytes"] = lmBytes,
             ["first_token_gflop"] = FirstTokenFlops(state, config, prompt) / 1e9,
+            ["image_encoder_gflop"] = ImageEncoderFlops(state, config) / 1e9,
         };
         if (options.Get("--batches") is string list)
         {
@@ -183,24 +188,33 @@ internal static class Measurement
     // row of the LM head; plus attention's 4·T²·d per ViT layer.
     private static double FirstTokenFlops(IReadOnlyDictionary<string, Tensor> state, Multimodal.Blip2.Blip2Config config, int prompt)
     {
-        var v = config.VisionConfig;
-        long imageTokens = (v.ImageSize / v.PatchSize) * (v.ImageSize / v.PatchSize) + 1;
-        long queries = config.NumQueryTokens, lmRows = queries + prompt;
-        double flops = 0;
+        long imageTokens = ImageTokens(config), queries = config.NumQueryTokens, lmRows = queries + prompt;
+        double flops = ImageEncoderFlops(state, config);
         foreach (var (name, t) in state)
         {
-            if (t.dim() != 2 || name.Contains("embed") || name.Contains("lm_head")) continue;
-            long rows = name.StartsWith("vision_model.") ? imageTokens
-                : name.StartsWith("qformer.") && name.Contains("crossattention.attention.") && (name.Contains(".key.") || name.Contains(".value.")) ? imageTokens
+            if (t.dim() != 2 || name.Contains("embed") || name.Contains("lm_head") || name.StartsWith("vision_model.")) continue;
+            long rows = name.StartsWith("qformer.") && name.Contains("crossattention.attention.") && (name.Contains(".key.") || name.Contains(".value.")) ? imageTokens
                 : name.StartsWith("qformer.") || name == "query_tokens" || name.StartsWith("language_projection") ? queries
                 : lmRows;
             flops += 2.0 * t.numel() * rows;
         }
         var lmHead = state["language_model.lm_head.weight"];
         flops += 2.0 * lmHead.numel();
-        flops += 4.0 * imageTokens * imageTokens * v.HiddenSize * v.NumHiddenLayers;
         return flops;
     }
+
+    // One image through the ViT: the part of a caption whose cost per image batching cannot lower.
+    private static double ImageEncoderFlops(IReadOnlyDictionary<string, Tensor> state, Multimodal.Blip2.Blip2Config config)
+    {
+        var v = config.VisionConfig;
+        long imageTokens = ImageTokens(config);
+        double flops = state.Where(kv => kv.Key.StartsWith("vision_model.") && kv.Value.dim() == 2 && !kv.Key.Contains("embed"))
+            .Sum(kv => 2.0 * kv.Value.numel() * imageTokens);
+        return flops + 4.0 * imageTokens * imageTokens * v.HiddenSize * v.NumHiddenLayers;
+    }
+
+    private static long ImageTokens(Multimodal.Blip2.Blip2Config config) =>
+        (config.VisionConfig.ImageSize / config.VisionConfig.PatchSize) * (config.VisionConfig.ImageSize / config.VisionConfig.PatchSize) + 1;
 
     private static double PeakRssMb()
     {
