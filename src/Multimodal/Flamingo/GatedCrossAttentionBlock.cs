@@ -34,7 +34,7 @@ internal sealed class MaskedCrossAttention : nn.Module
     public (Tensor Keys, Tensor Values) MediaKeysValues(Tensor media)
     {
         using var scope = NewDisposeScope();
-        var kv = _toKv.forward(media.flatten(1, 2)).chunk(2, -1);                  // (B, T·n, h·d) each
+        var kv = _toKv.Apply(media.flatten(1, 2)).chunk(2, -1);                  // (B, T·n, h·d) each
         var k = Common.Attention.SplitHeads(kv[0], _heads);
         var v = Common.Attention.SplitHeads(kv[1], _heads);
         return (k.MoveToOuterDisposeScope(), v.MoveToOuterDisposeScope());
@@ -48,7 +48,7 @@ internal sealed class MaskedCrossAttention : nn.Module
     public Tensor Forward(Tensor x, Tensor keys, Tensor values, Tensor textTime, long latentsPerImage)
     {
         using var scope = NewDisposeScope();
-        var q = Common.Attention.SplitHeads(_toQ.forward(_norm.forward(x)), _heads).Times(_scale); // (B, h, L, d)
+        var q = Common.Attention.SplitHeads(_toQ.Apply(_norm.forward(x)), _heads).Times(_scale); // (B, h, L, d)
         var sim = q.matmul(keys.transpose(-1, -2));                                              // (B, h, L, T·n)
         long images = keys.shape[2] / latentsPerImage;
         var mediaTime = Common.Scalars.Arange(1, images + 1, ScalarType.Int64, x.device).repeat_interleave(latentsPerImage); // (T·n)
@@ -58,7 +58,7 @@ internal sealed class MaskedCrossAttention : nn.Module
         var attn = (sim - sim.amax([-1], keepdim: true)).softmax(-1);
         if (_onlyImmediate) attn = attn.FillWhere(tt.EqualTo(0), 0.0);
         var output = Common.Attention.MergeHeads(attn.matmul(values));
-        return _toOut.forward(output).MoveToOuterDisposeScope();
+        return _toOut.Apply(output).MoveToOuterDisposeScope();
     }
 
     private static double MaxValue(ScalarType dtype) => -Common.Attention.MinValue(dtype);

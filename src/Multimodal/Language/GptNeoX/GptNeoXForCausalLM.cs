@@ -63,13 +63,13 @@ internal sealed class GptNeoXAttention : nn.Module
     {
         using var scope = NewDisposeScope();
         long b = hidden.shape[0], t = hidden.shape[1], d = hidden.shape[2] / _heads;
-        var qkv = _queryKeyValue.forward(hidden).view(b, t, _heads, 3 * d).permute(0, 2, 1, 3);  // (B, H, T, 3d)
+        var qkv = _queryKeyValue.Apply(hidden).view(b, t, _heads, 3 * d).permute(0, 2, 1, 3);  // (B, H, T, 3d)
         var q = Rotary.Apply(qkv.narrow(-1, 0, d), cos, sin);
         var k = Rotary.Apply(qkv.narrow(-1, d, d), cos, sin);
         var v = qkv.narrow(-1, 2 * d, d);
         if (cache is not null) (k, v) = cache.Update(_layerIndex, k.contiguous(), v.contiguous());
         var context = Attention.ScaledDotProduct(q, k, v, mask);
-        return _dense.forward(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
+        return _dense.Apply(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
     }
 }
 
@@ -91,7 +91,7 @@ internal sealed class GptNeoXMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hidden)
     {
         using var scope = NewDisposeScope();
-        return _dense4hToH.forward(_activation(_denseHTo4h.forward(hidden))).MoveToOuterDisposeScope();
+        return _dense4hToH.Apply(_activation(_denseHTo4h.Apply(hidden))).MoveToOuterDisposeScope();
     }
 }
 
@@ -201,6 +201,6 @@ internal sealed class GptNeoXForCausalLM : nn.Module, IFlamingoHost
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
     {
         using var scope = NewDisposeScope();
-        return _embedOut.forward(_gptNeoX.Forward(inputsEmbeds, attentionMask, cache, context)).MoveToOuterDisposeScope();
+        return _embedOut.Apply(_gptNeoX.Forward(inputsEmbeds, attentionMask, cache, context)).MoveToOuterDisposeScope();
     }
 }

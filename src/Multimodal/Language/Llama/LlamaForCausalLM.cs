@@ -142,7 +142,7 @@ internal sealed class LlamaForCausalLM : nn.Module, ICausalLanguageModel
         long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1];
         var m = attentionMask.to(ScalarType.Int64);
         var positions = m.cumsum(1).Minus(1).FillWhere(m.EqualTo(0), 1L).narrow(1, past, fresh);
-        return _lmHead.forward(_model.Forward(inputsEmbeds, attentionMask, positions, cache)).MoveToOuterDisposeScope();
+        return _lmHead.Apply(_model.Forward(inputsEmbeds, attentionMask, positions, cache)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Upstream <c>forward()</c> without <c>position_ids</c>: positions 0 … L−1 in every row, padding counted.</summary>
@@ -151,7 +151,7 @@ internal sealed class LlamaForCausalLM : nn.Module, ICausalLanguageModel
         using var scope = NewDisposeScope();
         long b = inputsEmbeds.shape[0], t = inputsEmbeds.shape[1];
         var positions = Scalars.Arange(0, t, ScalarType.Int64, inputsEmbeds.device).unsqueeze(0).expand(b, t);
-        return _lmHead.forward(_model.Forward(inputsEmbeds, attentionMask, positions, null)).MoveToOuterDisposeScope();
+        return _lmHead.Apply(_model.Forward(inputsEmbeds, attentionMask, positions, null)).MoveToOuterDisposeScope();
     }
 
     public KvCache NewCache() => new(_model.LayerCount);

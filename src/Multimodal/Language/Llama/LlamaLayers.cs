@@ -48,7 +48,7 @@ internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return _downProj.forward(_activation(_gateProj.forward(x)) * _upProj.forward(x)).MoveToOuterDisposeScope();
+        return _downProj.Apply(_activation(_gateProj.Apply(x)) * _upProj.Apply(x)).MoveToOuterDisposeScope();
     }
 }
 
@@ -88,12 +88,12 @@ internal sealed class LlamaAttention : nn.Module
     public Tensor SelfAttention(Tensor hidden, Tensor mask, Tensor cos, Tensor sin, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var q = Rotary.Apply(Attention.SplitHeads(_qProj.forward(hidden), _heads), cos, sin);
-        var k = Rotary.Apply(Attention.SplitHeads(_kProj.forward(hidden), _heads), cos, sin);
-        var v = Attention.SplitHeads(_vProj.forward(hidden), _heads);
+        var q = Rotary.Apply(Attention.SplitHeads(_qProj.Apply(hidden), _heads), cos, sin);
+        var k = Rotary.Apply(Attention.SplitHeads(_kProj.Apply(hidden), _heads), cos, sin);
+        var v = Attention.SplitHeads(_vProj.Apply(hidden), _heads);
         if (cache is not null) (k, v) = cache.Update(_layerIndex, k, v);
         if (_qLayerNorm is not null) { q = _qLayerNorm.forward(q); k = _kLayerNorm!.forward(k); }
-        return _oProj.forward(Attention.MergeHeads(Attention.ScaledDotProduct(q, k, v, mask))).MoveToOuterDisposeScope();
+        return _oProj.Apply(Attention.MergeHeads(Attention.ScaledDotProduct(q, k, v, mask))).MoveToOuterDisposeScope();
     }
 
     /// <summary>Keys and values of the image features (B, h, S, d), normalised when q/k norms are on:
@@ -101,9 +101,9 @@ internal sealed class LlamaAttention : nn.Module
     public (Tensor Keys, Tensor Values) MediaKeysValues(Tensor image)
     {
         using var scope = NewDisposeScope();
-        var k = Attention.SplitHeads(_kProj.forward(image), _heads);
+        var k = Attention.SplitHeads(_kProj.Apply(image), _heads);
         if (_kLayerNorm is not null) k = _kLayerNorm.forward(k);
-        var v = Attention.SplitHeads(_vProj.forward(image), _heads);
+        var v = Attention.SplitHeads(_vProj.Apply(image), _heads);
         return (k.MoveToOuterDisposeScope(), v.MoveToOuterDisposeScope());
     }
 
@@ -111,9 +111,9 @@ internal sealed class LlamaAttention : nn.Module
     public Tensor CrossAttention(Tensor hidden, Tensor keys, Tensor values, Tensor mask)
     {
         using var scope = NewDisposeScope();
-        var q = Attention.SplitHeads(_qProj.forward(hidden), _heads);
+        var q = Attention.SplitHeads(_qProj.Apply(hidden), _heads);
         if (_qLayerNorm is not null) q = _qLayerNorm.forward(q);
-        return _oProj.forward(Attention.MergeHeads(Attention.ScaledDotProduct(q, keys, values, mask))).MoveToOuterDisposeScope();
+        return _oProj.Apply(Attention.MergeHeads(Attention.ScaledDotProduct(q, keys, values, mask))).MoveToOuterDisposeScope();
     }
 }
 

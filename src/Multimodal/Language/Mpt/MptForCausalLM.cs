@@ -27,13 +27,13 @@ internal sealed class MptAttention : nn.Module
     public Tensor Forward(Tensor hidden, Tensor mask, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var qkv = _wqkv.forward(hidden).chunk(3, 2);
+        var qkv = _wqkv.Apply(hidden).chunk(3, 2);
         var q = Attention.SplitHeads(qkv[0], _heads);       // (B, H, Tnew, d)
         var k = Attention.SplitHeads(qkv[1], _heads);
         var v = Attention.SplitHeads(qkv[2], _heads);
         if (cache is not null) (k, v) = cache.Update(_layerIndex, k, v);
         var context = Attention.ScaledDotProduct(q, k, v, mask);
-        return _outProj.forward(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
+        return _outProj.Apply(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
     }
 }
 
@@ -54,7 +54,7 @@ internal sealed class MptMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hidden)
     {
         using var scope = NewDisposeScope();
-        return _downProj.forward(nn.functional.gelu(_upProj.forward(hidden))).MoveToOuterDisposeScope();
+        return _downProj.Apply(nn.functional.gelu(_upProj.Apply(hidden))).MoveToOuterDisposeScope();
     }
 }
 
@@ -164,6 +164,6 @@ internal sealed class MptForCausalLM : nn.Module, IFlamingoHost
     {
         using var scope = NewDisposeScope();
         var hidden = _transformer.Forward(inputsEmbeds, attentionMask, cache, context);
-        return _lmHead.forward(hidden).MoveToOuterDisposeScope();
+        return _lmHead.Apply(hidden).MoveToOuterDisposeScope();
     }
 }

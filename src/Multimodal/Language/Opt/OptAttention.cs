@@ -34,11 +34,11 @@ internal sealed class OptAttention : nn.Module
     public Tensor Forward(Tensor hidden, Tensor mask, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var q = Attention.SplitHeads(_qProj.forward(hidden), _heads);   // (B, H, Tnew, d)
-        var k = Attention.SplitHeads(_kProj.forward(hidden), _heads);
-        var v = Attention.SplitHeads(_vProj.forward(hidden), _heads);
+        var q = Attention.SplitHeads(_qProj.Apply(hidden), _heads);   // (B, H, Tnew, d)
+        var k = Attention.SplitHeads(_kProj.Apply(hidden), _heads);
+        var v = Attention.SplitHeads(_vProj.Apply(hidden), _heads);
         if (cache is not null) (k, v) = cache.Update(_layerIndex, k, v); // (B, H, Tpast + Tnew, d)
         var context = Attention.ScaledDotProduct(q, k, v, mask);
-        return _outProj.forward(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
+        return _outProj.Apply(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
     }
 }

@@ -39,7 +39,7 @@ internal sealed class OptDecoderLayer : nn.Module
 
         residual = hidden;
         if (_normBefore) hidden = _finalLayerNorm.forward(hidden);
-        hidden = residual.Plus(_fc2.forward(_activation(_fc1.forward(hidden))));
+        hidden = residual.Plus(_fc2.Apply(_activation(_fc1.Apply(hidden))));
         if (!_normBefore) hidden = _finalLayerNorm.forward(hidden);
         return hidden.MoveToOuterDisposeScope();
     }

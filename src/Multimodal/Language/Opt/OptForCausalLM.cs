@@ -47,10 +47,10 @@ internal sealed class OptDecoder : nn.Module
                 $"attention_mask has {attentionMask.shape[1]} positions; expected {past} cached + {fresh} new.", nameof(attentionMask));
         var mask = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype);  // (B, 1, Tnew, Tpast + Tnew)
         var positions = _embedPositions.Forward(attentionMask, past);                        // (B, Tnew, D)
-        var hidden = (_projectIn?.forward(inputsEmbeds) ?? inputsEmbeds).Plus(positions);
+        var hidden = (_projectIn?.Apply(inputsEmbeds) ?? inputsEmbeds).Plus(positions);
         foreach (var layer in _layers) hidden = layer.Forward(hidden, mask, cache);
         if (_finalLayerNorm is not null) hidden = _finalLayerNorm.forward(hidden);
-        if (_projectOut is not null) hidden = _projectOut.forward(hidden);
+        if (_projectOut is not null) hidden = _projectOut.Apply(hidden);
         return hidden.MoveToOuterDisposeScope();
     }
 }
@@ -99,7 +99,7 @@ internal sealed class OptForCausalLM : nn.Module, ICausalLanguageModel
     {
         using var scope = NewDisposeScope();
         var hidden = _model.Decoder.Forward(inputsEmbeds, attentionMask, cache);
-        return _lmHead.forward(hidden).MoveToOuterDisposeScope();
+        return _lmHead.Apply(hidden).MoveToOuterDisposeScope();
     }
 
     public KvCache NewCache() => new(_model.Decoder.LayerCount);

@@ -66,9 +66,9 @@ internal sealed class T5Attention : nn.Module
     public Tensor SelfAttention(Tensor x, Tensor bias, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var q = Attention.SplitHeads(_q.forward(x), _config.NumHeads);
-        var k = Attention.SplitHeads(_k.forward(x), _config.NumHeads);
-        var v = Attention.SplitHeads(_v.forward(x), _config.NumHeads);
+        var q = Attention.SplitHeads(_q.Apply(x), _config.NumHeads);
+        var k = Attention.SplitHeads(_k.Apply(x), _config.NumHeads);
+        var v = Attention.SplitHeads(_v.Apply(x), _config.NumHeads);
         if (cache is not null) (k, v) = cache.Update(_layerIndex, k, v);
         return Attend(q, k, v, bias).MoveToOuterDisposeScope();
     }
@@ -77,20 +77,20 @@ internal sealed class T5Attention : nn.Module
     public (Tensor Keys, Tensor Values) KeysValues(Tensor encoder)
     {
         using var scope = NewDisposeScope();
-        var k = Attention.SplitHeads(_k.forward(encoder), _config.NumHeads);
-        var v = Attention.SplitHeads(_v.forward(encoder), _config.NumHeads);
+        var k = Attention.SplitHeads(_k.Apply(encoder), _config.NumHeads);
+        var v = Attention.SplitHeads(_v.Apply(encoder), _config.NumHeads);
         return (k.MoveToOuterDisposeScope(), v.MoveToOuterDisposeScope());
     }
 
     public Tensor CrossAttention(Tensor x, Tensor keys, Tensor values, Tensor bias)
     {
         using var scope = NewDisposeScope();
-        return Attend(Attention.SplitHeads(_q.forward(x), _config.NumHeads), keys, values, bias).MoveToOuterDisposeScope();
+        return Attend(Attention.SplitHeads(_q.Apply(x), _config.NumHeads), keys, values, bias).MoveToOuterDisposeScope();
     }
 
     // T5 does not scale scores; scaled dot-product attention divides by √d, so q is multiplied back first.
     private Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor bias) =>
-        _o.forward(Attention.MergeHeads(Attention.ScaledDotProduct(q.Times(Math.Sqrt(_config.DKv)), k, v, bias.to(q.dtype))));
+        _o.Apply(Attention.MergeHeads(Attention.ScaledDotProduct(q.Times(Math.Sqrt(_config.DKv)), k, v, bias.to(q.dtype))));
 }
 
 /// <summary>transformers v4.45.1 <c>T5DenseActDense</c> (wi → act → wo) and <c>T5DenseGatedActDense</c>
@@ -122,8 +122,8 @@ internal sealed class T5DenseReluDense : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = _wi is not null ? _activation(_wi.forward(x)) : _activation(_wi0!.forward(x)) * _wi1!.forward(x);
-        return _wo.forward(h).MoveToOuterDisposeScope();
+        var h = _wi is not null ? _activation(_wi.Apply(x)) : _activation(_wi0!.Apply(x)) * _wi1!.Apply(x);
+        return _wo.Apply(h).MoveToOuterDisposeScope();
     }
 }
 
@@ -286,7 +286,7 @@ internal sealed class T5ForConditionalGeneration : nn.Module
         using var scope = NewDisposeScope();
         var h = _decoder.Decode(embeds, mask, encoder, encoderMask, cache);
         if (Config.TieWordEmbeddings) h = h.Times(Math.Pow(Config.DModel, -0.5));
-        return _lmHead.forward(h).MoveToOuterDisposeScope();
+        return _lmHead.Apply(h).MoveToOuterDisposeScope();
     }
 }
 

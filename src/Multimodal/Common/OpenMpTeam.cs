@@ -1,0 +1,55 @@
+using System.Runtime.InteropServices;
+
+namespace Multimodal.Common;
+
+/// <summary>libtorch's OpenMP runtime (the libgomp its CPU build ships and has loaded), used to run our own
+/// kernels on the same worker threads as libtorch's operations: <c>GOMP_parallel</c> is the entry point GCC
+/// compiles <c>#pragma omp parallel</c> to.</summary>
+/// <remarks>Found through <c>/proc/self/maps</c> once libtorch is loaded, so on other systems, or with a backend
+/// built against another OpenMP, <see cref="Available"/> is false and callers stay with libtorch.</remarks>
+internal static unsafe class OpenMpTeam
+{
+    private static readonly delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void> Parallel;
+    private static readonly delegate* unmanaged<int> ThreadNum, NumThreads;
+
+    /// <summary>Whether libgomp was found with the three entry points.</summary>
+    public static bool Available { get; }
+
+    static OpenMpTeam()
+    {
+        try
+        {
+            if (!OperatingSystem.IsLinux() || Loaded() is not string path || !NativeLibrary.TryLoad(path, out var library)) return;
+            if (!NativeLibrary.TryGetExport(library, "GOMP_parallel", out var parallel)
+                || !NativeLibrary.TryGetExport(library, "omp_get_thread_num", out var threadNum)
+                || !NativeLibrary.TryGetExport(library, "omp_get_num_threads", out var numThreads)) return;
+            Parallel = (delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void>)parallel;
+            ThreadNum = (delegate* unmanaged<int>)threadNum;
+            NumThreads = (delegate* unmanaged<int>)numThreads;
+            Available = true;
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    // The libgomp mapped into this process (libtorch's bundled copy carries a hash in its name).
+    private static string? Loaded()
+    {
+        TorchRuntime.EnsureLoaded();
+        foreach (var line in File.ReadLines("/proc/self/maps"))
+        {
+            int slash = line.IndexOf('/');
+            if (slash >= 0 && Path.GetFileName(line[slash..]).StartsWith("libgomp", StringComparison.Ordinal)) return line[slash..];
+        }
+        return null;
+    }
+
+    /// <summary>Runs <paramref name="body"/>(<paramref name="data"/>) on every thread of a team of
+    /// <see cref="get_num_threads"/> threads (the caller is thread 0) and returns when all have finished.
+    /// <paramref name="body"/> must not throw.</summary>
+    public static void Run(delegate* unmanaged<void*, void> body, void* data) => Parallel(body, data, (uint)get_num_threads(), 0);
+
+    /// <summary>Inside <see cref="Run"/>: this thread's number and the team's size.</summary>
+    public static (int Part, int Parts) Position() => (ThreadNum(), NumThreads());
+}
