@@ -12,38 +12,20 @@ namespace Multimodal.Common;
 /// values rounded to bfloat16 (round to nearest even), then plus the bias and rounded again, as libtorch's
 /// kernel does up to the order of the float32 sums.</summary>
 /// <remarks>Used only where it was measured to win: CPU, bfloat16 input and weight, one row, a contiguous
-/// weight, autograd off, AVX-512 hardware, libtorch's OpenMP runtime found. <c>MULTIMODAL_BF16_GEMV=0</c> sends
-/// everything to libtorch (for comparison). The rows are split over libtorch's own OpenMP team
+/// weight, autograd off, and <see cref="OpenMpTeam.KernelsEnabled"/>. The rows are split over libtorch's own OpenMP team
 /// (<see cref="OpenMpTeam"/>): threads of our own would compete for the cores with that team's workers, which
 /// spin for milliseconds after every libtorch operation, and cut the kernel to 6 GB/s inside a decode step.</remarks>
 internal static unsafe class Bf16MatrixVector
 {
-    private static readonly bool Enabled =
-        Vector512.IsHardwareAccelerated && Avx512F.IsSupported && Environment.GetEnvironmentVariable("MULTIMODAL_BF16_GEMV") != "0"
-        && OpenMpTeam.Available;
+    private static readonly bool Enabled = OpenMpTeam.KernelsEnabled;
 
-    /// <summary>Whether this machine runs the kernel (AVX-512, not switched off).</summary>
+    /// <summary>Whether this machine runs the kernel (see <see cref="OpenMpTeam.KernelsEnabled"/>).</summary>
     internal static bool Available => Enabled;
-
-    [ThreadStatic] private static bool _offOnThisThread;
-
-    /// <summary>Sends this thread's products to libtorch until disposed (tests compare both paths).</summary>
-    internal static IDisposable OffOnThisThread()
-    {
-        bool before = _offOnThisThread;
-        _offOnThisThread = true;
-        return new Restore(() => _offOnThisThread = before);
-    }
-
-    private sealed class Restore(Action undo) : IDisposable
-    {
-        public void Dispose() => undo();
-    }
 
     /// <summary>Whether <see cref="Linear"/> takes this product: otherwise the caller uses libtorch (which also
     /// names any mismatch in shape, dtype or device).</summary>
     public static bool Applies(Tensor input, Tensor weight, Tensor? bias) =>
-        Enabled && !_offOnThisThread && !is_grad_enabled()
+        Enabled && !is_grad_enabled()
         && Bf16OnCpu(input) && input.is_contiguous()
         && Bf16OnCpu(weight) && weight.dim() == 2 && weight.is_contiguous()
         && input.shape[^1] == weight.shape[1] && input.numel() == weight.shape[1]
