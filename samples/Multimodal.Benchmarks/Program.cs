@@ -4,7 +4,7 @@
 // throughput through the public API, each printed as a ratio to its floor, and one JSON line.
 //   dotnet run -c Release --project samples/Multimodal.Benchmarks [-- --preset small|2.7b|both
 //       --dir <folder; default: the temp folder's multimodal-bench> --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8
-//       --serving-tokens 20,64,128]
+//       --serving-tokens 20,64,128 (answer lengths for the serving figure; the server caps answers at 256)]
 // Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
 using System.Diagnostics;
 using System.Globalization;
