@@ -71,15 +71,12 @@ internal static unsafe class Bf16MatrixVector
         public readonly long N = n, K = k;
     }
 
-    // Each team thread computes one contiguous band of output rows; bands are multiples of 4 rows so every
-    // thread runs the 4-row loop on all but its last rows.
+    // Each team thread computes one band of output rows, in multiples of the 4-row block.
     [UnmanagedCallersOnly]
     private static void RunPart(void* data)
     {
         var job = (Job*)data;
-        var (part, parts) = OpenMpTeam.Position();
-        long band = ((job->N + parts - 1) / parts + 3) & ~3L;
-        long start = Math.Min(job->N, part * band), end = Math.Min(job->N, start + band);
+        var (start, end) = OpenMpTeam.Band(job->N, 4);
         Rows(job->Weight, job->X, job->Bias, job->Output, job->K, start, end);
     }
 

@@ -74,15 +74,12 @@ internal static unsafe class Float32FewRows
         public readonly int M = m;
     }
 
-    // Each team thread computes one contiguous band of weight rows, a multiple of 3 so that only the last band
-    // has rows left over for the one-row loop.
+    // Each team thread computes one band of weight rows, in multiples of the 3-row block.
     [UnmanagedCallersOnly]
     private static void RunPart(void* data)
     {
         var job = (Job*)data;
-        var (part, parts) = OpenMpTeam.Position();
-        long band = ((job->N + parts - 1) / parts + 2) / 3 * 3;
-        long start = Math.Min(job->N, part * band), end = Math.Min(job->N, start + band);
+        var (start, end) = OpenMpTeam.Band(job->N, 3);
         Rows(job, start, end);
     }
 

@@ -57,6 +57,13 @@ internal static unsafe class OpenMpTeam
     /// <paramref name="body"/> must not throw.</summary>
     public static void Run(delegate* unmanaged<void*, void> body, void* data) => Parallel(body, data, (uint)get_num_threads(), 0);
 
-    /// <summary>Inside <see cref="Run"/>: this thread's number and the team's size.</summary>
-    public static (int Part, int Parts) Position() => (ThreadNum(), NumThreads());
+    /// <summary>Inside <see cref="Run"/>: this thread's contiguous share of <paramref name="n"/> rows, in bands that are
+    /// multiples of <paramref name="multiple"/> (a kernel's row block), so only the last band has rows left over.</summary>
+    public static (long Start, long End) Band(long n, int multiple)
+    {
+        int part = ThreadNum(), parts = NumThreads();
+        long band = ((n + parts - 1) / parts + multiple - 1) / multiple * multiple;
+        long start = Math.Min(n, part * band);
+        return (start, Math.Min(n, start + band));
+    }
 }
