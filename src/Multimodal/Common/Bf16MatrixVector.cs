@@ -17,30 +17,20 @@ namespace Multimodal.Common;
 /// spin for milliseconds after every libtorch operation, and cut the kernel to 6 GB/s inside a decode step.</remarks>
 internal static unsafe class Bf16MatrixVector
 {
-    private static readonly bool Enabled = OpenMpTeam.KernelsEnabled;
-
     /// <summary>Whether this machine runs the kernel (see <see cref="OpenMpTeam.KernelsEnabled"/>).</summary>
-    internal static bool Available => Enabled;
+    internal static bool Available { get; } = OpenMpTeam.KernelsEnabled;
 
     /// <summary>Whether <see cref="Linear"/> takes this product: otherwise the caller uses libtorch (which also
     /// names any mismatch in shape, dtype or device).</summary>
     public static bool Applies(Tensor input, Tensor weight, Tensor? bias) =>
-        Enabled && !is_grad_enabled()
-        && Bf16OnCpu(input) && input.is_contiguous()
-        && Bf16OnCpu(weight) && weight.dim() == 2 && weight.is_contiguous()
-        && input.shape[^1] == weight.shape[1] && input.numel() == weight.shape[1]
-        && (bias is null || (Bf16OnCpu(bias) && bias.dim() == 1 && bias.shape[0] == weight.shape[0] && bias.is_contiguous()));
-
-    private static bool Bf16OnCpu(Tensor t) => t.dtype == ScalarType.BFloat16 && t.device_type == DeviceType.CPU;
+        Available && LinearExtensions.KernelOperands(input, weight, bias, ScalarType.BFloat16, out long rows) && rows == 1;
 
     /// <summary><c>input · weightᵀ + bias</c> for one row (<see cref="Applies"/> must hold): input (…, K) with
     /// one row, weight (N, K), bias (N) or null; the result has input's shape with K replaced by N.</summary>
     public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias)
     {
         long n = weight.shape[0], k = weight.shape[1];
-        var shape = input.shape.ToArray();
-        shape[^1] = n;
-        var result = empty(shape, ScalarType.BFloat16);
+        var result = LinearExtensions.KernelOutput(input, n, ScalarType.BFloat16);
         var x = Widened(MemoryMarshal.Cast<byte, ushort>(input.bytes));
         fixed (byte* w = weight.bytes)
         fixed (byte* o = result.bytes)

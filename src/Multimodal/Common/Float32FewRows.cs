@@ -16,22 +16,14 @@ namespace Multimodal.Common;
 internal static unsafe class Float32FewRows
 {
     private const int MinRows = 5, MaxRows = 8;
-    private static readonly bool Enabled = OpenMpTeam.KernelsEnabled;
 
-    /// <summary>Whether this machine runs the kernel.</summary>
-    internal static bool Available => Enabled;
+    /// <summary>Whether this machine runs the kernel (see <see cref="OpenMpTeam.KernelsEnabled"/>).</summary>
+    internal static bool Available { get; } = OpenMpTeam.KernelsEnabled;
 
     /// <summary>Whether <see cref="Linear"/> takes this product: otherwise the caller uses libtorch.</summary>
-    public static bool Applies(Tensor input, Tensor weight, Tensor? bias)
-    {
-        if (!Enabled || is_grad_enabled() || !Float32OnCpu(input) || !Float32OnCpu(weight) || weight.dim() != 2
-            || input.dim() < 1 || input.shape[^1] != weight.shape[1] || weight.shape[1] == 0) return false;
-        long rows = input.numel() / weight.shape[1];
-        return rows is >= MinRows and <= MaxRows && input.is_contiguous() && weight.is_contiguous()
-            && (bias is null || (Float32OnCpu(bias) && bias.dim() == 1 && bias.shape[0] == weight.shape[0] && bias.is_contiguous()));
-    }
-
-    private static bool Float32OnCpu(Tensor t) => t.dtype == ScalarType.Float32 && t.device_type == DeviceType.CPU;
+    public static bool Applies(Tensor input, Tensor weight, Tensor? bias) =>
+        Available && LinearExtensions.KernelOperands(input, weight, bias, ScalarType.Float32, out long rows)
+        && rows is >= MinRows and <= MaxRows;
 
     /// <summary><c>input · weightᵀ + bias</c> for 5–8 rows (<see cref="Applies"/> must hold): input (…, K),
     /// weight (N, K), bias (N) or null; the result has input's shape with K replaced by N.</summary>
@@ -39,9 +31,7 @@ internal static unsafe class Float32FewRows
     {
         long n = weight.shape[0], k = weight.shape[1];
         int m = (int)(input.numel() / k);
-        var shape = input.shape.ToArray();
-        shape[^1] = n;
-        var result = empty(shape, ScalarType.Float32);
+        var result = LinearExtensions.KernelOutput(input, n, ScalarType.Float32);
         // The kernel always multiplies 8 rows (its registers hold 8 accumulators per weight row); missing rows are zeros.
         var x = Padded(MemoryMarshal.Cast<byte, float>(input.bytes), k);
         fixed (byte* w = weight.bytes)

@@ -18,6 +18,28 @@ internal static class LinearExtensions
         return layer.forward(input);
     }
 
+    /// <summary>The operands both kernels accept: autograd off; input (…, K), weight (N, K) and bias (N) or null, all
+    /// <paramref name="dtype"/>, on the CPU and contiguous. <paramref name="rows"/>: the input's rows.</summary>
+    internal static bool KernelOperands(Tensor input, Tensor weight, Tensor? bias, ScalarType dtype, out long rows)
+    {
+        rows = 0;
+        bool Fits(Tensor t) => t.dtype == dtype && t.device_type == DeviceType.CPU && t.is_contiguous();
+        if (is_grad_enabled() || !Fits(input) || !Fits(weight) || weight.dim() != 2 || input.dim() < 1
+            || input.shape[^1] != weight.shape[1] || weight.shape[1] == 0) return false;
+        if (bias is not null && !(Fits(bias) && bias.dim() == 1 && bias.shape[0] == weight.shape[0])) return false;
+        rows = input.numel() / weight.shape[1];
+        return true;
+    }
+
+    /// <summary>A kernel's result: <paramref name="input"/>'s shape with its last dimension replaced by
+    /// <paramref name="n"/>.</summary>
+    internal static Tensor KernelOutput(Tensor input, long n, ScalarType dtype)
+    {
+        var shape = input.shape.ToArray();
+        shape[^1] = n;
+        return empty(shape, dtype);
+    }
+
     /// <summary>Sends this thread's <see cref="Apply"/> calls to libtorch until disposed (tests compare both paths).</summary>
     internal static IDisposable LibtorchOnlyOnThisThread()
     {
