@@ -59,7 +59,23 @@ public static class CaptionBatch
             return 2;
         }
 
+        try
+        {
+            return Caption(input, output, model ?? defaultModel, shard, shards, batchSize, maxNewTokens, resume);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or Loading.CheckpointException
+                                      or Common.ConfigException or NotSupportedException or Common.TorchSharpLoadException)
+        {
+            // The run itself cannot go on (input unreadable, output not writable, model not loadable): one line, no trace.
+            Console.Error.WriteLine($"caption-batch: {e.Message}");
+            return 1;
+        }
+    }
+
+    private static int Caption(string input, string output, string model, int shard, int shards, int batchSize, int? maxNewTokens, bool resume)
+    {
         var items = Items(input).Where(item => Shard(item.Id, shards) == shard).ToList();
+        if (Path.GetDirectoryName(Path.GetFullPath(output)) is { } folder) Directory.CreateDirectory(folder);
         var done = resume ? Repair(output) : [];
         if (!resume && File.Exists(output) && new FileInfo(output).Length > 0)
         {
@@ -67,9 +83,9 @@ public static class CaptionBatch
             return 2;
         }
         var todo = items.Where(item => !done.Contains(item.Id)).ToList();
-        using var captioner = Blip2Captioner.FromPretrained(model ?? defaultModel);
-        var options = new GenerationOptions { MaxNewTokens = maxNewTokens };
         using var file = new FileStream(output, FileMode.Append, FileAccess.Write, FileShare.Read);
+        using var captioner = Blip2Captioner.FromPretrained(model);
+        var options = new GenerationOptions { MaxNewTokens = maxNewTokens };
         var clock = Stopwatch.StartNew();
         int written = 0, failed = 0;
         bool terminal = !Console.IsErrorRedirected;
@@ -80,26 +96,29 @@ public static class CaptionBatch
             foreach (var item in batch)
             {
                 try { decoded.Add((item, ImageDecoder.Decode(item.Path, captioner.MaxImagePixels))); }
-                catch (Exception e) when (e is ImageDecodeException or IOException or UnauthorizedAccessException)
+                catch (Exception e) when (e is not OutOfMemoryException)
                 {
-                    lines.Append(new JsonObject { ["id"] = item.Id, ["error"] = e.Message }.ToJsonString()).Append('\n');
+                    lines.Append(ErrorLine(item, e));
                     failed++;
                 }
             }
-            if (decoded.Count > 0)
+            foreach (var (item, result) in CaptionAll(captioner, decoded, options))
             {
-                var started = clock.Elapsed;
-                var results = captioner.CaptionAsync(decoded.Select(d => d.Image).ToList(), decoded.Select(_ => "").ToList(), options).GetAwaiter().GetResult();
-                double seconds = (clock.Elapsed - started).TotalSeconds / decoded.Count;
-                for (int i = 0; i < decoded.Count; i++)
-                    lines.Append(new JsonObject
-                    {
-                        ["id"] = decoded[i].Item.Id,
-                        ["caption"] = results[i].Text,
-                        ["finish_reason"] = results[i].FinishReason == FinishReason.Length ? "length" : "stop",
-                        ["new_tokens"] = results[i].OutputTokens,
-                        ["seconds"] = Math.Round(seconds, 4),
-                    }.ToJsonString()).Append('\n');
+                if (result.Error is { } error)
+                {
+                    lines.Append(ErrorLine(item, error));
+                    failed++;
+                    continue;
+                }
+                var caption = result.Caption!;
+                lines.Append(new JsonObject
+                {
+                    ["id"] = item.Id,
+                    ["caption"] = caption.Text,
+                    ["finish_reason"] = caption.FinishReason == FinishReason.Length ? "length" : "stop",
+                    ["new_tokens"] = caption.OutputTokens,
+                    ["seconds"] = Math.Round(result.Seconds, 4),
+                }.ToJsonString()).Append('\n');
             }
             file.Write(Encoding.UTF8.GetBytes(lines.ToString()));
             file.Flush(flushToDisk: true);
@@ -110,6 +129,32 @@ public static class CaptionBatch
         Console.WriteLine($"caption-batch: {written - failed} captioned, {failed} failed, {done.Count} already in {output}, " +
                           $"shard {shard}/{shards} of {items.Count} images, {clock.Elapsed.TotalSeconds:F1} s ({(written - failed) / Math.Max(clock.Elapsed.TotalSeconds, 1e-9):F2} images/s)");
         return 0;
+    }
+
+    private static string ErrorLine(Item item, Exception e) =>
+        new JsonObject { ["id"] = item.Id, ["error"] = e.Message }.ToJsonString() + "\n";
+
+    private sealed record Outcome(TextResult? Caption, Exception? Error, double Seconds);
+
+    // A batch that fails is captioned again one image at a time, so only the image at fault gets an error line.
+    private static IEnumerable<(Item, Outcome)> CaptionAll(Blip2Captioner captioner, List<(Item Item, DecodedImage Image)> decoded, GenerationOptions options)
+    {
+        if (decoded.Count == 0) return [];
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            var results = captioner.CaptionAsync(decoded.Select(d => d.Image).ToList(), decoded.Select(_ => "").ToList(), options).GetAwaiter().GetResult();
+            double seconds = clock.Elapsed.TotalSeconds / decoded.Count;
+            return decoded.Select((d, i) => (d.Item, new Outcome(results[i], null, seconds))).ToList();
+        }
+        catch (Exception) when (decoded.Count > 1)
+        {
+            return decoded.SelectMany(d => CaptionAll(captioner, [d], options)).ToList();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return [(decoded[0].Item, new Outcome(null, e, clock.Elapsed.TotalSeconds))];
+        }
     }
 
     private static string Bar(int done, int total)

@@ -15,11 +15,13 @@ namespace Multimodal.Server;
 /// <param name="Embeddings">a retrieval model's text and image embeddings; null for a generative model.</param>
 /// <param name="Admission">one slot per request allowed in (the one generating and the queue behind it).</param>
 /// <param name="Created">when it was loaded (Unix seconds), for <c>/v1/models</c>.</param>
-public sealed record ServedModel(string Name, IChatClient? Chat, Blip2EmbeddingGenerator? Embeddings, SemaphoreSlim Admission, long Created);
+/// <param name="ContextLength">the language model's positions (vLLM's <c>max_model_len</c>); null when it has no limit.</param>
+public sealed record ServedModel(string Name, IChatClient? Chat, Blip2EmbeddingGenerator? Embeddings, SemaphoreSlim Admission, long Created,
+    int? ContextLength);
 
 /// <summary>Loads the configured models in the background at start (logging progress), so <c>/healthz</c>
 /// answers at once and <c>/readyz</c> turns ready when every model is loaded; disposes them at shutdown.</summary>
-public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<ModelRegistry> logger) : BackgroundService
+public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<ModelRegistry> logger, RequestBudget budget) : BackgroundService
 {
     private readonly Dictionary<string, ServedModel> _models = new(StringComparer.Ordinal);
     private readonly List<IDisposable> _owners = [];
@@ -61,11 +63,13 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
                     lastPercent = percent;
                     logger.LogInformation("loading {Model}: {Percent}% of {Megabytes} MB", entry.Name, percent, p.TotalBytes / 1_000_000);
                 });
-                var (chat, embeddings, owner) = Load(entry, options.Value, progress);
+                var (chat, embeddings, owner, context) = Load(entry, options.Value, progress);
                 _owners.Add(owner);
-                _models[entry.Name] = new ServedModel(entry.Name, chat, embeddings, new SemaphoreSlim(options.Value.MaxQueue + 1), DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+                _models[entry.Name] = new ServedModel(entry.Name, chat, embeddings, new SemaphoreSlim(options.Value.MaxQueue + 1),
+                    DateTimeOffset.UtcNow.ToUnixTimeSeconds(), context);
                 logger.LogInformation("loaded {Model} in {Seconds:F1} s", entry.Name, (DateTime.UtcNow - started).TotalSeconds);
             }
+            SetBudget();
             _ready = true;
         }
         catch (Exception e) when (e is not OperationCanceledException)
@@ -75,9 +79,37 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
         }
     }, stoppingToken);
 
+    /// <summary>The process's resident memory now, in bytes (0 where /proc is not there).</summary>
+    public static long ResidentBytes()
+    {
+        if (!File.Exists("/proc/self/status")) return 0;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return 0;
+    }
+
+    // Requests get what the process may use (the container's limit, which the GC reads from the cgroup, else the
+    // machine's memory) times three quarters, less what the loaded models hold; or what Multimodal:MemoryBudgetMB says.
+    private void SetBudget()
+    {
+        long resident = ResidentBytes();
+        long capacity = options.Value.MemoryBudgetMB > 0
+            ? (long)options.Value.MemoryBudgetMB << 20
+            : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4 * 3 - resident;
+        long smallest = (long)options.Value.GenerationWorkingSetMB << 20;
+        if (capacity < smallest)
+        {
+            logger.LogWarning("the request memory budget ({Budget} MB) is below one generation's working set ({Smallest} MB); requests are admitted one at a time",
+                capacity >> 20, smallest >> 20);
+            capacity = smallest + ((options.Value.MaxRequestBodyBytes * 4) >> 0);
+        }
+        budget.SetCapacity(capacity);
+    }
+
     // The family comes from config.json: BLIP-2, InstructBLIP and IDEFICS name theirs in model_type; an OpenFlamingo folder is
     // the composition of its parts.
-    private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
+    private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable, int?) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
     {
         string folder = HubCache.Resolve(entry.Path, entry.Revision);
         string configPath = System.IO.Path.Combine(folder, "config.json");
@@ -95,20 +127,23 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
         {
             case "blip-2" when retrieval:
                 var retriever = Blip2Retriever.FromPretrained(folder, progress: progress);
-                return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever);
+                return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever, retriever.Model.Config.QformerConfig.MaxPositionEmbeddings);
             case "blip-2":
                 var blip2 = Blip2Captioner.FromPretrained(folder, progress: progress, batching: server.MaxBatchSize > 1
                     ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null);
-                return (blip2.AsChatClient(entry.Name), null, blip2);
+                return (blip2.AsChatClient(entry.Name), null, blip2, blip2.Model.Config.TextConfig.ContextLength);
             case "instructblip":
                 var instructBlip = InstructBlip.InstructBlipCaptioner.FromPretrained(folder, progress: progress);
-                return (instructBlip.AsChatClient(entry.Name), null, instructBlip);
+                return (instructBlip.AsChatClient(entry.Name), null, instructBlip, instructBlip.Model.Config.TextConfig.ContextLength);
             case "idefics":
                 var idefics = IdeficsPipeline.FromPretrained(folder, progress: progress);
-                return (idefics.AsChatClient(entry.Name), null, idefics);
-            default:
+                return (idefics.AsChatClient(entry.Name), null, idefics, 2048);
+            case null or "flamingo" or "openflamingo":
                 var flamingo = FlamingoPipeline.FromPretrained(folder, progress: progress);
-                return (flamingo.AsChatClient(entry.Name), null, flamingo);
+                return (flamingo.AsChatClient(entry.Name), null, flamingo, flamingo.Model.Config.LangEncoderConfig?.ContextLength);
+            default:
+                throw new InvalidOperationException($"{configPath}: model_type \"{modelType}\" is not a family this server loads " +
+                                                    "(blip-2, instructblip, idefics, or an OpenFlamingo folder without model_type).");
         }
     }
 

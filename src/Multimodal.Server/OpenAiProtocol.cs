@@ -30,7 +30,14 @@ public sealed class OpenAiException(int status, string message, string? param = 
 /// <param name="Options">generation options.</param>
 /// <param name="Stream">server-sent events wanted.</param>
 /// <param name="IncludeUsage">with <c>stream_options.include_usage</c>: a last chunk carrying usage.</param>
-public sealed record ChatCompletionRequest(string Model, IReadOnlyList<ChatMessage> Messages, ChatOptions Options, bool Stream, bool IncludeUsage);
+/// <param name="MaxTokensParam">the field that set the length limit (<c>max_tokens</c> or <c>max_completion_tokens</c>),
+/// for errors about it; null when the request left it to the model.</param>
+public sealed record ChatCompletionRequest(string Model, IReadOnlyList<ChatMessage> Messages, ChatOptions Options, bool Stream, bool IncludeUsage,
+    string? MaxTokensParam = null)
+{
+    /// <summary>The request's images, in order.</summary>
+    public IEnumerable<DataContent> Images => Messages.SelectMany(m => m.Contents).OfType<DataContent>();
+}
 
 /// <summary>OpenAI's chat-completions protocol (as vLLM's OpenAI server implements it): request parsing with
 /// one clear error per bad field, and the response and chunk objects.</summary>
@@ -56,6 +63,7 @@ public static class OpenAiProtocol
 
         var options = new ChatOptions();
         int? maxTokens = null;
+        string? maxTokensParam = null;
         foreach (var key in new[] { "max_completion_tokens", "max_tokens" })
             if (Optional(body, key, JsonValueKind.Number) is { } m)
             {
@@ -63,6 +71,7 @@ public static class OpenAiProtocol
                     throw new OpenAiException(400, $"'{key}' must be a positive integer.", key);
                 if (value > server.MaxTokensCap)
                     throw new OpenAiException(400, $"'{key}' = {value} exceeds this server's limit of {server.MaxTokensCap}.", key);
+                maxTokensParam ??= key;
                 maxTokens ??= value;
             }
         options.MaxOutputTokens = maxTokens;   // absent: the model's own generation defaults
@@ -101,7 +110,11 @@ public static class OpenAiProtocol
         int i = 0;
         foreach (var message in messages.EnumerateArray())
             list.Add(ParseMessage(message, $"messages[{i++}]", server));
-        return new ChatCompletionRequest(model, list, options, stream, includeUsage);
+        int images = list.Sum(m => m.Contents.Count(c => c is DataContent));
+        if (images > server.MaxImagesPerRequest)
+            throw new OpenAiException(400, $"The request holds {images} images; this server takes at most {server.MaxImagesPerRequest} (Multimodal:MaxImagesPerRequest).",
+                "messages", "too_many_images");
+        return new ChatCompletionRequest(model, list, options, stream, includeUsage, maxTokensParam);
     }
 
     private static ChatMessage ParseMessage(JsonElement message, string path, ServerOptions server)
@@ -167,15 +180,8 @@ public static class OpenAiProtocol
         {
             if (!server.AllowFileUrls)
                 throw new OpenAiException(400, "file:// image URLs are not allowed on this server (Multimodal:AllowFileUrls).", param, "invalid_image_url");
-            string path = new Uri(url).LocalPath;
-            if (!File.Exists(path)) throw new OpenAiException(400, $"The image file '{path}' does not exist.", param, "invalid_image_url");
-            string media = System.IO.Path.GetExtension(path).ToLowerInvariant() switch
-            {
-                ".jpg" or ".jpeg" => "image/jpeg",
-                ".webp" => "image/webp",
-                _ => "image/png",   // the decoder reads the format from the bytes; the type only marks it an image
-            };
-            return new DataContent(File.ReadAllBytes(path), media);
+            // The decoder reads the format from the bytes; the media type only marks the content an image.
+            return new DataContent(FileUrls.Read(url, server, param), "image/png");
         }
         throw new OpenAiException(400, "Only data: image URLs are accepted (this server fetches nothing over the network).", param, "invalid_image_url");
     }

@@ -5,8 +5,10 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Configuration.Memory;
 using Microsoft.Extensions.Options;
 using Multimodal.Common;
+using Multimodal.Generation;
 using Multimodal.Processing;
 using OpenTelemetry.Metrics;
 using Multimodal.Server;
@@ -15,7 +17,23 @@ if (args.Length > 0 && args[0] == "caption-batch")
     return CaptionBatch.Run(args[1..], DefaultModel.Find());
 
 var builder = WebApplication.CreateBuilder(args);
+// Per-request lines of ASP.NET Core are Debug-level noise for an API server; configuration can still raise them.
+builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource
+{
+    InitialData = new Dictionary<string, string?> { ["Logging:LogLevel:Microsoft.AspNetCore"] = "Warning" },
+});
+var serverOptions = builder.Configuration.GetSection("Multimodal").Get<ServerOptions>() ?? new ServerOptions();
+if (builder.Configuration["Multimodal:LogFormat"] is "json")
+{
+    builder.Logging.ClearProviders();
+    builder.Logging.AddJsonConsole();
+}
+if (serverOptions.AllowFileUrls && string.IsNullOrWhiteSpace(serverOptions.FileUrlRoot))
+    throw new InvalidOperationException("Multimodal:AllowFileUrls needs Multimodal:FileUrlRoot: the folder file:// image URLs may read from.");
+var apiKeys = new ApiKeys(serverOptions, Environment.GetEnvironmentVariable("MULTIMODAL_API_KEY"));
 builder.Services.Configure<ServerOptions>(builder.Configuration.GetSection("Multimodal"));
+builder.Services.AddSingleton(apiKeys);
+builder.Services.AddSingleton<RequestBudget>();
 builder.Services.AddSingleton<ModelRegistry>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<ModelRegistry>());
 builder.Services.AddSingleton<ServerMetrics>();
@@ -23,12 +41,25 @@ builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
     .AddAspNetCoreInstrumentation()
     .AddMeter(Telemetry.MeterName, ServerMetrics.MeterName)
     .AddPrometheusExporter());
-builder.Services.Configure<KestrelServerOptions>(k =>
-    k.Limits.MaxRequestBodySize = builder.Configuration.GetSection("Multimodal").Get<ServerOptions>()?.MaxRequestBodyBytes ?? new ServerOptions().MaxRequestBodyBytes);
+builder.Services.Configure<KestrelServerOptions>(k => k.Limits.MaxRequestBodySize = serverOptions.MaxRequestBodyBytes);
+if (serverOptions.CorsOrigins.Count > 0)
+    builder.Services.AddCors(cors => cors.AddDefaultPolicy(policy => policy
+        .WithOrigins([.. serverOptions.CorsOrigins]).WithMethods("GET", "POST").WithHeaders("Authorization", "Content-Type")));
 var app = builder.Build();
+var log = app.Logger;
+
+app.Lifetime.ApplicationStarted.Register(() =>
+{
+    var urls = app.Urls.ToList();
+    if (!apiKeys.Required && urls.Any(u => !IsLoopback(u)))
+        log.LogWarning("listening on {Urls} beyond loopback with no API key: anyone who reaches the port can use the models (set Multimodal:ApiKeys, MULTIMODAL_API_KEY or Multimodal:ApiKeyFile)",
+            string.Join(", ", urls));
+});
 
 app.Use(async (context, next) =>
 {
+    var clock = System.Diagnostics.Stopwatch.StartNew();
+    context.Response.Headers["X-Request-Id"] = context.TraceIdentifier;
     try
     {
         await next(context);
@@ -48,9 +79,43 @@ app.Use(async (context, next) =>
     }
     catch (Exception e) when (!context.Response.HasStarted)
     {
-        app.Logger.LogError(e, "request failed");
-        await WriteError(context, new OpenAiException(500, "The server failed to answer this request: " + e.Message, type: "server_error"));
+        log.LogWarning(e, "request {RequestId} {Method} {Path} failed on the server's side", context.TraceIdentifier, context.Request.Method, context.Request.Path);
+        await WriteError(context, new OpenAiException(500, $"The server failed to answer this request (request id {context.TraceIdentifier}).", type: "server_error"));
     }
+    finally
+    {
+        log.LogDebug("request {RequestId} {Method} {Path} -> {Status} in {Milliseconds:F0} ms", context.TraceIdentifier, context.Request.Method,
+            context.Request.Path, context.Response.StatusCode, clock.Elapsed.TotalMilliseconds);
+    }
+});
+
+// Routes that do not exist and methods a route does not take answer in OpenAI's error shape, not with an empty body.
+app.UseStatusCodePages(async status =>
+{
+    var context = status.HttpContext;
+    if (context.Response.StatusCode is 404 or 405)
+        await WriteError(context, context.Response.StatusCode == 404
+            ? new OpenAiException(404, $"There is no route {context.Request.Method} {context.Request.Path}.", code: "not_found")
+            : new OpenAiException(405, $"{context.Request.Path} does not take {context.Request.Method}.", code: "method_not_allowed"));
+});
+if (serverOptions.CorsOrigins.Count > 0) app.UseCors();
+
+// Authentication before a byte of the body is read; then only JSON bodies, so a web page cannot post a "simple"
+// (text/plain or form) cross-origin request that the browser sends without asking.
+app.Use(async (context, next) =>
+{
+    string path = context.Request.Path.Value ?? "";
+    bool api = path.StartsWith("/v1/", StringComparison.Ordinal) || path == "/v1";
+    bool metrics = path == "/metrics" && serverOptions.MetricsRequireKey;
+    if ((api || metrics) && !HttpMethods.IsOptions(context.Request.Method) && !apiKeys.Accepts(context.Request.Headers.Authorization))
+    {
+        context.Response.Headers.WWWAuthenticate = "Bearer";
+        throw new OpenAiException(401, "Incorrect or missing API key: send it as 'Authorization: Bearer <key>'.", code: "invalid_api_key");
+    }
+    if (api && HttpMethods.IsPost(context.Request.Method) && !IsJson(context.Request.ContentType))
+        throw new OpenAiException(415, $"The request body must be JSON (Content-Type: application/json), not '{context.Request.ContentType ?? "none"}'.",
+            code: "unsupported_media_type");
+    await next(context);
 });
 
 app.MapPrometheusScrapingEndpoint("/metrics");
@@ -64,18 +129,19 @@ app.MapGet("/v1/models", (ModelRegistry registry) => Results.Json(new JsonObject
     ["object"] = "list",
     ["data"] = new JsonArray(registry.Models.Values.Select(m => (JsonNode)new JsonObject
     {
-        ["id"] = m.Name, ["object"] = "model", ["created"] = m.Created, ["owned_by"] = "multimodal",
+        ["id"] = m.Name, ["object"] = "model", ["created"] = m.Created, ["owned_by"] = "multimodal", ["max_model_len"] = m.ContextLength,
     }).ToArray()),
 }));
 
-app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options, ServerMetrics metrics) =>
+app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options, ServerMetrics metrics,
+    RequestBudget budget) =>
 {
     var clock = System.Diagnostics.Stopwatch.StartNew();
     string modelName = "";
     long tokens = 0;
     try
     {
-        return await ChatCompletion(context, registry, options.Value, name => modelName = name, n => tokens = n);
+        return await ChatCompletion(context, registry, options.Value, budget, name => modelName = name, n => tokens = n);
     }
     catch (OpenAiException e)
     {
@@ -88,12 +154,13 @@ app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry re
     }
 });
 
-app.MapPost("/v1/embeddings", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options) =>
+app.MapPost("/v1/embeddings", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options, RequestBudget budget) =>
 {
-    var (modelName, inputs, base64) = OpenAiProtocol.ParseEmbeddings(await ReadJson(context), options.Value);
+    var (modelName, inputs, base64) = OpenAiProtocol.ParseEmbeddings(await ReadJson(context, options.Value, budget), options.Value);
     var model = Served(registry, modelName);
     if (model.Embeddings is not { } generator)
         throw new OpenAiException(400, $"'{model.Name}' is a generative model: it answers chat completions, not /v1/embeddings.", "model", "model_not_supported");
+    ReserveImages(context, inputs.OfType<DataContent>(), options.Value, budget);
     Admit(context, model);
     try
     {
@@ -128,11 +195,24 @@ app.MapPost("/v1/embeddings", async (HttpContext context, ModelRegistry registry
 app.Run();
 return 0;
 
-static async Task<JsonElement> ReadJson(HttpContext context)
+// The body is read whole (Kestrel bounds it) after its worst case is reserved: the bytes, the parsed document and the
+// strings and images taken out of it are each at most about the body's size.
+static async Task<JsonElement> ReadJson(HttpContext context, ServerOptions options, RequestBudget budget)
 {
+    long declared = context.Request.ContentLength ?? options.MaxRequestBodyBytes;
+    if (declared > options.MaxRequestBodyBytes)
+        throw new OpenAiException(413, "The request body is larger than this server accepts (Multimodal:MaxRequestBodyBytes).", code: "request_too_large");
+    context.Response.RegisterForDispose(budget.Reserve(declared * 4, "This request's body and what is parsed from it"));
+    using var body = new MemoryStream(context.Request.ContentLength is long length ? (int)length : 0);
+    await context.Request.Body.CopyToAsync(body, context.RequestAborted);
+    if (body.Length > options.MaxRequestBodyBytes)
+        throw new OpenAiException(413, "The request body is larger than this server accepts (Multimodal:MaxRequestBodyBytes).", code: "request_too_large");
+    var bytes = body.GetBuffer().AsMemory(0, (int)body.Length);
+    if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
+        throw new OpenAiException(400, "The request body is not valid UTF-8.", code: "invalid_utf8");
     try
     {
-        using var doc = await JsonDocument.ParseAsync(context.Request.Body, cancellationToken: context.RequestAborted);
+        using var doc = JsonDocument.Parse(bytes);
         return doc.RootElement.Clone();
     }
     catch (JsonException e)
@@ -140,6 +220,37 @@ static async Task<JsonElement> ReadJson(HttpContext context)
         throw new OpenAiException(400, $"The request body is not valid JSON: {e.Message}", code: "invalid_json");
     }
 }
+
+// Each image's decode cost comes from its header, before anything is decoded: too many pixels is this request's fault
+// (400); the cost of all of them, with a generation's working set, is reserved for the rest of the request.
+static void ReserveImages(HttpContext context, IEnumerable<DataContent> images, ServerOptions options, RequestBudget budget)
+{
+    long bytes = (long)options.GenerationWorkingSetMB << 20;
+    int index = 0;
+    foreach (var image in images)
+    {
+        ImageHeader header;
+        try { header = ImageHeader.Read(image.Data.Span, $"image {index}"); }
+        catch (ImageDecodeException e) { throw new OpenAiException(400, e.Message, code: "invalid_image"); }
+        if (header.Pixels > options.MaxImagePixels)
+            throw new OpenAiException(400, $"image {index}: {header.FormatName} of {header.Width}x{header.Height} = {header.Pixels} pixels exceeds this " +
+                                           $"server's limit of {options.MaxImagePixels} (Multimodal:MaxImagePixels).", code: "invalid_image");
+        bytes += header.DecodeBytes;
+        index++;
+    }
+    context.Response.RegisterForDispose(budget.Reserve(bytes, "This request's images and generation"));
+    if (bytes >= LargeRequestBytes) context.Response.RegisterForDispose(new ReturnMemory());
+}
+
+static bool IsJson(string? contentType) =>
+    contentType is not null && Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var media)
+    && (media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+        || media.MediaType.Value?.EndsWith("+json", StringComparison.OrdinalIgnoreCase) == true)
+    && (media.Charset.Length == 0 || media.Charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase));
+
+static bool IsLoopback(string url) =>
+    Uri.TryCreate(url.Replace("://*", "://0.0.0.0").Replace("://+", "://0.0.0.0"), UriKind.Absolute, out var uri)
+    && (uri.IsLoopback || (System.Net.IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && System.Net.IPAddress.IsLoopback(ip)));
 
 // A model's admission slots bound its queue: a request that finds none free gets 429 at once.
 static void Admit(HttpContext context, ServedModel model)
@@ -156,12 +267,14 @@ static ServedModel Served(ModelRegistry registry, string name)
         : throw new OpenAiException(404, $"The model '{name}' does not exist; this server has {string.Join(", ", registry.Models.Keys)}.", "model", "model_not_found");
 }
 
-static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry registry, ServerOptions options, Action<string> onModel, Action<long> onTokens)
+static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry registry, ServerOptions options, RequestBudget budget,
+    Action<string> onModel, Action<long> onTokens)
 {
-    var request = OpenAiProtocol.ParseChat(await ReadJson(context), options);
+    var request = OpenAiProtocol.ParseChat(await ReadJson(context, options, budget), options);
     var model = Served(registry, request.Model);
     onModel(model.Name);
     var chat = model.Chat ?? throw new OpenAiException(400, $"'{model.Name}' is a retrieval model: it answers /v1/embeddings, not chat completions.", "model", "model_not_supported");
+    ReserveImages(context, request.Images, options, budget);
     Admit(context, model);
     try
     {
@@ -169,7 +282,7 @@ static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry reg
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         if (!request.Stream)
         {
-            var response = await Generate(() => chat.GetResponseAsync(request.Messages, request.Options, context.RequestAborted));
+            var response = await Generate(() => chat.GetResponseAsync(request.Messages, request.Options, context.RequestAborted), request.MaxTokensParam);
             onTokens(response.Usage?.OutputTokenCount ?? 0);
             return Results.Json(new JsonObject
             {
@@ -192,12 +305,19 @@ static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry reg
     }
 }
 
-// Errors the library raises for bad input (an undecodable image, an option a family refuses) are the client's: 400.
-static async Task<T> Generate<T>(Func<Task<T>> run)
+// Errors the library raises for bad input (an undecodable image, an option a family refuses, a text too long) are the
+// client's: 400. A length the client set that the positions cannot hold names the field it came in.
+static async Task<T> Generate<T>(Func<Task<T>> run, string? maxTokensParam = null)
 {
     try
     {
         return await run();
+    }
+    catch (GenerationLengthException e)
+    {
+        string param = maxTokensParam ?? "max_tokens";
+        throw new OpenAiException(400, $"'{param}' = {e.Requested} does not fit: this model's positions leave room for {e.Largest} new tokens after this prompt.",
+            param, "context_length_exceeded");
     }
     catch (Exception e) when (e is ImageDecodeException or NotSupportedException or ArgumentException)
     {
@@ -226,7 +346,7 @@ static async Task<long> StreamAsync(HttpContext context, IChatClient chat, strin
         bool started = false;
         ChatFinishReason? finish = null;
         UsageDetails? usage = null;
-        while (await Generate(async () => await updates.MoveNextAsync()))
+        while (await Generate(async () => await updates.MoveNextAsync(), request.MaxTokensParam))
         {
             var update = updates.Current;
             if (!started)
@@ -263,4 +383,23 @@ static Task WriteError(HttpContext context, OpenAiException e)
 }
 
 /// <summary>The entry point, visible to in-process tests (WebApplicationFactory).</summary>
-public partial class Program;
+public partial class Program
+{
+    /// <summary>A request whose images may decode to this many bytes or more hands the managed heap's free memory back
+    /// to the system when it ends.</summary>
+    internal const long LargeRequestBytes = 32L << 20;
+}
+
+/// <summary>Disposed at the end of a request that held large decoded images: a compacting collection that decommits the
+/// heap's free regions, so RSS returns to its plateau instead of keeping the request's peak (at most one every 2 s).</summary>
+internal sealed class ReturnMemory : IDisposable
+{
+    private static long _last;
+
+    public void Dispose()
+    {
+        long now = Environment.TickCount64, last = Interlocked.Read(ref _last);
+        if (now - last < 2000 || Interlocked.CompareExchange(ref _last, now, last) != last) return;
+        _ = Task.Run(() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true));
+    }
+}

@@ -31,15 +31,19 @@ public sealed class Blip2Processor
     /// <summary>The tokenizer.</summary>
     public ITextTokenizer Tokenizer { get; }
 
+    /// <summary>The language model's positions, which bound a prompt's length before it is tokenized (<see cref="TextLimit"/>).</summary>
+    public int Positions { get; }
+
     /// <summary>Creates a processor for a model configuration.</summary>
     public Blip2Processor(BlipImageProcessor imageProcessor, ITextTokenizer tokenizer, Blip2Config config)
-        : this(imageProcessor, tokenizer, config.ImageTokenIndex, config.NumQueryTokens)
+        : this(imageProcessor, tokenizer, config.ImageTokenIndex, config.NumQueryTokens, config.TextConfig.ContextLength)
     {
     }
 
     /// <summary>The same prompt layout for another BLIP-2-family model (InstructBLIP).</summary>
-    internal Blip2Processor(BlipImageProcessor imageProcessor, ITextTokenizer tokenizer, int? imageTokenIndex, int numQueryTokens)
+    internal Blip2Processor(BlipImageProcessor imageProcessor, ITextTokenizer tokenizer, int? imageTokenIndex, int numQueryTokens, int? contextLength)
     {
+        Positions = contextLength ?? TextLimit.DefaultPositions;
         ImageProcessor = imageProcessor;
         Tokenizer = tokenizer;
         _imageToken = imageTokenIndex;
@@ -72,15 +76,23 @@ public sealed class Blip2Processor
 
     /// <summary>Positions a prompt takes in <c>input_ids</c> (its tokens, and the image tokens in the
     /// <c>image_token_index</c> layout).</summary>
-    public int PromptPositions(string prompt) => Tokenizer.Encode(prompt).Count + (_imageToken is null ? 0 : _queryTokens);
+    /// <exception cref="ArgumentException">the prompt is longer than the model's positions can hold.</exception>
+    public int PromptPositions(string prompt) => Encode(prompt).Count + (_imageToken is null ? 0 : _queryTokens);
+
+    private IReadOnlyList<long> Encode(string prompt)
+    {
+        TextLimit.Check(prompt, Positions, Tokenizer);
+        return Tokenizer.Encode(prompt);
+    }
 
     /// <summary>Builds the inputs for images and their prompts (one prompt per image; "" for plain captioning).</summary>
+    /// <exception cref="ArgumentException">a prompt is longer than the model's positions can hold.</exception>
     public Blip2Inputs Process(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts)
     {
         if (images.Count != prompts.Count)
             throw new ArgumentException($"{images.Count} images but {prompts.Count} prompts; give one prompt per image.", nameof(prompts));
         long pad = Tokenizer.PadTokenId ?? 1;
-        var rows = prompts.Select(p => Tokenizer.Encode(p)).ToList();
+        var rows = prompts.Select(Encode).ToList();
         int width = rows.Max(r => r.Count);
         int prefix = _imageToken is null ? 0 : _queryTokens;
         var ids = new long[images.Count * (prefix + width)];

@@ -95,6 +95,7 @@ public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImagePr
     private (Tensor Ids, Tensor Mask) Tokenize(IReadOnlyList<string> texts)
     {
         if (texts.Count == 0) throw new ArgumentException("At least one text is needed.", nameof(texts));
+        foreach (var text in texts) TextLimit.Check(text, Model.Config.QformerConfig.MaxPositionEmbeddings, Tokenizer, "A text");
         var rows = texts.Select(t => Tokenizer.Encode(t)).ToList();
         int width = rows.Max(r => r.Count);
         long pad = Tokenizer.PadTokenId ?? 0;

@@ -124,11 +124,8 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         // The wrappers shift max_length by Q − 1 and min_length by Q in the original layout; transformers then
         // counts the whole prompt-embedding length (no input_ids are passed). Neither set: 20 new tokens.
         int queries = legacy ? numQueries : 0;
-        var (maxNew, minNew) = options.ResolveLimits(prompt - Math.Max(queries - 1, 0), prompt - queries, defaultMaxNewTokens: 20);
-        if (NewTokenBudget(prompt) is int budget && maxNew > budget)
-            throw new ArgumentException(
-                $"{maxNew} new tokens after {prompt} prompt positions need {prompt + maxNew - 1} positions, but this OPT has " +
-                $"max_position_embeddings = {((OptConfig)text).MaxPositionEmbeddings}: ask for at most {budget} new tokens.");
+        var (maxNew, minNew) = options.ResolveLimits(prompt - Math.Max(queries - 1, 0), prompt - queries, defaultMaxNewTokens: 20,
+            budget: NewTokenBudget(prompt));
         var (eosDefault, padDefault) = text switch
         {
             OptConfig o => ((long)o.EosTokenId, (long)o.PadTokenId),

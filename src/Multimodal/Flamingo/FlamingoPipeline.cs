@@ -43,8 +43,10 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     {
         var images = prompt.Images;
         if (images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
+        string text = prompt.ToOpenFlamingoText();
+        TextLimit.Check(text, Model.Config.LangEncoderConfig?.ContextLength ?? TextLimit.DefaultPositions, Tokenizer);
         using var scope = NewDisposeScope();
-        var ids = Tokenizer.Encode(prompt.ToOpenFlamingoText(), addSpecialTokens: false).ToArray();
+        var ids = Tokenizer.Encode(text, addSpecialTokens: false).ToArray();
         int media = ids.Count(id => id == Model.Config.MediaTokenId);
         if (media != images.Count)
             throw new ArgumentException($"The prompt's text holds {media} <image> tokens for {images.Count} images.", nameof(prompt));

@@ -96,9 +96,10 @@ public sealed record GenerationOptions
     public GenerationOptions WithDefaults(GenerationConfig? defaults)
     {
         if (defaults is null) return this;
-        bool callerLimit = MaxNewTokens is not null || MaxLength is not null;
+        bool callerLimit = (MaxNewTokens is not null || MaxLength is not null) && !LengthFromDefaults;
         return this with
         {
+            LengthFromDefaults = !callerLimit,
             MaxNewTokens = callerLimit ? MaxNewTokens : defaults.MaxNewTokens,
             MaxLength = callerLimit ? MaxLength : defaults.MaxLength,
             _minLength = _minLength ?? defaults.MinLength,
@@ -124,14 +125,33 @@ public sealed record GenerationOptions
     /// <param name="maxLengthCounts">positions <c>max_length</c> counts besides new tokens.</param>
     /// <param name="minLengthCounts">positions <c>min_length</c> counts besides new tokens.</param>
     /// <param name="defaultMaxNewTokens">new tokens when neither limit is set; null: 20 − <paramref name="maxLengthCounts"/>.</param>
+    /// <param name="budget">the most new tokens the model's positions leave room for after this prompt; null: no limit.
+    /// A limit the caller set that exceeds it is refused; a default limit is cut to it (the text then ends with
+    /// finish reason length), as vLLM fills <c>max_tokens</c> from <c>max_model_len</c>.</param>
     /// <exception cref="ArgumentException">the length limit leaves no room for a new token.</exception>
-    internal (int MaxNew, int MinNew) ResolveLimits(int maxLengthCounts, int minLengthCounts, int? defaultMaxNewTokens = null)
+    /// <exception cref="GenerationLengthException">the caller's limit does not fit the positions left.</exception>
+    internal (int MaxNew, int MinNew) ResolveLimits(int maxLengthCounts, int minLengthCounts, int? defaultMaxNewTokens = null, int? budget = null)
     {
         int maxNew = MaxNewTokens ?? (MaxLength is int length ? length - maxLengthCounts : defaultMaxNewTokens ?? 20 - maxLengthCounts);
+        bool explicitLimit = (MaxNewTokens is not null || MaxLength is not null) && !LengthFromDefaults;
+        if (budget is int room && maxNew > room)
+        {
+            if (room < 1)
+                throw new ArgumentException($"The prompt takes every position this model has ({maxLengthCounts} counted); shorten it to leave room for an answer.");
+            if (explicitLimit)
+                throw MaxNewTokens is not null
+                    ? new GenerationLengthException(nameof(MaxNewTokens), MaxNewTokens.Value, room)
+                    : new GenerationLengthException(nameof(MaxLength), MaxLength!.Value, room + maxLengthCounts);
+            maxNew = room;
+        }
         if (maxNew <= 0)
             throw new ArgumentException($"MaxLength {MaxLength ?? 20} leaves no room for new tokens after the {maxLengthCounts} positions it counts; set MaxNewTokens instead.");
         return (maxNew, Math.Max(MinNewTokens, Math.Max(MinLength - minLengthCounts, 0)));
     }
+
+    /// <summary>Set when <see cref="MaxNewTokens"/> / <see cref="MaxLength"/> came from a checkpoint's defaults rather
+    /// than from the caller, so a limit the positions cannot hold is cut instead of refused.</summary>
+    internal bool LengthFromDefaults { get; init; }
 
     /// <summary>Checks the options, naming the first wrong one.</summary>
     /// <exception cref="ArgumentException">an option is out of range or options conflict.</exception>
@@ -164,4 +184,20 @@ public sealed record GenerationOptions
         Require(EosTokenIds is null || EosTokenIds.Count > 0, "EosTokenIds, when given, must not be empty.");
         Require(StopStrings.All(s => !string.IsNullOrEmpty(s)), "StopStrings must not contain empty strings.");
     }
+}
+
+/// <summary>A length limit the caller set (<see cref="GenerationOptions.MaxNewTokens"/> or
+/// <see cref="GenerationOptions.MaxLength"/>) needs more positions than the model has left after the prompt. A limit
+/// left unset is never refused: the model's default is cut to what fits.</summary>
+public sealed class GenerationLengthException(string option, int requested, int largest)
+    : ArgumentException($"{option} = {requested} does not fit: this model's positions leave room for {option} = {largest} at most after this prompt.", option)
+{
+    /// <summary>The option at fault: "MaxNewTokens" or "MaxLength".</summary>
+    public string Option { get; } = option;
+
+    /// <summary>The value the caller asked for.</summary>
+    public int Requested { get; } = requested;
+
+    /// <summary>The largest value of <see cref="Option"/> that fits.</summary>
+    public int Largest { get; } = largest;
 }

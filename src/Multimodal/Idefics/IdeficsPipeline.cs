@@ -44,6 +44,8 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
     {
         var images = prompt.Images;
         if (images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
+        // IDEFICS is LLaMA-based and trained on 2048 positions; its config does not repeat the number.
+        TextLimit.Check(string.Concat(prompt.Parts.OfType<TextPart>().Select(p => p.Text)), 2048, Tokenizer);
         using var scope = NewDisposeScope();
         long fake = Tokenizer.Encode("<fake_token_around_image>", false)[0], image = Tokenizer.Encode("<image>", false)[0];
         var ids = IdeficsPromptLayout.Ids(prompt, t => Tokenizer.Encode(t, addSpecialTokens: false), Tokenizer.BosTokenId, fake, image);

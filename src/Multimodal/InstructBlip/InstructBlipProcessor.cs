@@ -39,7 +39,7 @@ public sealed class InstructBlipProcessor
     /// <summary>Combines the three parts for a model configuration.</summary>
     public InstructBlipProcessor(BlipImageProcessor imageProcessor, ITextTokenizer tokenizer, BertWordPieceTokenizer qformerTokenizer, InstructBlipConfig config)
     {
-        _language = new Blip2Processor(imageProcessor, tokenizer, config.ImageTokenIndex, config.NumQueryTokens);
+        _language = new Blip2Processor(imageProcessor, tokenizer, config.ImageTokenIndex, config.NumQueryTokens, config.TextConfig.ContextLength);
         QformerTokenizer = qformerTokenizer;
     }
 

@@ -14,6 +14,11 @@ public abstract record TextConfig : PretrainedConfig
 
     /// <summary>Whether the LM is decoder-only (<c>MODEL_FOR_CAUSAL_LM_MAPPING</c>) rather than encoder-decoder.</summary>
     [JsonIgnore] public abstract bool IsDecoderOnly { get; }
+
+    /// <summary>Positions the model was trained for (vLLM's <c>max_model_len</c>); null where the config names none
+    /// (T5's relative positions). Prompts longer than this are refused before tokenizing (see
+    /// <see cref="Processing.TextLimit"/>).</summary>
+    [JsonIgnore] public virtual int? ContextLength => null;
 }
 
 /// <summary>A <c>text_config</c> whose <c>model_type</c> has no implementation yet; kept so the config

@@ -23,6 +23,10 @@ public sealed class BertWordPieceTokenizer : ITextTokenizer
     /// <inheritdoc/>
     public long? PadTokenId => _special["[PAD]"];
 
+    /// <inheritdoc/>
+    public int LongestTokenBytes => _longest ??= _byId.Max(System.Text.Encoding.UTF8.GetByteCount);
+    private int? _longest;
+
     private BertWordPieceTokenizer(string[] lines, Dictionary<string, int> special)
     {
         _byId = lines.Concat(special.Where(kv => kv.Value >= lines.Length).OrderBy(kv => kv.Value).Select(kv => kv.Key)).ToArray();

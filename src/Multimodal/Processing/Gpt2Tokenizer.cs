@@ -29,6 +29,10 @@ public sealed class Gpt2Tokenizer : ITextTokenizer
     /// <inheritdoc/>
     public long? PadTokenId { get; }
 
+    /// <inheritdoc/>
+    public int LongestTokenBytes => _longest ??= Math.Max(_bytes.Values.Max(b => b.Length), _added.Values.Select(System.Text.Encoding.UTF8.GetByteCount).DefaultIfEmpty(0).Max());
+    private int? _longest;
+
     private Gpt2Tokenizer(Dictionary<string, int> vocab, IEnumerable<string> merges, Dictionary<string, int> added,
         IReadOnlySet<long> special, long? bos, long? pad, bool nfc = false)
     {

@@ -19,6 +19,11 @@ public interface ITextTokenizer
 
     /// <summary>Padding id, when the tokenizer has one.</summary>
     long? PadTokenId { get; }
+
+    /// <summary>The most UTF-8 bytes one token stands for (its vocabulary's longest entry): a text of more than
+    /// positions × this many bytes cannot fit a model's positions, whatever it holds, so it is refused before it is
+    /// tokenized (<see cref="TextLimit"/>).</summary>
+    int LongestTokenBytes { get; }
 }
 
 /// <summary>Incremental detokenization: feed ids as they are generated, get the new text each one

@@ -19,6 +19,10 @@ public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
     /// <inheritdoc/>
     public long? PadTokenId { get; }
 
+    /// <inheritdoc/>
+    public int LongestTokenBytes => _longest ??= _sp.Vocabulary.Keys.Concat(_added.Keys).Max(System.Text.Encoding.UTF8.GetByteCount);
+    private int? _longest;
+
     /// <summary>BOS id.</summary>
     public long BosTokenId { get; }
 

@@ -23,6 +23,10 @@ public sealed class T5SentencePieceTokenizer : ITextTokenizer
     /// <inheritdoc/>
     public long? PadTokenId => 0;
 
+    /// <inheritdoc/>
+    public int LongestTokenBytes => _longest ??= _sp.Vocabulary.Keys.Concat(_added.Keys).Max(System.Text.Encoding.UTF8.GetByteCount);
+    private int? _longest;
+
     /// <summary>EOS id.</summary>
     public long EosTokenId { get; }
 

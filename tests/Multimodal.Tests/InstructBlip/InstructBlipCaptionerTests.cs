@@ -30,6 +30,8 @@ public sealed class InstructBlipCaptionerTests(ITestOutputHelper output)
 
         public long? PadTokenId => 98;
 
+        public int LongestTokenBytes => 1;
+
         private sealed class Streaming(CharTokenizer tokenizer, bool skip) : IStreamingDecoder
         {
             public string Push(long id) => tokenizer.Decode([id], skip);

@@ -42,6 +42,9 @@ public sealed record GptNeoXConfig : TextConfig
     public double ClassifierDropout { get; init; } = 0.1;
     /// <summary>Positions the model was trained on (RoPE needs no table).</summary>
     public int MaxPositionEmbeddings { get; init; } = 2048;
+
+    /// <inheritdoc/>
+    [System.Text.Json.Serialization.JsonIgnore] public override int? ContextLength => MaxPositionEmbeddings;
     /// <summary>Training only.</summary>
     public double InitializerRange { get; init; } = 0.02;
     /// <summary>LayerNorm epsilon.</summary>

@@ -32,6 +32,9 @@ public sealed record LlamaConfig : TextConfig
     public string HiddenAct { get; init; } = "silu";
     /// <summary>Positions the model was trained for (RoPE has no table; informational).</summary>
     public int MaxPositionEmbeddings { get; init; } = 2048;
+
+    /// <inheritdoc/>
+    [System.Text.Json.Serialization.JsonIgnore] public override int? ContextLength => MaxPositionEmbeddings;
     /// <summary>RMSNorm epsilon.</summary>
     public double RmsNormEps { get; init; } = 1e-6;
     /// <summary>RoPE base.</summary>

@@ -34,6 +34,9 @@ public sealed record MptConfig : TextConfig
     /// <summary>Length of the ALiBi table (the bias itself only depends on key distance).</summary>
     public int MaxSeqLen { get; init; } = 2048;
 
+    /// <inheritdoc/>
+    [System.Text.Json.Serialization.JsonIgnore] public override int? ContextLength => MaxSeqLen;
+
     /// <summary>Vocabulary size.</summary>
     public int VocabSize { get; init; } = 50368;
 

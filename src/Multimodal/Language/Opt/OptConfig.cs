@@ -26,6 +26,9 @@ public sealed record OptConfig : TextConfig
     /// <summary>Learned positions (the table has two more rows, see <see cref="OptLearnedPositionalEmbedding"/>).</summary>
     public int MaxPositionEmbeddings { get; init; } = 2048;
 
+    /// <inheritdoc/>
+    [System.Text.Json.Serialization.JsonIgnore] public override int? ContextLength => MaxPositionEmbeddings;
+
     /// <summary>Pre-LN (true: 125m…66b except 350m) or post-LN (350m).</summary>
     public bool DoLayerNormBefore { get; init; } = true;
 
