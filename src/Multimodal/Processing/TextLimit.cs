@@ -31,6 +31,6 @@ public static class TextLimit
         long bytes = Encoding.UTF8.GetByteCount(text);
         if (bytes > max)
             throw new ArgumentException($"{what} is {bytes} bytes of text; this model's {positions} positions hold at most {max} " +
-                                        $"(its longest token is {tokenizer.LongestTokenBytes} bytes).", nameof(text));
+                                        $"(its longest token is {tokenizer.LongestTokenBytes} bytes).");
     }
 }
