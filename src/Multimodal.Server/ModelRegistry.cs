@@ -105,6 +105,7 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
             capacity = smallest + ((options.Value.MaxRequestBodyBytes * 4) >> 0);
         }
         budget.SetCapacity(capacity);
+        logger.LogInformation("ready: {Count} models, {Resident} MB resident, request memory budget {Budget} MB", _models.Count, resident >> 20, capacity >> 20);
     }
 
     // The family comes from config.json: BLIP-2, InstructBLIP and IDEFICS name theirs in model_type; an OpenFlamingo folder is

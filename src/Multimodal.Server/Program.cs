@@ -22,17 +22,13 @@ builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource
 {
     InitialData = new Dictionary<string, string?> { ["Logging:LogLevel:Microsoft.AspNetCore"] = "Warning" },
 });
-var serverOptions = builder.Configuration.GetSection("Multimodal").Get<ServerOptions>() ?? new ServerOptions();
 if (builder.Configuration["Multimodal:LogFormat"] is "json")
 {
     builder.Logging.ClearProviders();
     builder.Logging.AddJsonConsole();
 }
-if (serverOptions.AllowFileUrls && string.IsNullOrWhiteSpace(serverOptions.FileUrlRoot))
-    throw new InvalidOperationException("Multimodal:AllowFileUrls needs Multimodal:FileUrlRoot: the folder file:// image URLs may read from.");
-var apiKeys = new ApiKeys(serverOptions, Environment.GetEnvironmentVariable("MULTIMODAL_API_KEY"));
 builder.Services.Configure<ServerOptions>(builder.Configuration.GetSection("Multimodal"));
-builder.Services.AddSingleton(apiKeys);
+builder.Services.AddSingleton(sp => new ApiKeys(sp.GetRequiredService<IOptions<ServerOptions>>().Value, Environment.GetEnvironmentVariable("MULTIMODAL_API_KEY")));
 builder.Services.AddSingleton<RequestBudget>();
 builder.Services.AddSingleton<ModelRegistry>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<ModelRegistry>());
@@ -41,16 +37,26 @@ builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
     .AddAspNetCoreInstrumentation()
     .AddMeter(Telemetry.MeterName, ServerMetrics.MeterName)
     .AddPrometheusExporter());
-builder.Services.Configure<KestrelServerOptions>(k => k.Limits.MaxRequestBodySize = serverOptions.MaxRequestBodyBytes);
-if (serverOptions.CorsOrigins.Count > 0)
-    builder.Services.AddCors(cors => cors.AddDefaultPolicy(policy => policy
-        .WithOrigins([.. serverOptions.CorsOrigins]).WithMethods("GET", "POST").WithHeaders("Authorization", "Content-Type")));
+builder.Services.AddOptions<KestrelServerOptions>().Configure<IOptions<ServerOptions>>((k, o) => k.Limits.MaxRequestBodySize = o.Value.MaxRequestBodyBytes);
+builder.Services.AddCors();
+builder.Services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions>().Configure<IOptions<ServerOptions>>((cors, o) =>
+    cors.AddDefaultPolicy(policy => policy.WithOrigins([.. o.Value.CorsOrigins]).WithMethods("GET", "POST").WithHeaders("Authorization", "Content-Type")));
 var app = builder.Build();
+var serverOptions = app.Services.GetRequiredService<IOptions<ServerOptions>>().Value;
+if (serverOptions.AllowFileUrls && string.IsNullOrWhiteSpace(serverOptions.FileUrlRoot))
+    throw new InvalidOperationException("Multimodal:AllowFileUrls needs Multimodal:FileUrlRoot: the folder file:// image URLs may read from.");
+var apiKeys = app.Services.GetRequiredService<ApiKeys>();
 var log = app.Logger;
 
 app.Lifetime.ApplicationStarted.Register(() =>
 {
     var urls = app.Urls.ToList();
+    log.LogInformation("Multimodal server on {Urls}: models {Models} (loading); API keys {Auth}; limits: body {BodyMB} MB, image {ImagePixels} pixels, " +
+        "{Images} images a request, queue {Queue} a model, CORS origins {Cors}, file URLs {Files}",
+        string.Join(", ", urls), string.Join(", ", app.Services.GetRequiredService<ModelRegistry>().Entries().Select(e => e.Name)),
+        apiKeys.Required ? $"on ({apiKeys.Count})" : "off", serverOptions.MaxRequestBodyBytes >> 20, serverOptions.MaxImagePixels,
+        serverOptions.MaxImagesPerRequest, serverOptions.MaxQueue, serverOptions.CorsOrigins.Count == 0 ? "none" : string.Join(" ", serverOptions.CorsOrigins),
+        serverOptions.AllowFileUrls ? "under " + serverOptions.FileUrlRoot : "off");
     if (!apiKeys.Required && urls.Any(u => !IsLoopback(u)))
         log.LogWarning("listening on {Urls} beyond loopback with no API key: anyone who reaches the port can use the models (set Multimodal:ApiKeys, MULTIMODAL_API_KEY or Multimodal:ApiKeyFile)",
             string.Join(", ", urls));
@@ -98,7 +104,7 @@ app.UseStatusCodePages(async status =>
             ? new OpenAiException(404, $"There is no route {context.Request.Method} {context.Request.Path}.", code: "not_found")
             : new OpenAiException(405, $"{context.Request.Path} does not take {context.Request.Method}.", code: "method_not_allowed"));
 });
-if (serverOptions.CorsOrigins.Count > 0) app.UseCors();
+app.UseCors();   // with no origins configured (the default) no cross-origin request is allowed
 
 // Authentication before a byte of the body is read; then only JSON bodies, so a web page cannot post a "simple"
 // (text/plain or form) cross-origin request that the browser sends without asking.
