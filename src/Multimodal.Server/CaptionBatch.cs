@@ -75,7 +75,11 @@ public static class CaptionBatch
     private static int Caption(string input, string output, string model, int shard, int shards, int batchSize, int? maxNewTokens, bool resume)
     {
         var items = Items(input).Where(item => Shard(item.Id, shards) == shard).ToList();
-        if (Path.GetDirectoryName(Path.GetFullPath(output)) is { } folder) Directory.CreateDirectory(folder);
+        if (Path.GetDirectoryName(Path.GetFullPath(output)) is { } folder)
+        {
+            try { Directory.CreateDirectory(folder); }
+            catch (IOException e) { throw new IOException($"--output {output}: its folder cannot be created ({e.Message})", e); }
+        }
         var done = resume ? Repair(output) : [];
         if (!resume && File.Exists(output) && new FileInfo(output).Length > 0)
         {

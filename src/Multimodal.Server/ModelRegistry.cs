@@ -6,6 +6,7 @@ using Multimodal.Flamingo;
 using Multimodal.Generation;
 using Multimodal.Idefics;
 using Multimodal.Loading;
+using Multimodal.Processing;
 
 namespace Multimodal.Server;
 
@@ -16,8 +17,9 @@ namespace Multimodal.Server;
 /// <param name="Admission">one slot per request allowed in (the one generating and the queue behind it).</param>
 /// <param name="Created">when it was loaded (Unix seconds), for <c>/v1/models</c>.</param>
 /// <param name="ContextLength">the language model's positions (vLLM's <c>max_model_len</c>); null when it has no limit.</param>
+/// <param name="MaxTextBytes">the longest text part its positions can hold (<see cref="TextLimit"/>), refused while parsing.</param>
 public sealed record ServedModel(string Name, IChatClient? Chat, Blip2EmbeddingGenerator? Embeddings, SemaphoreSlim Admission, long Created,
-    int? ContextLength);
+    int? ContextLength, long MaxTextBytes);
 
 /// <summary>Loads the configured models in the background at start (logging progress), so <c>/healthz</c>
 /// answers at once and <c>/readyz</c> turns ready when every model is loaded; disposes them at shutdown.</summary>
@@ -63,10 +65,10 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
                     lastPercent = percent;
                     logger.LogInformation("loading {Model}: {Percent}% of {Megabytes} MB", entry.Name, percent, p.TotalBytes / 1_000_000);
                 });
-                var (chat, embeddings, owner, context) = Load(entry, options.Value, progress);
+                var (chat, embeddings, owner, context, tokenizer) = Load(entry, options.Value, progress);
                 _owners.Add(owner);
                 _models[entry.Name] = new ServedModel(entry.Name, chat, embeddings, new SemaphoreSlim(options.Value.MaxQueue + 1),
-                    DateTimeOffset.UtcNow.ToUnixTimeSeconds(), context);
+                    DateTimeOffset.UtcNow.ToUnixTimeSeconds(), context, TextLimit.MaxBytes(context ?? TextLimit.DefaultPositions, tokenizer));
                 logger.LogInformation("loaded {Model} in {Seconds:F1} s", entry.Name, (DateTime.UtcNow - started).TotalSeconds);
             }
             SetBudget();
@@ -110,7 +112,7 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
 
     // The family comes from config.json: BLIP-2, InstructBLIP and IDEFICS name theirs in model_type; an OpenFlamingo folder is
     // the composition of its parts.
-    private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable, int?) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
+    private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable, int?, ITextTokenizer) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
     {
         string folder = HubCache.Resolve(entry.Path, entry.Revision);
         string configPath = System.IO.Path.Combine(folder, "config.json");
@@ -128,20 +130,20 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
         {
             case "blip-2" when retrieval:
                 var retriever = Blip2Retriever.FromPretrained(folder, progress: progress);
-                return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever, retriever.Model.Config.QformerConfig.MaxPositionEmbeddings);
+                return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever, retriever.Model.Config.QformerConfig.MaxPositionEmbeddings, retriever.Tokenizer);
             case "blip-2":
                 var blip2 = Blip2Captioner.FromPretrained(folder, progress: progress, batching: server.MaxBatchSize > 1
                     ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null);
-                return (blip2.AsChatClient(entry.Name), null, blip2, blip2.Model.Config.TextConfig.ContextLength);
+                return (blip2.AsChatClient(entry.Name), null, blip2, blip2.Model.Config.TextConfig.ContextLength, blip2.Processor.Tokenizer);
             case "instructblip":
                 var instructBlip = InstructBlip.InstructBlipCaptioner.FromPretrained(folder, progress: progress);
-                return (instructBlip.AsChatClient(entry.Name), null, instructBlip, instructBlip.Model.Config.TextConfig.ContextLength);
+                return (instructBlip.AsChatClient(entry.Name), null, instructBlip, instructBlip.Model.Config.TextConfig.ContextLength, instructBlip.Processor.Tokenizer);
             case "idefics":
                 var idefics = IdeficsPipeline.FromPretrained(folder, progress: progress);
-                return (idefics.AsChatClient(entry.Name), null, idefics, 2048);
+                return (idefics.AsChatClient(entry.Name), null, idefics, 2048, idefics.Tokenizer);
             case null or "flamingo" or "openflamingo":
                 var flamingo = FlamingoPipeline.FromPretrained(folder, progress: progress);
-                return (flamingo.AsChatClient(entry.Name), null, flamingo, flamingo.Model.Config.LangEncoderConfig?.ContextLength);
+                return (flamingo.AsChatClient(entry.Name), null, flamingo, flamingo.Model.Config.LangEncoderConfig?.ContextLength, flamingo.Tokenizer);
             default:
                 throw new InvalidOperationException($"{configPath}: model_type \"{modelType}\" is not a family this server loads " +
                                                     "(blip-2, instructblip, idefics, or an OpenFlamingo folder without model_type).");

@@ -49,7 +49,11 @@ public static class OpenAiProtocol
 
     /// <summary>Parses and validates a request body.</summary>
     /// <exception cref="OpenAiException">400 naming the field at fault.</exception>
-    public static ChatCompletionRequest ParseChat(JsonElement body, ServerOptions server)
+    /// <param name="body">the request body.</param>
+    /// <param name="server">the server's limits.</param>
+    /// <param name="maxTextBytes">the longest text the model's positions hold: a longer text part is refused before it is
+    /// copied out of the body.</param>
+    public static ChatCompletionRequest ParseChat(JsonElement body, ServerOptions server, long maxTextBytes = long.MaxValue)
     {
         if (body.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, "The request body must be a JSON object.");
         string model = RequireString(body, "model");
@@ -109,7 +113,7 @@ public static class OpenAiProtocol
         var list = new List<ChatMessage>();
         int i = 0;
         foreach (var message in messages.EnumerateArray())
-            list.Add(ParseMessage(message, $"messages[{i++}]", server));
+            list.Add(ParseMessage(message, $"messages[{i++}]", server, maxTextBytes));
         int images = list.Sum(m => m.Contents.Count(c => c is DataContent));
         if (images > server.MaxImagesPerRequest)
             throw new OpenAiException(400, $"The request holds {images} images; this server takes at most {server.MaxImagesPerRequest} (Multimodal:MaxImagesPerRequest).",
@@ -117,7 +121,7 @@ public static class OpenAiProtocol
         return new ChatCompletionRequest(model, list, options, stream, includeUsage, maxTokensParam);
     }
 
-    private static ChatMessage ParseMessage(JsonElement message, string path, ServerOptions server)
+    private static ChatMessage ParseMessage(JsonElement message, string path, ServerOptions server, long maxTextBytes)
     {
         if (message.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, $"'{path}' must be an object.", path);
         string role = RequireString(message, "role", path);
@@ -131,25 +135,27 @@ public static class OpenAiProtocol
         if (!message.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null)
             throw new OpenAiException(400, $"'{path}.content' is required.", $"{path}.content");
         var contents = new List<AIContent>();
-        if (content.ValueKind == JsonValueKind.String) contents.Add(new TextContent(content.GetString()));
+        if (content.ValueKind == JsonValueKind.String) contents.Add(new TextContent(Text(content, $"{path}.content", maxTextBytes)));
         else if (content.ValueKind == JsonValueKind.Array)
         {
             int j = 0;
             foreach (var part in content.EnumerateArray())
-                contents.Add(ParsePart(part, $"{path}.content[{j++}]", server));
+                contents.Add(ParsePart(part, $"{path}.content[{j++}]", server, maxTextBytes));
         }
         else throw new OpenAiException(400, $"'{path}.content' must be a string or an array of parts.", $"{path}.content");
         return new ChatMessage(chatRole, contents);
     }
 
-    private static AIContent ParsePart(JsonElement part, string path, ServerOptions server)
+    private static AIContent ParsePart(JsonElement part, string path, ServerOptions server, long maxTextBytes = long.MaxValue)
     {
         if (part.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, $"'{path}' must be an object.", path);
         string type = RequireString(part, "type", path);
         switch (type)
         {
             case "text":
-                return new TextContent(RequireString(part, "text", path));
+                if (!part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                    throw new OpenAiException(400, $"'{path}.text' must be a string.", $"{path}.text");
+                return new TextContent(Text(text, $"{path}.text", maxTextBytes));
             case "image_url":
                 if (!part.TryGetProperty("image_url", out var image) || image.ValueKind != JsonValueKind.Object)
                     throw new OpenAiException(400, $"'{path}.image_url' must be an object with a 'url'.", $"{path}.image_url");
@@ -184,6 +190,18 @@ public static class OpenAiProtocol
             return new DataContent(FileUrls.Read(url, server, param), "image/png");
         }
         throw new OpenAiException(400, "Only data: image URLs are accepted (this server fetches nothing over the network).", param, "invalid_image_url");
+    }
+
+    // A JSON string's raw bytes are its UTF-8 text when it has no escapes, and at most six times it when it has: a text
+    // that cannot fit is refused without being copied out of the body.
+    private static string Text(JsonElement value, string param, long maxTextBytes)
+    {
+        var raw = System.Runtime.InteropServices.JsonMarshal.GetRawUtf8Value(value);
+        long bound = raw.Contains((byte)'\\') ? raw.Length / 6 : raw.Length;
+        if (bound > maxTextBytes)
+            throw new OpenAiException(400, $"'{param}' is longer than this model's positions can hold ({maxTextBytes} bytes of text at most).", param,
+                "context_length_exceeded");
+        return value.GetString()!;
     }
 
     private static string RequireString(JsonElement obj, string name, string? path = null)

@@ -203,6 +203,7 @@ return 0;
 
 // The body is read whole (Kestrel bounds it) after its worst case is reserved: the bytes, the parsed document and the
 // strings and images taken out of it are each at most about the body's size.
+// The document lives until the response ends (no copy of it is made).
 static async Task<JsonElement> ReadJson(HttpContext context, ServerOptions options, RequestBudget budget)
 {
     long declared = context.Request.ContentLength ?? options.MaxRequestBodyBytes;
@@ -218,8 +219,9 @@ static async Task<JsonElement> ReadJson(HttpContext context, ServerOptions optio
         throw new OpenAiException(400, "The request body is not valid UTF-8.", code: "invalid_utf8");
     try
     {
-        using var doc = JsonDocument.Parse(bytes);
-        return doc.RootElement.Clone();
+        var doc = JsonDocument.Parse(bytes);
+        context.Response.RegisterForDispose(doc);
+        return doc.RootElement;
     }
     catch (JsonException e)
     {
@@ -276,8 +278,11 @@ static ServedModel Served(ModelRegistry registry, string name)
 static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry registry, ServerOptions options, RequestBudget budget,
     Action<string> onModel, Action<long> onTokens)
 {
-    var request = OpenAiProtocol.ParseChat(await ReadJson(context, options, budget), options);
-    var model = Served(registry, request.Model);
+    var body = await ReadJson(context, options, budget);
+    if (body.ValueKind != JsonValueKind.Object || !body.TryGetProperty("model", out var name) || name.ValueKind != JsonValueKind.String)
+        OpenAiProtocol.ParseChat(body, options);          // throws the error for the missing or malformed field
+    var model = Served(registry, body.GetProperty("model").GetString()!);
+    var request = OpenAiProtocol.ParseChat(body, options, model.MaxTextBytes);
     onModel(model.Name);
     var chat = model.Chat ?? throw new OpenAiException(400, $"'{model.Name}' is a retrieval model: it answers /v1/embeddings, not chat completions.", "model", "model_not_supported");
     ReserveImages(context, request.Images, options, budget);

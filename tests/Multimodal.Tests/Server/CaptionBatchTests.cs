@@ -71,10 +71,65 @@ public sealed class CaptionBatchTests(ITestOutputHelper output)
         var after = Lines(resumed);
         Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), after.Keys.Order(StringComparer.Ordinal));
         foreach (var (id, line) in expected) Assert.Equal((string?)line["caption"], (string?)after[id]["caption"]);
+        // Not only equal to another run: each copy of a scene has the caption it was drawn from.
+        var known = KnownCaptions();
+        var scenes = Directory.GetFiles(Path.Combine(Repo.Root, "samples", "images"), "scene*.png").Order(StringComparer.Ordinal).Select(Path.GetFileName).ToArray();
+        for (int i = 0; i < 60; i++)
+            Assert.Equal(known[scenes[i % scenes.Length]!], (string?)after[(i % 5 == 0 ? "sub/" : "") + $"img{i:D3}.png"]["caption"]);
 
         (code, _, stderr) = Run("--input", images, "--output", resumed);
         Assert.Equal(2, code);                                                           // refuses to append without --resume
         Assert.Contains("--resume", stderr);
+    }
+
+    /// <summary>The captions samples/images/CAPTIONS.md says each scene was drawn from, which the model reproduces.</summary>
+    private static Dictionary<string, string> KnownCaptions() =>
+        File.ReadAllLines(Path.Combine(Repo.Root, "samples", "images", "CAPTIONS.md"))
+            .Where(l => l.StartsWith("| `scene"))
+            .Select(l => l.Split('|', StringSplitOptions.TrimEntries))
+            .ToDictionary(c => c[1].Trim('`'), c => c[2]);
+
+    [Fact]
+    public void Damaged_images_of_every_kind_get_error_lines_while_the_good_ones_get_their_captions_in_a_new_folder()
+    {
+        using var dir = new TempDir();
+        string images = Path.Combine(dir.Path, "images");
+        Directory.CreateDirectory(images);
+        var known = KnownCaptions();
+        foreach (var scene in known.Keys) File.Copy(Path.Combine(Repo.Root, "samples", "images", scene), Path.Combine(images, scene));
+        var hostile = HostileImages.All();
+        foreach (var image in hostile) File.WriteAllBytes(Path.Combine(images, image.Name + ".png"), image.Bytes);
+        Directory.CreateDirectory(Path.Combine(images, "a-folder.png"));
+        Assert.Equal(0, Repo.Run("mkfifo", [Path.Combine(images, "a-fifo.png")], images, TimeSpan.FromSeconds(10)).ExitCode);
+        // The output folder does not exist yet, as on a fresh volume.
+        string results = Path.Combine(dir.Path, "results", "run-1", "part-0.jsonl");
+        var (code, stdout, stderr) = Run("--input", images, "--output", results, "--batch", "4");
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(0, code);
+        var lines = Lines(results);
+        foreach (var (scene, caption) in known)
+            Assert.Equal(caption, (string?)lines[scene]["caption"]);
+        foreach (var image in hostile)
+            Assert.False(string.IsNullOrEmpty((string?)lines[image.Name + ".png"]["error"]), $"{image.Name} has no error line");
+        Assert.Contains("a-fifo.png", lines.Keys);
+        Assert.Equal(known.Count + hostile.Count + 1, lines.Count);
+        Assert.Contains($"{known.Count} captioned, {hostile.Count + 1} failed", stdout);
+    }
+
+    [Fact]
+    public void A_run_that_cannot_go_on_says_why_in_one_line()
+    {
+        using var dir = new TempDir();
+        var (code, _, stderr) = Run("--input", Path.Combine(dir.Path, "missing"), "--output", Path.Combine(dir.Path, "out.jsonl"));
+        output.WriteLine(stderr);
+        Assert.Equal(1, code);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.StartsWith("caption-batch: ", stderr);
+        File.WriteAllText(Path.Combine(dir.Path, "file"), "");
+        (code, _, stderr) = Run("--input", Repo.Root + "/samples/images", "--output", Path.Combine(dir.Path, "file", "out.jsonl"));
+        output.WriteLine(stderr);
+        Assert.Equal(1, code);
+        Assert.DoesNotContain("   at ", stderr);                                     // no stack trace
     }
 
     [Fact]
