@@ -6,6 +6,7 @@
 //       --dir <folder; default: the temp folder's multimodal-bench> --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8
 //       --serving-tokens 20,64,128 (answer lengths for the serving figure; the server caps answers at 256)]
 // Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
+// --hostile-mix 1 [--seconds 60 --good 8 --hostile 2 --budget-mb 300]: the server under a hostile mix (see HostileMix).
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -14,6 +15,11 @@ using Multimodal.Benchmarks;
 using static TorchSharp.torch;
 
 var options = Args.Parse(args);
+if (options.Get("--hostile-mix") is not null)
+{
+    Console.WriteLine(HostileMix.Run(options).ToJsonString());
+    return;
+}
 set_num_threads(Environment.ProcessorCount);
 if (options.Get("--measure") is string measureFolder)
 {

@@ -16,6 +16,7 @@ using Multimodal.Server;
 if (args.Length > 0 && args[0] == "caption-batch")
     return CaptionBatch.Run(args[1..], DefaultModel.Find());
 
+NativeAllocator.Configure();
 var builder = WebApplication.CreateBuilder(args);
 // Per-request lines of ASP.NET Core are Debug-level noise for an API server; configuration can still raise them.
 builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource
@@ -30,6 +31,7 @@ if (builder.Configuration["Multimodal:LogFormat"] is "json")
 builder.Services.Configure<ServerOptions>(builder.Configuration.GetSection("Multimodal"));
 builder.Services.AddSingleton(sp => new ApiKeys(sp.GetRequiredService<IOptions<ServerOptions>>().Value, Environment.GetEnvironmentVariable("MULTIMODAL_API_KEY")));
 builder.Services.AddSingleton<RequestBudget>();
+builder.Services.AddSingleton<MemoryReturn>();
 builder.Services.AddSingleton<ModelRegistry>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<ModelRegistry>());
 builder.Services.AddSingleton<ServerMetrics>();
@@ -47,6 +49,7 @@ if (serverOptions.AllowFileUrls && string.IsNullOrWhiteSpace(serverOptions.FileU
     throw new InvalidOperationException("Multimodal:AllowFileUrls needs Multimodal:FileUrlRoot: the folder file:// image URLs may read from.");
 var apiKeys = app.Services.GetRequiredService<ApiKeys>();
 var log = app.Logger;
+var memoryReturn = app.Services.GetRequiredService<MemoryReturn>();
 
 app.Lifetime.ApplicationStarted.Register(() =>
 {
@@ -90,6 +93,7 @@ app.Use(async (context, next) =>
     }
     finally
     {
+        memoryReturn.RequestEnded();
         log.LogDebug("request {RequestId} {Method} {Path} -> {Status} in {Milliseconds:F0} ms", context.TraceIdentifier, context.Request.Method,
             context.Request.Path, context.Response.StatusCode, clock.Elapsed.TotalMilliseconds);
     }
@@ -210,11 +214,9 @@ static async Task<JsonElement> ReadJson(HttpContext context, ServerOptions optio
     if (declared > options.MaxRequestBodyBytes)
         throw new OpenAiException(413, "The request body is larger than this server accepts (Multimodal:MaxRequestBodyBytes).", code: "request_too_large");
     context.Response.RegisterForDispose(budget.Reserve(declared * 4, "This request's body and what is parsed from it"));
-    using var body = new MemoryStream(context.Request.ContentLength is long length ? (int)length : 0);
-    await context.Request.Body.CopyToAsync(body, context.RequestAborted);
-    if (body.Length > options.MaxRequestBodyBytes)
-        throw new OpenAiException(413, "The request body is larger than this server accepts (Multimodal:MaxRequestBodyBytes).", code: "request_too_large");
-    var bytes = body.GetBuffer().AsMemory(0, (int)body.Length);
+    var body = await NativeBody.ReadAsync(context.Request.Body, context.Request.ContentLength, options.MaxRequestBodyBytes, context.RequestAborted);
+    context.Response.RegisterForDispose(body);
+    var bytes = body.Bytes;
     if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
         throw new OpenAiException(400, "The request body is not valid UTF-8.", code: "invalid_utf8");
     try
@@ -247,7 +249,6 @@ static void ReserveImages(HttpContext context, IEnumerable<DataContent> images, 
         index++;
     }
     context.Response.RegisterForDispose(budget.Reserve(bytes, "This request's images and generation"));
-    if (bytes >= LargeRequestBytes) context.Response.RegisterForDispose(new ReturnMemory());
 }
 
 static bool IsJson(string? contentType) =>
@@ -394,23 +395,4 @@ static Task WriteError(HttpContext context, OpenAiException e)
 }
 
 /// <summary>The entry point, visible to in-process tests (WebApplicationFactory).</summary>
-public partial class Program
-{
-    /// <summary>A request whose images may decode to this many bytes or more hands the managed heap's free memory back
-    /// to the system when it ends.</summary>
-    internal const long LargeRequestBytes = 32L << 20;
-}
-
-/// <summary>Disposed at the end of a request that held large decoded images: a compacting collection that decommits the
-/// heap's free regions, so RSS returns to its plateau instead of keeping the request's peak (at most one every 2 s).</summary>
-internal sealed class ReturnMemory : IDisposable
-{
-    private static long _last;
-
-    public void Dispose()
-    {
-        long now = Environment.TickCount64, last = Interlocked.Read(ref _last);
-        if (now - last < 2000 || Interlocked.CompareExchange(ref _last, now, last) != last) return;
-        _ = Task.Run(() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true));
-    }
-}
+public partial class Program;
