@@ -120,9 +120,9 @@ public sealed class GenerationDefaultsTests : IDisposable
         using var blip2 = Blip2ForConditionalGeneration.FromPretrained(Repo.ShapesModel);
         using var pixels = zeros(1, 3, 64, 64);
         using var ids = tensor(new long[] { 2 }).unsqueeze(0);
-        var e = Assert.Throws<ArgumentException>(() => blip2.Generate(pixels, ids, null, new GenerationOptions { MaxNewTokens = 57 }));
-        Assert.Contains("max_position_embeddings = 64", e.Message);
-        Assert.Contains("at most 56", e.Message);
+        var e = Assert.Throws<GenerationLengthException>(() => blip2.Generate(pixels, ids, null, new GenerationOptions { MaxNewTokens = 57 }));
+        Assert.Equal(("MaxNewTokens", 57, 56), (e.Option, e.Requested, e.Largest));
+        Assert.Contains("MaxNewTokens = 56 at most", e.Message);
         using var fits = blip2.Generate(pixels, ids, null, new GenerationOptions { MaxNewTokens = 56, MinNewTokens = 56 });
         Assert.Equal(57, fits.Sequences[0].Length);    // BOS + 56: the last position used is 63
     }
