@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Multimodal.Processing;
 
 namespace Multimodal.Server;
 
@@ -21,13 +22,10 @@ public static partial class FileUrls
         {
             string? path = Resolve(new Uri(url).LocalPath), top = Resolve(root);
             if (path is null || top is null || !path.StartsWith(top.TrimEnd('/') + "/", StringComparison.Ordinal)) throw refused;
-            var info = new FileInfo(path);
-            if (!info.Exists || info.Length == 0 || info.Length > server.MaxRequestBodyBytes) throw refused;
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
-            var bytes = new byte[info.Length];
-            return stream.ReadAtLeast(bytes, bytes.Length, throwOnEndOfStream: false) == bytes.Length ? bytes : throw refused;
+            return ImageDecoder.ReadImageFile(path, server.MaxRequestBodyBytes);
         }
-        catch (Exception e) when (e is UriFormatException or IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        catch (Exception e) when (e is UriFormatException or IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException
+                                      or ImageDecodeException)
         {
             throw refused;
         }

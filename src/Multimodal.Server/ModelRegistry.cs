@@ -81,8 +81,8 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
         }
     }, stoppingToken);
 
-    /// <summary>The process's resident memory now, in bytes (0 where /proc is not there).</summary>
-    public static long ResidentBytes()
+    // The process's resident memory now, in bytes (0 where /proc is not there).
+    private static long ResidentBytes()
     {
         if (!File.Exists("/proc/self/status")) return 0;
         foreach (var line in File.ReadLines("/proc/self/status"))
@@ -99,12 +99,15 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
         long capacity = options.Value.MemoryBudgetMB > 0
             ? (long)options.Value.MemoryBudgetMB << 20
             : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4 * 3 - resident;
-        long smallest = (long)options.Value.GenerationWorkingSetMB << 20;
-        if (capacity < smallest)
+        // One request at its worst: a full body (4x: bytes, document, strings, decoded images), one image at the pixel
+        // limit and a generation's working set. A smaller budget still admits one such request at a time.
+        var o = options.Value;
+        long one = o.MaxRequestBodyBytes * 4 + o.MaxImagePixels * 8 + ((long)o.GenerationWorkingSetMB << 20);
+        if (capacity < one)
         {
-            logger.LogWarning("the request memory budget ({Budget} MB) is below one generation's working set ({Smallest} MB); requests are admitted one at a time",
-                capacity >> 20, smallest >> 20);
-            capacity = smallest + ((options.Value.MaxRequestBodyBytes * 4) >> 0);
+            logger.LogWarning("the request memory budget ({Budget} MB) is below one request's worst case ({One} MB); requests are admitted one at a time",
+                capacity >> 20, one >> 20);
+            capacity = one;
         }
         budget.SetCapacity(capacity);
         logger.LogInformation("ready: {Count} models, {Resident} MB resident, request memory budget {Budget} MB", _models.Count, resident >> 20, capacity >> 20);
@@ -140,7 +143,7 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
                 return (instructBlip.AsChatClient(entry.Name), null, instructBlip, instructBlip.Model.Config.TextConfig.ContextLength, instructBlip.Processor.Tokenizer);
             case "idefics":
                 var idefics = IdeficsPipeline.FromPretrained(folder, progress: progress);
-                return (idefics.AsChatClient(entry.Name), null, idefics, 2048, idefics.Tokenizer);
+                return (idefics.AsChatClient(entry.Name), null, idefics, IdeficsPipeline.Positions, idefics.Tokenizer);
             case null or "flamingo" or "openflamingo":
                 var flamingo = FlamingoPipeline.FromPretrained(folder, progress: progress);
                 return (flamingo.AsChatClient(entry.Name), null, flamingo, flamingo.Model.Config.LangEncoderConfig?.ContextLength, flamingo.Tokenizer);

@@ -17,6 +17,10 @@ public sealed class OpenAiException(int status, string message, string? param = 
     /// <summary>OpenAI's error type.</summary>
     public string Type { get; } = type;
 
+    /// <summary>413: the body is over <see cref="ServerOptions.MaxRequestBodyBytes"/> (Kestrel's own limit, or found while reading).</summary>
+    public static OpenAiException BodyTooLarge() =>
+        new(413, "The request body is larger than this server accepts (Multimodal:MaxRequestBodyBytes).", code: "request_too_large");
+
     /// <summary>The response body.</summary>
     public JsonObject Body() => new()
     {
@@ -114,11 +118,12 @@ public static class OpenAiProtocol
         int i = 0;
         foreach (var message in messages.EnumerateArray())
             list.Add(ParseMessage(message, $"messages[{i++}]", server, maxTextBytes));
-        int images = list.Sum(m => m.Contents.Count(c => c is DataContent));
+        var request = new ChatCompletionRequest(model, list, options, stream, includeUsage, maxTokensParam);
+        int images = request.Images.Count();
         if (images > server.MaxImagesPerRequest)
             throw new OpenAiException(400, $"The request holds {images} images; this server takes at most {server.MaxImagesPerRequest} (Multimodal:MaxImagesPerRequest).",
                 "messages", "too_many_images");
-        return new ChatCompletionRequest(model, list, options, stream, includeUsage, maxTokensParam);
+        return request;
     }
 
     private static ChatMessage ParseMessage(JsonElement message, string path, ServerOptions server, long maxTextBytes)

@@ -79,8 +79,7 @@ app.Use(async (context, next) =>
     }
     catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (!context.Response.HasStarted)
     {
-        await WriteError(context, new OpenAiException(e.StatusCode, e.StatusCode == 413
-            ? "The request body is larger than this server accepts (Multimodal:MaxRequestBodyBytes)." : e.Message, code: e.StatusCode == 413 ? "request_too_large" : null));
+        await WriteError(context, e.StatusCode == 413 ? OpenAiException.BodyTooLarge() : new OpenAiException(e.StatusCode, e.Message));
     }
     catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
     {
@@ -171,7 +170,7 @@ app.MapPost("/v1/embeddings", async (HttpContext context, ModelRegistry registry
     if (model.Embeddings is not { } generator)
         throw new OpenAiException(400, $"'{model.Name}' is a generative model: it answers chat completions, not /v1/embeddings.", "model", "model_not_supported");
     ReserveImages(context, inputs.OfType<DataContent>(), options.Value, budget);
-    Admit(context, model);
+    Admit(model);
     try
     {
         // Texts and images are embedded in one call each, then put back in request order.
@@ -211,8 +210,7 @@ return 0;
 static async Task<JsonElement> ReadJson(HttpContext context, ServerOptions options, RequestBudget budget)
 {
     long declared = context.Request.ContentLength ?? options.MaxRequestBodyBytes;
-    if (declared > options.MaxRequestBodyBytes)
-        throw new OpenAiException(413, "The request body is larger than this server accepts (Multimodal:MaxRequestBodyBytes).", code: "request_too_large");
+    if (declared > options.MaxRequestBodyBytes) throw OpenAiException.BodyTooLarge();
     context.Response.RegisterForDispose(budget.Reserve(declared * 4, "This request's body and what is parsed from it"));
     var body = await NativeBody.ReadAsync(context.Request.Body, context.Request.ContentLength, options.MaxRequestBodyBytes, context.RequestAborted);
     context.Response.RegisterForDispose(body);
@@ -262,10 +260,9 @@ static bool IsLoopback(string url) =>
     && (uri.IsLoopback || (System.Net.IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && System.Net.IPAddress.IsLoopback(ip)));
 
 // A model's admission slots bound its queue: a request that finds none free gets 429 at once.
-static void Admit(HttpContext context, ServedModel model)
+static void Admit(ServedModel model)
 {
     if (model.Admission.Wait(0)) return;
-    context.Response.Headers.RetryAfter = "1";
     throw new OpenAiException(429, $"The queue for '{model.Name}' is full; retry shortly.", type: "rate_limit_error", code: "queue_full");
 }
 
@@ -287,7 +284,7 @@ static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry reg
     onModel(model.Name);
     var chat = model.Chat ?? throw new OpenAiException(400, $"'{model.Name}' is a retrieval model: it answers /v1/embeddings, not chat completions.", "model", "model_not_supported");
     ReserveImages(context, request.Images, options, budget);
-    Admit(context, model);
+    Admit(model);
     try
     {
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
@@ -388,9 +385,11 @@ static async Task<long> StreamAsync(HttpContext context, IChatClient chat, strin
     }
 }
 
+// Every 429 (a full queue, a full memory budget) tells the client when to retry.
 static Task WriteError(HttpContext context, OpenAiException e)
 {
     context.Response.StatusCode = e.Status;
+    if (e.Status == 429) context.Response.Headers.RetryAfter = "1";
     return context.Response.WriteAsJsonAsync(e.Body());
 }
 

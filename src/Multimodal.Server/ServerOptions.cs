@@ -55,7 +55,7 @@ public sealed class ServerOptions
     public bool MetricsRequireKey { get; set; }
 
     /// <summary>Largest image a request may carry, in pixels, read from its header before anything is decoded. The
-    /// default, 12.6 M (a 12-megapixel phone photo, 4096 × 3072), keeps one decode and its preprocessing near 90 MB
+    /// default, 12.6 M (a 12-megapixel phone photo, 4096 × 3072), keeps one decode and its preprocessing near 100 MB
     /// (8 bytes a pixel at the peak).</summary>
     public long MaxImagePixels { get; set; } = 4096L * 3072;
 

@@ -95,7 +95,7 @@ public sealed class Blip2Processor
         var rows = prompts.Select(Encode).ToList();
         int width = rows.Max(r => r.Count);
         int prefix = _imageToken is null ? 0 : _queryTokens;
-        var ids = new long[images.Count * (prefix + width)];
+        var ids = new long[checked(images.Count * (prefix + width))];
         var mask = new long[ids.Length];
         for (int b = 0; b < rows.Count; b++)
         {

@@ -33,6 +33,10 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
         });
     }
 
+    /// <summary>Positions the language model was trained for: IDEFICS is LLaMA-based with 2048, which its config does not
+    /// repeat. They bound a prompt's text before it is tokenized (<see cref="TextLimit"/>).</summary>
+    public const int Positions = 2048;
+
     /// <summary>This pipeline as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the pipeline keeps owning the model).</summary>
     public IdeficsChatClient AsChatClient(string? modelId = null) => new(this, modelId);
 
@@ -44,8 +48,7 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
     {
         var images = prompt.Images;
         if (images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
-        // IDEFICS is LLaMA-based and trained on 2048 positions; its config does not repeat the number.
-        TextLimit.Check(string.Concat(prompt.Parts.OfType<TextPart>().Select(p => p.Text)), 2048, Tokenizer);
+        TextLimit.Check(string.Concat(prompt.Parts.OfType<TextPart>().Select(p => p.Text)), Positions, Tokenizer);
         using var scope = NewDisposeScope();
         long fake = Tokenizer.Encode("<fake_token_around_image>", false)[0], image = Tokenizer.Encode("<image>", false)[0];
         var ids = IdeficsPromptLayout.Ids(prompt, t => Tokenizer.Encode(t, addSpecialTokens: false), Tokenizer.BosTokenId, fake, image);

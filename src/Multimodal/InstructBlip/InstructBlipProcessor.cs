@@ -83,7 +83,7 @@ public sealed class InstructBlipProcessor
         var rows = prompts.Select(p => QformerTokenizer.Encode(p)).ToList();
         int width = rows.Max(r => r.Count);
         long pad = QformerTokenizer.PadTokenId ?? 0;
-        var ids = new long[rows.Count * width];
+        var ids = new long[checked(rows.Count * width)];
         var mask = new long[ids.Length];
         for (int b = 0; b < rows.Count; b++)
             for (int i = 0; i < width; i++)

@@ -25,7 +25,7 @@ internal static class PixelTable
 
     public static byte[] ToChw(byte[] rgb, int pixels)
     {
-        var chw = new byte[3 * pixels];
+        var chw = new byte[checked(3 * pixels)];
         for (int i = 0; i < pixels; i++)
             for (int c = 0; c < 3; c++)
                 chw[c * pixels + i] = rgb[i * 3 + c];
@@ -35,8 +35,8 @@ internal static class PixelTable
     /// <summary>(B, 3, H, W) float32 from channels-first bytes.</summary>
     public static Tensor ToTensor(IReadOnlyList<byte[]> chw, int height, int width, float[,] table)
     {
-        int plane = height * width;
-        var values = new float[chw.Count * 3 * plane];
+        int plane = checked(height * width);
+        var values = new float[checked(chw.Count * 3 * plane)];
         for (int b = 0; b < chw.Count; b++)
             for (int c = 0; c < 3; c++)
                 for (int i = 0; i < plane; i++)

@@ -15,7 +15,7 @@ public sealed class ImageDecodeException(string message, Exception? inner = null
 /// 64-bit arithmetic before any codec or pixel buffer exists, so a tiny file that declares a huge image costs nothing.
 /// A decode holds 4 bytes per pixel of RGBA (8 for 16-bit grey, which also keeps the samples); the default limit,
 /// Pillow's 89 M pixels, therefore allows ~360 MB and several seconds for one image. Servers should set a lower limit
-/// (the OpenAI server's default is <c>Multimodal:MaxImagePixels</c> = 12 M). Every failure is an
+/// (the OpenAI server's default is <c>Multimodal:MaxImagePixels</c> = 12.6 M). Every failure is an
 /// <see cref="ImageDecodeException"/> that names the format and says what is wrong: not an image, truncated, an invalid
 /// header, an unsupported size or corrupt data.</remarks>
 public static class ImageDecoder
@@ -95,8 +95,8 @@ public static class ImageDecoder
             throw new ImageDecodeException($"{name}: {format} has no pixels ({info.Width}x{info.Height}).");
         if (info.Width != header.Width || info.Height != header.Height) CheckSize(info.Width, info.Height, format, name, maxPixels);
 
-        string mode = ModeOf(bytes, codec);
-        if (mode == "I" && bytes[28] == 0) return DecodeGrey16Png(bytes, info.Width, info.Height, name);  // Adam7: Skia's high bytes
+        string mode = ModeOf(header, codec);
+        if (mode == "I" && !header.PngInterlaced) return DecodeGrey16Png(bytes, info.Width, info.Height, name);  // Adam7: Skia's high bytes
 
         var target = new SKImageInfo(info.Width, info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         var pixels = new byte[checked((long)info.Width * info.Height * 4)];
@@ -109,40 +109,20 @@ public static class ImageDecoder
 
     // The mode Pillow would open the file in: from the PNG header's colour type and depth, the JPEG
     // frame's component count, otherwise from whether the image has alpha.
-    private static string ModeOf(byte[] bytes, SKCodec codec)
+    private static string ModeOf(ImageHeader header, SKCodec codec) => header.Format switch
     {
-        if (codec.EncodedFormat == SKEncodedImageFormat.Png && bytes.Length >= 33)
+        ImageFormat.Png => header.PngColourType switch
         {
-            int depth = bytes[24], colourType = bytes[25];
-            return colourType switch
-            {
-                0 => depth == 16 ? "I" : "L",
-                2 => "RGB",
-                3 => "P",
-                4 => "LA",
-                6 => "RGBA",
-                _ => "RGB",
-            };
-        }
-        if (codec.EncodedFormat == SKEncodedImageFormat.Jpeg)
-            return JpegComponents(bytes) switch { 1 => "L", 4 => "CMYK", _ => "RGB" };
-        if (codec.EncodedFormat == SKEncodedImageFormat.Gif) return "P";
-        return codec.Info.AlphaType == SKAlphaType.Opaque ? "RGB" : "RGBA";
-    }
-
-    private static int JpegComponents(byte[] b)
-    {
-        int i = 2;
-        while (i + 9 < b.Length && b[i] == 0xFF)
-        {
-            byte marker = b[i + 1];
-            int length = (b[i + 2] << 8) | b[i + 3];
-            bool sof = marker is >= 0xC0 and <= 0xCF && marker is not (0xC4 or 0xC8 or 0xCC);
-            if (sof) return b[i + 9];
-            i += 2 + length;
-        }
-        return 3;
-    }
+            0 => header.PngDepth == 16 ? "I" : "L",
+            3 => "P",
+            4 => "LA",
+            6 => "RGBA",
+            _ => "RGB",
+        },
+        ImageFormat.Jpeg => header.JpegComponents switch { 1 => "L", 4 => "CMYK", _ => "RGB" },
+        ImageFormat.Gif => "P",
+        _ => codec.Info.AlphaType == SKAlphaType.Opaque ? "RGB" : "RGBA",
+    };
 
     // 16-bit grey PNG (non-interlaced): inflate the IDAT stream a row at a time, undo the per-row filters, clip each
     // big-endian sample to 0..255 as Pillow's I → RGB conversion does. Holds 8 bytes a pixel (RGBA and the samples).

@@ -24,11 +24,23 @@ public enum ImageFormat
 /// <param name="Height">declared height in pixels.</param>
 public sealed record ImageHeader(ImageFormat Format, int Width, int Height)
 {
+    /// <summary>PNG: the bit depth per sample.</summary>
+    internal int PngDepth { get; init; }
+
+    /// <summary>PNG: the colour type (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA).</summary>
+    internal int PngColourType { get; init; }
+
+    /// <summary>PNG: Adam7-interlaced.</summary>
+    internal bool PngInterlaced { get; init; }
+
+    /// <summary>JPEG: the frame's colour components (1 grey, 3 YCbCr, 4 CMYK).</summary>
+    internal int JpegComponents { get; init; }
+
     /// <summary>Width × Height, in 64-bit arithmetic.</summary>
     public long Pixels => (long)Width * Height;
 
     /// <summary>Bytes a decode of this image holds at its peak: the 8-bit RGBA pixels, plus as much again for the
-    /// processors' RGB copy and resampling passes (measured: see README, "Limits").</summary>
+    /// processors' RGB copy and resampling passes (README, "Safe on a network").</summary>
     public long DecodeBytes => checked(Pixels * 8);
 
     /// <summary>The format's name as users know it.</summary>
@@ -86,7 +98,7 @@ public sealed record ImageHeader(ImageFormat Format, int Width, int Height)
         if (!valid) throw Invalid(name, "PNG", $"bit depth {depth} with colour type {colourType}");
         if (b[26] != 0 || b[27] != 0 || b[28] > 1)
             throw Invalid(name, "PNG", $"compression {b[26]}, filter {b[27]}, interlace {b[28]} (expected 0, 0, 0 or 1)");
-        return new ImageHeader(ImageFormat.Png, (int)width, (int)height);
+        return new ImageHeader(ImageFormat.Png, (int)width, (int)height) { PngDepth = depth, PngColourType = colourType, PngInterlaced = b[28] == 1 };
     }
 
     private static ImageHeader Jpeg(ReadOnlySpan<byte> b, string name)
@@ -112,7 +124,7 @@ public sealed record ImageHeader(ImageFormat Format, int Width, int Height)
                 if (width == 0 || height == 0) throw Invalid(name, "JPEG", $"frame size {width}x{height}");
                 if (components is not (1 or 3 or 4)) throw Invalid(name, "JPEG", $"{components} colour components (expected 1, 3 or 4)");
                 if (length != 8 + 3 * components) throw Invalid(name, "JPEG", $"frame header length {length} for {components} components");
-                return new ImageHeader(ImageFormat.Jpeg, width, height);
+                return new ImageHeader(ImageFormat.Jpeg, width, height) { JpegComponents = components };
             }
             i += 2 + length;
         }
