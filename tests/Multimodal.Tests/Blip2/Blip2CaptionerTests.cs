@@ -25,9 +25,7 @@ public sealed class Blip2CaptionerTests(ITestOutputHelper output) : IDisposable
         var folder = TempDir.CopyOf(Path.Combine(FixtureCase.BuiltInRoot, fixture));
         foreach (var file in Directory.EnumerateFiles(Path.Combine(AppContext.BaseDirectory, "Tokenizers", "opt")))
             File.Copy(file, Path.Combine(folder.Path, Path.GetFileName(file)));
-        var preprocessor = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Preprocess", "configs", "blip2-opt-2.7b", "preprocessor_config.json"))
-            .Replace("\"height\": 224", "\"height\": 30").Replace("\"width\": 224", "\"width\": 30");
-        File.WriteAllText(Path.Combine(folder.Path, "preprocessor_config.json"), preprocessor);
+        File.WriteAllText(Path.Combine(folder.Path, "preprocessor_config.json"), WidenedVocabulary.Preprocessor("blip2-opt-2.7b"));
         return folder;
     }
 

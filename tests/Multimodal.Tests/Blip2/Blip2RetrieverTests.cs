@@ -21,9 +21,7 @@ public sealed class Blip2RetrieverTests(ITestOutputHelper output) : IDisposable
         var vocab = new[] { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" }.Concat(Words)
             .Concat(Enumerable.Range(0, 85).Select(i => $"[unused{i}]")).ToArray();
         File.WriteAllLines(Path.Combine(folder.Path, "vocab.txt"), vocab);
-        var preprocessor = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Preprocess", "configs", "blip2-opt-2.7b", "preprocessor_config.json"))
-            .Replace("\"height\": 224", "\"height\": 30").Replace("\"width\": 224", "\"width\": 30");
-        File.WriteAllText(Path.Combine(folder.Path, "preprocessor_config.json"), preprocessor);
+        File.WriteAllText(Path.Combine(folder.Path, "preprocessor_config.json"), WidenedVocabulary.Preprocessor("blip2-opt-2.7b"));
         return folder;
     }
 

@@ -8,8 +8,9 @@ namespace Multimodal.Tests.Packaging;
 
 /// <summary>The package as a new user meets it: packed into a local feed, referenced with a CPU backend by a
 /// fresh console app in a folder outside the repository (so none of this repository's build files reach it),
-/// built, run and published. The app captions scene1.png with models/blip2-shapes and also compiles every C#
-/// snippet of README.md and the package README.</summary>
+/// built, run and published. The app captions scene1.png with models/blip2-shapes, and runs every C# snippet of
+/// README.md and the package README with their names substituted: BLIP-2 checkpoints by models/blip2-shapes,
+/// images by scene1.png, the other families by runnable copies of their fixtures.</summary>
 public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDisposable
 {
     private const string PackageId = "Multimodal.TorchSharp";
@@ -23,7 +24,7 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
     [GeneratedRegex(@"^using (static )?[A-Za-z_][\w.]*( = [\w.<>]+)?;$")]
     private static partial Regex UsingDirective();
 
-    private string Packages => Environment.GetEnvironmentVariable("NUGET_PACKAGES")
+    private static string Packages => Environment.GetEnvironmentVariable("NUGET_PACKAGES")
                                ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
 
     private (int ExitCode, string Stdout, string Stderr) Dotnet(string workingDirectory, params string[] args)
@@ -42,8 +43,33 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
         return result;
     }
 
+    /// <summary>Each name the snippets use and what the test runs them with. Every one must occur in a snippet, so an
+    /// example renamed in a README fails here instead of running on nothing.</summary>
+    private static List<(string Literal, string Replacement)> Substitutions(string instructBlip, string idefics, string itm)
+    {
+        string flamingo = FixtureCase.Get("openflamingo").Path;
+        static string Quoted(string path) => "\"" + path + "\"";
+        return
+        [
+            ("\"Salesforce/blip2-opt-2.7b\"", Quoted(Repo.ShapesModel)),
+            ("\"blip2-opt-2.7b\"", Quoted(Repo.ShapesModel)),
+            ("\"cat.jpg\"", Quoted(Repo.Scene1)),
+            ("\"photo.jpg\"", Quoted(Repo.Scene1)),
+            ("\"instructblip-vicuna-7b\"", Quoted(instructBlip)),
+            ("\"blip2-itm-vit-g\"", Quoted(itm)),
+            ("\"HuggingFaceM4/idefics-9b-instruct\"", Quoted(idefics)),
+            ("\"ViT-L-14-openai.safetensors\"", Quoted(Path.Combine(flamingo, "vision_encoder.safetensors"))),
+            ("\"RedPajama-INCITE-Base-3B-v1\"", Quoted(Path.Combine(flamingo, "lang_encoder"))),
+            ("\"OpenFlamingo-4B-vitl-rpj3b/checkpoint.pt\"", Quoted(Path.Combine(flamingo, "checkpoint_trainable.pt"))),
+            // The published dimensions and token ids become the fixture's (open_clip_config.json, config.json).
+            ("EmbedDim = 768, QuickGelu = true, VisionCfg = new() { ImageSize = 224, Layers = 24, Width = 1024, PatchSize = 14 }",
+                "EmbedDim = 16, QuickGelu = true, VisionCfg = new() { ImageSize = 30, Layers = 2, Width = 32, HeadWidth = 8, PatchSize = 5 }"),
+            ("MediaTokenId = 50278, EocTokenId = 50277, PadTokenId = 50279", "MediaTokenId = 51, EocTokenId = 50, PadTokenId = 52"),
+        ];
+    }
+
     [Fact]
-    public void A_fresh_app_outside_the_repository_captions_with_the_package_and_compiles_the_readme_snippets()
+    public void A_fresh_app_outside_the_repository_captions_with_the_package_and_runs_the_readme_snippets()
     {
         string feed = Path.Combine(_work.Path, "feed");
         string app = Path.Combine(_work.Path, "ConsumerApp");
@@ -71,10 +97,6 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
             using var readme = new StreamReader(zip.GetEntry("README.md")!.Open());
             Assert.DoesNotContain("](../", readme.ReadToEnd()); // no links that only work inside the repository
         }
-
-        // The NuGet cache copy must never be patched: remember it.
-        string cached = Path.Combine(Packages, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
-        string? cachedHash = File.Exists(cached) ? Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(cached))) : null;
 
         File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
             <?xml version="1.0" encoding="utf-8"?>
@@ -104,15 +126,34 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
         File.WriteAllText(Path.Combine(app, "Program.cs"), """
             using Multimodal.Blip2;
 
+            if (args[0] == "--snippets")
+            {
+                await Snippets.Run();
+                return;
+            }
             using var blip2 = Blip2Captioner.FromPretrained(args[0]);
             var caption = await blip2.CaptionAsync(args[1]);
             Console.WriteLine(caption.Text);
             Console.WriteLine(caption.FinishReason);
             """);
-        int snippets = WriteSnippets(app, Path.Combine(Repo.Root, "README.md"), "Readme")
-                       + WriteSnippets(app, Path.Combine(Repo.Root, "src", "Multimodal", "PACKAGE.md"), "PackageReadme");
-        output.WriteLine($"{snippets} README snippets compiled into the app");
-        Assert.True(snippets >= 4, $"only {snippets} C# snippets found in the READMEs");
+        using var instructBlip = InstructBlipFolder.Create();
+        using var idefics = IdeficsFolder.Create();
+        using var itm = Blip2.Blip2RetrieverTests.MakeFolder();
+        var substitutions = Substitutions(instructBlip.Path, idefics.Path, itm.Path);
+        var used = new HashSet<string>();
+        var snippets = WriteSnippets(app, Path.Combine(Repo.Root, "README.md"), "Readme", substitutions, used)
+            .Concat(WriteSnippets(app, Path.Combine(Repo.Root, "src", "Multimodal", "PACKAGE.md"), "PackageReadme", substitutions, used)).ToList();
+        File.WriteAllText(Path.Combine(app, "Snippets.cs"), "internal static class Snippets\n{\n    public static async Task Run()\n    {\n"
+            + string.Concat(snippets.Select(n => $"        Console.WriteLine();\n        Console.WriteLine(\"== {n}\");\n        await {n}.Run();\n")) + "    }\n}\n");
+        output.WriteLine($"{snippets.Count} README snippets written into the app");
+        Assert.True(snippets.Count >= 7, $"only {snippets.Count} C# snippets found in the READMEs");
+        var unused = substitutions.Select(s => s.Literal).Where(l => !used.Contains(l)).ToList();
+        Assert.True(unused.Count == 0, $"no snippet uses {string.Join(", ", unused)}");
+
+        // The package's build step patches a copy of libLibTorchSharp.so; the package cache's copy must never be patched.
+        Assert.True(Dotnet(app, "restore").ExitCode == 0, "dotnet restore failed");
+        string cached = CachedNativeLibrary(app);
+        string cachedHash = Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(cached)));
 
         var build = Dotnet(app, "build", "-c", "Release");
         Assert.True(build.ExitCode == 0, "the consumer app does not build");
@@ -126,6 +167,16 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
             .First(l => l.Contains("scene1.png")).Split('|')[2].Trim();
         string built = Path.Combine(app, "bin", "Release", "net10.0", "ConsumerApp.dll");
         AssertCaption(Repo.Run(Repo.Dotnet, [built, Repo.ShapesModel, Repo.Scene1], app, TimeSpan.FromMinutes(2)), expected);
+
+        var run = Repo.Run(Repo.Dotnet, [built, "--snippets"], app, TimeSpan.FromMinutes(3));
+        output.WriteLine(run.Stdout + run.Stderr);
+        Assert.True(run.ExitCode == 0, $"the snippets failed (exit code {run.ExitCode}): {run.Stderr}");
+        var ran = run.Stdout.Split('\n').Where(l => l.StartsWith("== ")).Select(l => l[3..].Trim()).ToList();
+        Assert.Equal(snippets, ran);
+        // README's first snippet and the package README's first print the caption of the image they were given first.
+        var lines = run.Stdout.Split('\n').Select(l => l.Trim()).ToList();
+        Assert.Equal(expected, lines[lines.IndexOf("== ReadmeSnippet1") + 1]);
+        Assert.Equal(expected, lines[lines.IndexOf("== PackageReadmeSnippet1") + 1]);
 
         // Framework-dependent publish keeps runtimes/linux-x64/native/; a RID-specific publish puts the library flat.
         var publish = Dotnet(app, "publish", "-c", "Release", "-o", Path.Combine(_work.Path, "published"));
@@ -141,8 +192,18 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
         AssertCaption(Repo.Run(Path.Combine(_work.Path, "published-rid", "ConsumerApp"), [Repo.ShapesModel, Repo.Scene1],
             app, TimeSpan.FromMinutes(2)), expected);
 
-        if (cachedHash is not null)
-            Assert.Equal(cachedHash, Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(cached))));
+        Assert.Equal(cachedHash, Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(cached))));
+    }
+
+    /// <summary>TorchSharp's native library in the package folder restore chose for the app (from project.assets.json).</summary>
+    private static string CachedNativeLibrary(string app)
+    {
+        using var assets = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(app, "obj", "project.assets.json")));
+        var folders = assets.RootElement.GetProperty("packageFolders").EnumerateObject().Select(p => p.Name).ToList();
+        var found = folders.Select(f => Path.Combine(f, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so"))
+            .FirstOrDefault(File.Exists);
+        Assert.True(found is not null, $"TorchSharp 0.107.0's native library is in none of the restore's package folders: {string.Join(", ", folders)}");
+        return found;
     }
 
     private void AssertCaption((int ExitCode, string Stdout, string Stderr) run, string expected)
@@ -152,14 +213,22 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
         Assert.Equal([expected, "EndOfSequence"], run.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Trim()));
     }
 
-    /// <summary>Each ```csharp block becomes a class with its using directives on top and its statements in a
-    /// method that is compiled, not run.</summary>
-    private static int WriteSnippets(string app, string markdown, string prefix)
+    /// <summary>Each ```csharp block becomes a class with its using directives on top and its statements, names
+    /// substituted, in a method the app runs. Returns the class names in order.</summary>
+    private static IEnumerable<string> WriteSnippets(string app, string markdown, string prefix,
+        List<(string Literal, string Replacement)> substitutions, HashSet<string> used)
     {
         int n = 0;
         foreach (Match block in CSharpBlock().Matches(File.ReadAllText(markdown)))
         {
-            var lines = block.Groups[1].Value.Split('\n');
+            string text = block.Groups[1].Value;
+            foreach (var (literal, replacement) in substitutions)
+                if (text.Contains(literal, StringComparison.Ordinal))
+                {
+                    text = text.Replace(literal, replacement, StringComparison.Ordinal);
+                    used.Add(literal);
+                }
+            var lines = text.Split('\n');
             var usings = lines.TakeWhile(l => UsingDirective().IsMatch(l.Trim()) || l.Trim().Length == 0 || l.TrimStart().StartsWith("//")).ToList();
             var body = lines.Skip(usings.Count);
             var code = new StringBuilder();
@@ -175,7 +244,7 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
             code.AppendLine("}");
             File.WriteAllText(Path.Combine(app, $"{prefix}Snippet{n + 1}.cs"), code.ToString());
             n++;
+            yield return $"{prefix}Snippet{n}";
         }
-        return n;
     }
 }

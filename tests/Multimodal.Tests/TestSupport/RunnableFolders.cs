@@ -1,6 +1,4 @@
 using System.Text.Json.Nodes;
-using Multimodal.Loading;
-using static TorchSharp.torch;
 
 namespace Multimodal.Tests.TestSupport;
 
@@ -19,31 +17,40 @@ public static class InstructBlipFolder
         File.WriteAllText(Path.Combine(folder.Path, "added_tokens.json"), """{"[PAD]": 32000}""");
         Directory.CreateDirectory(Path.Combine(folder.Path, "qformer_tokenizer"));
         File.Copy(Path.Combine(tokenizers, "bert", "vocab.txt"), Path.Combine(folder.Path, "qformer_tokenizer", "vocab.txt"));
-        File.WriteAllText(Path.Combine(folder.Path, "preprocessor_config.json"),
-            File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Preprocess", "configs", "blip2-opt-2.7b", "preprocessor_config.json"))
-                .Replace("\"height\": 224", "\"height\": 30").Replace("\"width\": 224", "\"width\": 30"));
+        File.WriteAllText(Path.Combine(folder.Path, "preprocessor_config.json"), WidenedVocabulary.Preprocessor("blip2-opt-2.7b"));
         int lmVocab = 32001, bertVocab = File.ReadAllLines(Path.Combine(tokenizers, "bert", "vocab.txt")).Length;
 
-        string weights = Path.Combine(folder.Path, "model.safetensors");
-        var widened = new Dictionary<string, Tensor>();
-        using (var file = SafetensorsFile.Open(weights))
+        WidenedVocabulary.Widen(Path.Combine(folder.Path, "model.safetensors"), new Dictionary<string, int>
         {
-            var generator = new Generator(seed: 7);
-            foreach (var name in file.Entries.Keys)
-            {
-                var t = file.Read(name);
-                int rows = name is "language_model.model.embed_tokens.weight" or "language_model.lm_head.weight" ? lmVocab
-                    : name == "qformer.embeddings.word_embeddings.weight" ? bertVocab : (int)t.shape[0];
-                widened[name] = rows == t.shape[0] ? t : cat([t, randn(rows - t.shape[0], t.shape[1], generator: generator).mul_(0.02)]);
-            }
-        }
-        SafetensorsWriter.Write(weights, widened);
-        foreach (var t in widened.Values) t.Dispose();
+            ["language_model.model.embed_tokens.weight"] = lmVocab, ["language_model.lm_head.weight"] = lmVocab,
+            ["qformer.embeddings.word_embeddings.weight"] = bertVocab,
+        });
         string configPath = Path.Combine(folder.Path, "config.json");
         var config = JsonNode.Parse(File.ReadAllText(configPath))!;
         config["text_config"]!["vocab_size"] = lmVocab;
         config["text_config"]!["pad_token_id"] = 32000;
         config["qformer_config"]!["vocab_size"] = bertVocab;
+        File.WriteAllText(configPath, config.ToJsonString());
+        return folder;
+    }
+}
+
+/// <summary>A hub-layout IDEFICS folder that runs end to end with the real LLaMA tokenizer: the oracle weights with the
+/// language model's vocabulary widened to 32,001 ids (so &lt;fake_token_around_image&gt; is 32000 and &lt;image&gt;,
+/// &lt;end_of_utterance&gt; fall in the two additional embeddings), tokenizer.model and preprocessor_config.json.</summary>
+public static class IdeficsFolder
+{
+    public static TempDir Create()
+    {
+        var folder = TempDir.CopyOf(FixtureCase.Get("idefics").Path);
+        File.Copy(Path.Combine(AppContext.BaseDirectory, "Tokenizers", "llama", "tokenizer.model"), Path.Combine(folder.Path, "tokenizer.model"));
+        File.WriteAllText(Path.Combine(folder.Path, "preprocessor_config.json"), WidenedVocabulary.Preprocessor("idefics-9b"));
+        const int vocab = 32001;
+        WidenedVocabulary.Widen(Path.Combine(folder.Path, "model.safetensors"),
+            new Dictionary<string, int> { ["model.embed_tokens.weight"] = vocab, ["lm_head.weight"] = vocab });
+        string configPath = Path.Combine(folder.Path, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!;
+        config["vocab_size"] = vocab;
         File.WriteAllText(configPath, config.ToJsonString());
         return folder;
     }
