@@ -146,20 +146,24 @@ app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry re
     RequestBudget budget) =>
 {
     var clock = System.Diagnostics.Stopwatch.StartNew();
+    // The model label is a served model's name, or empty before one is known: a name a client made up must not
+    // become a new series.
     string modelName = "";
     long tokens = 0;
+    bool failed = false;
     try
     {
         return await ChatCompletion(context, registry, options.Value, budget, name => modelName = name, n => tokens = n);
     }
     catch (OpenAiException e)
     {
+        failed = true;
         metrics.Request(modelName, e.Status, clock.Elapsed.TotalSeconds, 0);
         throw;
     }
     finally
     {
-        if (context.Response.StatusCode < 400) metrics.Request(modelName, context.Response.StatusCode, clock.Elapsed.TotalSeconds, tokens);
+        if (!failed && context.Response.StatusCode < 400) metrics.Request(modelName, context.Response.StatusCode, clock.Elapsed.TotalSeconds, tokens);
     }
 });
 
@@ -280,8 +284,8 @@ static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry reg
     if (body.ValueKind != JsonValueKind.Object || !body.TryGetProperty("model", out var name) || name.ValueKind != JsonValueKind.String)
         OpenAiProtocol.ParseChat(body, options);          // throws the error for the missing or malformed field
     var model = Served(registry, body.GetProperty("model").GetString()!);
-    var request = OpenAiProtocol.ParseChat(body, options, model.MaxTextBytes);
     onModel(model.Name);
+    var request = OpenAiProtocol.ParseChat(body, options, model.MaxTextBytes);
     var chat = model.Chat ?? throw new OpenAiException(400, $"'{model.Name}' is a retrieval model: it answers /v1/embeddings, not chat completions.", "model", "model_not_supported");
     ReserveImages(context, request.Images, options, budget);
     Admit(model);

@@ -71,19 +71,60 @@ public sealed class ServerProtocolTests(ServerFixture server, ITestOutputHelper 
     }
 
     [Fact]
-    public async Task Metrics_export_requests_latency_tokens_queue_depth_and_batch_size_for_Prometheus()
+    public async Task Metrics_count_each_request_by_model_and_status_with_its_tokens_latency_and_batch()
     {
-        Assert.Equal(HttpStatusCode.OK, (await Post(ImageRequest())).Status);
-        Assert.Equal(HttpStatusCode.NotFound, (await Post(ImageRequest(model: "nope"))).Status);
         var client = server.Factory.CreateClient();
-        string text = "";
-        // The exporter serves a cached scrape for a moment; the next one has the requests above.
-        for (int i = 0; i < 50 && !text.Contains("multimodal_server_tokens"); i++, await Task.Delay(100))
-            text = await client.GetStringAsync("/metrics");
-        foreach (var name in new[] { "multimodal_server_requests", "multimodal_server_request_duration", "multimodal_server_tokens",
-                     "multimodal_server_queue_depth", "multimodal_batch_size", "http_server_request_duration" })
-            Assert.Contains(name, text);
-        output.WriteLine(string.Join("\n", text.Split('\n').Where(l => l.StartsWith("multimodal_"))));
+        var before = await Scrape(client);
+        var (status, body, _) = await Post(ImageRequest());
+        Assert.Equal(HttpStatusCode.OK, status);
+        long tokens = (long)JsonNode.Parse(body)!["usage"]!["completion_tokens"]!;
+        Assert.Equal(HttpStatusCode.NotFound, (await Post(ImageRequest(model: "nope"))).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post(ImageRequest(""","max_tokens":"ten" """))).Status);
+        var after = await Scrape(client);
+        output.WriteLine(string.Join("\n", after.Where(p => p.Key.StartsWith("multimodal_")).Select(p => $"{p.Key} {p.Value}")));
+
+        // The scrape names counters with their unit (_total) and labels them as recorded; OpenTelemetry's exporter
+        // adds otel_scope labels, so a series is found by name and its own labels.
+        double Sum(Dictionary<string, double> scrape, string name, params string[] labels) =>
+            scrape.Where(p => p.Key.StartsWith(name + "{", StringComparison.Ordinal) && labels.All(l => p.Key.Contains(l, StringComparison.Ordinal))).Sum(p => p.Value);
+        double Change(string name, params string[] labels) => Sum(after, name, labels) - Sum(before, name, labels);
+
+        Assert.Equal(1, Change("multimodal_server_requests_total", "model=\"blip2-shapes\"", "status=\"200\""));
+        Assert.Equal(1, Change("multimodal_server_requests_total", "model=\"\"", "status=\"404\""));   // no series per made-up name
+        Assert.Equal(1, Change("multimodal_server_requests_total", "model=\"blip2-shapes\"", "status=\"400\""));
+        Assert.Equal(3, Change("multimodal_server_requests_total"));
+        Assert.Equal(tokens, Change("multimodal_server_tokens_total", "model=\"blip2-shapes\""));
+        Assert.Equal(1, Change("multimodal_server_request_duration_seconds_count", "model=\"blip2-shapes\"", "status=\"200\""));
+        Assert.True(Change("multimodal_server_request_duration_seconds_sum", "status=\"200\"") > 0);
+        Assert.Equal(1, Change("multimodal_batch_size_count"));                  // one generative batch ran, of one row
+        Assert.Equal(1, Change("multimodal_batch_size_sum"));
+        Assert.Equal(0, Sum(after, "multimodal_server_queue_depth", "model=\"blip2-shapes\""));
+        Assert.Contains(after.Keys, k => k.StartsWith("http_server_request_duration_seconds_count{", StringComparison.Ordinal));
+        // In process the gauge counts every test's tensors; KestrelServerTests checks it stays flat in a server of its own.
+        Assert.True(Sum(after, "multimodal_server_live_tensors") > 0);
+    }
+
+    /// <summary>One Prometheus scrape as series → value, read once the exporter's cached scrape has moved on.</summary>
+    private static async Task<Dictionary<string, double>> Scrape(HttpClient client)
+    {
+        await Task.Delay(1500);
+        var series = new Dictionary<string, double>();
+        foreach (var line in (await client.GetStringAsync("/metrics")).Split('\n'))
+        {
+            if (line.Length == 0 || line[0] == '#') continue;
+            int space = line.LastIndexOf(' ');
+            string key = line[..space];
+            // A sample may carry a timestamp after its value.
+            if (!double.TryParse(line[(space + 1)..], System.Globalization.CultureInfo.InvariantCulture, out double value) || key.Contains('}') && !key.EndsWith('}'))
+            {
+                int valueEnd = space;
+                space = line.LastIndexOf(' ', valueEnd - 1);
+                key = line[..space];
+                value = double.Parse(line[(space + 1)..valueEnd], System.Globalization.CultureInfo.InvariantCulture);
+            }
+            series[key] = value;
+        }
+        return series;
     }
 
     public static TheoryData<string, string, int, string?, string?> BadRequests() => new()
