@@ -71,15 +71,21 @@ public sealed class CaptionBatchTests(ITestOutputHelper output)
         var after = Lines(resumed);
         Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), after.Keys.Order(StringComparer.Ordinal));
         foreach (var (id, line) in expected) Assert.Equal((string?)line["caption"], (string?)after[id]["caption"]);
-        // Not only equal to another run: each copy of a scene has the caption it was drawn from.
-        var known = KnownCaptions();
-        var scenes = Directory.GetFiles(Path.Combine(Repo.Root, "samples", "images"), "scene*.png").Order(StringComparer.Ordinal).Select(Path.GetFileName).ToArray();
-        for (int i = 0; i < 60; i++)
-            Assert.Equal(known[scenes[i % scenes.Length]!], (string?)after[(i % 5 == 0 ? "sub/" : "") + $"img{i:D3}.png"]["caption"]);
+        AssertKnownCaptions(after, 60);
 
         (code, _, stderr) = Run("--input", images, "--output", resumed);
         Assert.Equal(2, code);                                                           // refuses to append without --resume
         Assert.Contains("--resume", stderr);
+    }
+
+    /// <summary>Not only equal to another run: each copy of a scene that <see cref="ImageFolder"/> made has the caption
+    /// the scene was drawn from.</summary>
+    private static void AssertKnownCaptions(Dictionary<string, JsonNode> lines, int count)
+    {
+        var known = KnownCaptions();
+        var scenes = Directory.GetFiles(Path.Combine(Repo.Root, "samples", "images"), "scene*.png").Order(StringComparer.Ordinal).Select(Path.GetFileName).ToArray();
+        for (int i = 0; i < count; i++)
+            Assert.Equal(known[scenes[i % scenes.Length]!], (string?)lines[(i % 5 == 0 ? "sub/" : "") + $"img{i:D3}.png"]["caption"]);
     }
 
     /// <summary>The captions samples/images/CAPTIONS.md says each scene was drawn from, which the model reproduces.</summary>
@@ -151,6 +157,7 @@ public sealed class CaptionBatchTests(ITestOutputHelper output)
         var expected = Lines(whole);
         Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), union.Keys.Order(StringComparer.Ordinal));
         foreach (var (id, line) in expected) Assert.Equal((string?)line["caption"], (string?)union[id]["caption"]);
+        AssertKnownCaptions(union, 30);
         Assert.Equal(2, Run("--input", images, "--output", whole, "--shard", "3/3").Code);
     }
 }
