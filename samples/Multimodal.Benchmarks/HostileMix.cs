@@ -71,7 +71,10 @@ internal static class HostileMix
         double elapsed = clock.Elapsed.TotalSeconds;
         sampling.Cancel();
         sampler.Wait();
-        Thread.Sleep(3000);
+        // RSS each half second while the server goes idle, then what it settles at.
+        var after = new List<long>();
+        for (int i = 0; i < 12; i++, Thread.Sleep(500)) after.Add(server.Rss());
+        Console.WriteLine("RSS after the load (MB, every 0.5 s): " + string.Join(" ", after.Select(r => (r / 1e6).ToString("F0", CultureInfo.InvariantCulture))));
         long settled = server.SettledRss();
         bool crashed = server.HasExited;
 

@@ -93,12 +93,14 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
 
     // Requests get what the process may use (the container's limit, which the GC reads from the cgroup, else the
     // machine's memory) times three quarters, less what the loaded models hold; or what Multimodal:MemoryBudgetMB says.
+    // The garbage requests leave between two collections (MemoryReturn.Slack) is held beside the reservations, so it
+    // comes out of the same memory.
     private void SetBudget()
     {
         long resident = ResidentBytes();
-        long capacity = options.Value.MemoryBudgetMB > 0
+        long capacity = (options.Value.MemoryBudgetMB > 0
             ? (long)options.Value.MemoryBudgetMB << 20
-            : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4 * 3 - resident;
+            : GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4 * 3 - resident) - MemoryReturn.Slack;
         // One request at its worst: a full body (4x: bytes, document, strings, decoded images), one image at the pixel
         // limit and a generation's working set. A smaller budget still admits one such request at a time.
         var o = options.Value;
