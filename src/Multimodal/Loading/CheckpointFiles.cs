@@ -12,26 +12,22 @@ internal static class CheckpointFiles
     /// <summary>The regular file behind <paramref name="path"/> (following links), ready to open.</summary>
     /// <param name="path">the file.</param>
     /// <param name="minimumBytes">the smallest size a valid file of this kind has.</param>
+    /// <returns>the file the links lead to, whose length is the data's.</returns>
     /// <exception cref="FileNotFoundException">nothing is there.</exception>
     /// <exception cref="CheckpointFormatException">a link loop, a dangling link, or not a regular file.</exception>
-    public static void RequireRegularFile(string path, long minimumBytes)
+    public static FileInfo RequireRegularFile(string path, long minimumBytes)
     {
-        var entry = new FileInfo(path);
-        if (entry.LinkTarget is not null)
+        FileInfo? entry;
+        try
         {
-            FileSystemInfo? target;
-            try
-            {
-                target = entry.ResolveLinkTarget(returnFinalTarget: true);
-            }
-            catch (IOException e)
-            {
-                throw new CheckpointFormatException(path, $"the symbolic link cannot be followed (a loop?): {e.Message}");
-            }
-            if (target is null || !target.Exists)
-                throw new CheckpointFormatException(path, $"the symbolic link points to '{entry.LinkTarget}', which does not exist.");
-            entry = new FileInfo(target.FullName);
+            entry = Common.FileTarget.Resolve(path);
         }
+        catch (IOException e)
+        {
+            throw new CheckpointFormatException(path, $"the symbolic link cannot be followed (a loop?): {e.Message}");
+        }
+        if (entry is null)
+            throw new CheckpointFormatException(path, $"the symbolic link points to '{new FileInfo(path).LinkTarget}', which does not exist.");
         if (Directory.Exists(entry.FullName)) throw new CheckpointFormatException(path, "it is a directory, not a file.");
         if (!entry.Exists) throw new FileNotFoundException($"Checkpoint file '{path}' does not exist.", path);
         // Devices and FIFOs report no length; a real weight file is never that small.
@@ -39,5 +35,6 @@ internal static class CheckpointFiles
             throw new CheckpointFormatException(path, entry.Length == 0
                 ? "it is empty, or not a regular file (a device or pipe)."
                 : $"the file is {entry.Length} bytes, shorter than the {minimumBytes} bytes any valid file of this kind has.");
+        return entry;
     }
 }

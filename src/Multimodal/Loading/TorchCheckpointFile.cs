@@ -57,7 +57,7 @@ public sealed class TorchCheckpointFile : ITensorSource
     {
         path = Path.GetFullPath(path);
         if (!CheckpointFiles.EntryExists(path)) throw new FileNotFoundException($"Checkpoint '{path}' does not exist.", path);
-        CheckpointFiles.RequireRegularFile(path, minimumBytes: 1);
+        long fileLength = CheckpointFiles.RequireRegularFile(path, minimumBytes: 1).Length;
         ZipArchive zip;
         try
         {
@@ -69,7 +69,7 @@ public sealed class TorchCheckpointFile : ITensorSource
         }
         try
         {
-            return Interpret(path, zip);
+            return Interpret(path, zip, fileLength);
         }
         catch (Exception e) when (e is InvalidDataException or IOException or NotSupportedException)
         {
@@ -86,9 +86,8 @@ public sealed class TorchCheckpointFile : ITensorSource
     /// <summary>Largest pickle record read: a state dict's pickle holds names and shapes, a few MB at most.</summary>
     private const long MaxPickleBytes = 256L << 20;
 
-    private static TorchCheckpointFile Interpret(string path, ZipArchive zip)
+    private static TorchCheckpointFile Interpret(string path, ZipArchive zip, long fileLength)
     {
-        long fileLength = new FileInfo(path).Length;
         var pickle = zip.Entries.FirstOrDefault(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) && e.FullName.Count(c => c == '/') == 1)
                      ?? throw new CheckpointFormatException(path, "the archive has no <name>/data.pkl record.");
         string prefix = pickle.FullName[..^"data.pkl".Length];

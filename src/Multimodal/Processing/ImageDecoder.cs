@@ -41,8 +41,10 @@ public static class ImageDecoder
     public static byte[] ReadImageFile(string path, long maxBytes)
     {
         if (Directory.Exists(path)) throw new ImageDecodeException($"Image '{path}' is a directory, not an image file.");
-        var info = new FileInfo(path);
-        if (!info.Exists) throw new FileNotFoundException($"Image '{path}' does not exist.", path);
+        FileInfo? info;
+        try { info = Common.FileTarget.Resolve(path); }
+        catch (IOException e) { throw new ImageDecodeException($"Image '{path}' is a symbolic link that cannot be followed: {e.Message}"); }
+        if (info is not { Exists: true }) throw new FileNotFoundException($"Image '{path}' does not exist.", path);
         if (info.Length == 0) throw new ImageDecodeException($"Image '{path}' is empty (0 bytes) or not a regular file.");
         if (info.Length > maxBytes) throw new ImageDecodeException($"Image '{path}' is {info.Length} bytes; at most {maxBytes} are read.");
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
