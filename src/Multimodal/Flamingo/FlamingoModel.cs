@@ -93,8 +93,8 @@ public sealed class FlamingoModel : nn.Module
     {
         folder = HubCache.Resolve(folder, revision);
         string pt = Path.Combine(folder, "checkpoint.pt");
-        bool useSafetensors = File.Exists(Path.Combine(folder, CheckpointFolder.SingleFile)) || File.Exists(Path.Combine(folder, CheckpointFolder.IndexFile));
-        using ITensorSource weights = useSafetensors || !File.Exists(pt) ? CheckpointFolder.Open(folder) : TorchCheckpointFile.Open(pt);
+        bool transformersLayout = CheckpointFolder.HasWeights(folder);
+        using ITensorSource weights = transformersLayout || !File.Exists(pt) ? CheckpointFolder.Open(folder) : TorchCheckpointFile.Open(pt);
         return Load(FlamingoConfig.Load(Path.Combine(folder, "config.json")), weights, device, dtype, progress);
     }
 

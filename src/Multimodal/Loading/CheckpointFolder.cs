@@ -2,9 +2,11 @@ using System.Text.Json;
 
 namespace Multimodal.Loading;
 
-/// <summary>A published checkpoint folder as transformers' <c>save_pretrained</c> writes it:
-/// <c>config.json</c> plus either <c>model.safetensors</c> or the shards named by
-/// <c>model.safetensors.index.json</c>.</summary>
+/// <summary>A published checkpoint folder as transformers' <c>save_pretrained</c> writes it: <c>config.json</c> plus
+/// weights, looked for in transformers' order: <c>model.safetensors</c>, the shards named by
+/// <c>model.safetensors.index.json</c>, <c>pytorch_model.bin</c>, the shards named by
+/// <c>pytorch_model.bin.index.json</c>. Pickle weights go through <see cref="TorchCheckpointFile"/>, which executes
+/// nothing.</summary>
 public sealed class CheckpointFolder : ITensorSource
 {
     /// <summary>Name of the single-file weights.</summary>
@@ -13,8 +15,14 @@ public sealed class CheckpointFolder : ITensorSource
     /// <summary>Name of the shard index.</summary>
     public const string IndexFile = "model.safetensors.index.json";
 
-    private readonly List<SafetensorsFile> _files;
-    private readonly Dictionary<string, SafetensorsFile> _owner;
+    /// <summary>Name of the single-file pickle weights older checkpoints ship.</summary>
+    public const string PickleFile = "pytorch_model.bin";
+
+    /// <summary>Name of the pickle shards' index.</summary>
+    public const string PickleIndexFile = "pytorch_model.bin.index.json";
+
+    private readonly List<ITensorSource> _files;
+    private readonly Dictionary<string, ITensorSource> _owner;
 
     /// <summary>The folder.</summary>
     public string Folder { get; }
@@ -28,17 +36,17 @@ public sealed class CheckpointFolder : ITensorSource
     /// <inheritdoc/>
     public IReadOnlyDictionary<string, TensorInfo> Tensors { get; }
 
-    private CheckpointFolder(string folder, List<SafetensorsFile> files, Dictionary<string, SafetensorsFile> owner)
+    private CheckpointFolder(string folder, List<ITensorSource> files, Dictionary<string, ITensorSource> owner)
     {
         Folder = folder;
         _files = files;
         _owner = owner;
-        Tensors = owner.ToDictionary(kv => kv.Key, kv =>
-        {
-            var e = kv.Value.Entries[kv.Key];
-            return new TensorInfo(e.Name, e.DType, e.Shape, Path.GetFileName(kv.Value.Path));
-        });
+        Tensors = owner.ToDictionary(kv => kv.Key, kv => kv.Value.Tensors[kv.Key]);
     }
+
+    /// <summary>Whether <paramref name="folder"/> holds transformers weights of any kind this class reads.</summary>
+    public static bool HasWeights(string folder) =>
+        new[] { SingleFile, IndexFile, PickleFile, PickleIndexFile }.Any(f => CheckpointFiles.EntryExists(Path.Combine(folder, f)));
 
     /// <summary>Opens a checkpoint folder and validates every weight file's header.</summary>
     /// <exception cref="DirectoryNotFoundException">the folder does not exist.</exception>
@@ -52,29 +60,34 @@ public sealed class CheckpointFolder : ITensorSource
         if (!File.Exists(Path.Combine(folder, "config.json")))
             throw new FileNotFoundException($"Checkpoint folder '{folder}' has no config.json.", Path.Combine(folder, "config.json"));
 
-        string index = Path.Combine(folder, IndexFile);
-        if (CheckpointFiles.EntryExists(index)) return OpenSharded(folder, index);
-        string single = Path.Combine(folder, SingleFile);
-        if (CheckpointFiles.EntryExists(single))
+        foreach (var (name, sharded, open) in new (string, bool, Func<string, ITensorSource>)[]
+                 {
+                     (SingleFile, false, p => new SingleSafetensors(p)), (IndexFile, true, p => new SingleSafetensors(p)),
+                     (PickleFile, false, TorchCheckpointFile.Open), (PickleIndexFile, true, TorchCheckpointFile.Open),
+                 })
         {
-            var file = SafetensorsFile.Open(single);
-            return new CheckpointFolder(folder, [file], file.Entries.Keys.ToDictionary(k => k, _ => file));
+            string path = Path.Combine(folder, name);
+            if (!CheckpointFiles.EntryExists(path)) continue;
+            if (sharded) return OpenSharded(folder, path, open);
+            var file = open(path);
+            return new CheckpointFolder(folder, [file], file.Tensors.Keys.ToDictionary(k => k, _ => file));
         }
-        string hint = Directory.EnumerateFiles(folder, "*.bin").Any() || Directory.EnumerateFiles(folder, "*.pt").Any()
-            ? " It has PyTorch pickle weights only; download the safetensors files of the checkpoint instead."
+        string hint = Directory.EnumerateFiles(folder, "*.pt").Any() || Directory.EnumerateFiles(folder, "*.bin").Any()
+            ? " It has other PyTorch files only: transformers names its weights pytorch_model.bin or model.safetensors."
             : "";
         throw new FileNotFoundException(
-            $"Checkpoint folder '{folder}' has neither {SingleFile} nor {IndexFile}.{hint}", single);
+            $"Checkpoint folder '{folder}' has none of {SingleFile}, {IndexFile}, {PickleFile} or {PickleIndexFile}.{hint}", Path.Combine(folder, SingleFile));
     }
 
-    private static CheckpointFolder OpenSharded(string folder, string indexPath)
+    private static CheckpointFolder OpenSharded(string folder, string indexPath, Func<string, ITensorSource> open)
     {
         Dictionary<string, string> weightMap;
         CheckpointFiles.RequireRegularFile(indexPath, minimumBytes: 2);
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
-            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map)
+                || map.ValueKind != JsonValueKind.Object)
                 throw new CheckpointFormatException(indexPath, "it has no \"weight_map\" object.");
             weightMap = map.EnumerateObject().ToDictionary(p => p.Name,
                 p => p.Value.ValueKind == JsonValueKind.String
@@ -85,10 +98,12 @@ public sealed class CheckpointFolder : ITensorSource
         {
             throw new CheckpointFormatException(indexPath, $"it is not valid JSON: {e.Message}");
         }
+        if (weightMap.Count == 0)
+            throw new CheckpointFormatException(indexPath, "its \"weight_map\" is empty: it lists no tensor and no shard.");
 
         var problems = new List<string>();
-        var files = new List<SafetensorsFile>();
-        var owner = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        var files = new List<ITensorSource>();
+        var owner = new Dictionary<string, ITensorSource>(StringComparer.Ordinal);
         try
         {
             foreach (var shardName in weightMap.Values.Distinct().Order(StringComparer.Ordinal))
@@ -104,9 +119,9 @@ public sealed class CheckpointFolder : ITensorSource
                     problems.Add($"shard {shardName} is listed but does not exist");
                     continue;
                 }
-                var shard = SafetensorsFile.Open(shardPath);
+                var shard = open(shardPath);
                 files.Add(shard);
-                foreach (var name in shard.Entries.Keys)
+                foreach (var name in shard.Tensors.Keys)
                 {
                     if (!weightMap.TryGetValue(name, out var listed))
                         problems.Add($"{name}: stored in {shardName} but not listed in the index");
@@ -117,7 +132,7 @@ public sealed class CheckpointFolder : ITensorSource
                 }
             }
             foreach (var (name, shardName) in weightMap)
-                if (!owner.ContainsKey(name) && files.Any(f => Path.GetFileName(f.Path) == shardName))
+                if (!owner.ContainsKey(name) && files.Any(f => Path.GetFileName(f.Description) == shardName))
                     problems.Add($"{name}: the index names {shardName}, which does not contain it");
             if (problems.Count > 0) throw new CheckpointFormatException(indexPath, problems);
             return new CheckpointFolder(folder, files, owner);
@@ -133,20 +148,12 @@ public sealed class CheckpointFolder : ITensorSource
     public Tensor Read(string name) => Owner(name).Read(name);
 
     /// <inheritdoc/>
-    public void CopyTo(string name, Tensor destination)
-    {
-        var file = Owner(name);
-        file.CopyTo(file.Entries[name], destination);
-    }
+    public void CopyTo(string name, Tensor destination) => Owner(name).CopyTo(name, destination);
 
     /// <inheritdoc/>
-    public bool TryMapInto(string name, Tensor destination)
-    {
-        var file = Owner(name);
-        return file.TryMapInto(file.Entries[name], destination);
-    }
+    public bool TryMapInto(string name, Tensor destination) => Owner(name).TryMapInto(name, destination);
 
-    private SafetensorsFile Owner(string name) =>
+    private ITensorSource Owner(string name) =>
         _owner.TryGetValue(name, out var file)
             ? file
             : throw new KeyNotFoundException($"Checkpoint '{Folder}' has no tensor named '{name}'.");
