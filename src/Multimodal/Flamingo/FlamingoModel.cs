@@ -118,7 +118,8 @@ public sealed class FlamingoModel : nn.Module
             new(name, source, published => OpenFlamingoComposition.ModelKey(name, published, lm.LayersPath, lmRenames));
         using var merged = new MergedTensorSource(
             [Part("vision encoder", vision), Part("language model", lmFolder), Part("adapter", adapter)],
-            lm.AdapterWins.ToDictionary(e => e, _ => "adapter"));
+            lm.AdapterWins.ToDictionary(e => e, _ => "adapter"),
+            key => OpenFlamingoComposition.PublishedKey(key, lm.LayersPath, lmRenames));
 
         var config = parts.ToConfig(lmConfig, adapter);
         config.Validate(parts.Adapter);

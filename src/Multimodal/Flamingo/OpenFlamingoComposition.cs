@@ -49,6 +49,25 @@ internal static class OpenFlamingoComposition
         return name;
     }
 
+    /// <summary>The part that publishes a model key and its name there (the inverse of <see cref="ModelKey"/>): the
+    /// perceiver and the gated cross-attention layers come from the adapter, the vision tower's keys from the vision
+    /// encoder, the rest of the language model's from its folder.</summary>
+    public static (string Part, string Published)? PublishedKey(string key, string layersPath, WeightMap lmRenames)
+    {
+        if (key.Contains(".gated_cross_attn_layer.", StringComparison.Ordinal) || !key.StartsWith("lang_encoder.", StringComparison.Ordinal)
+            && !key.StartsWith("vision_encoder.", StringComparison.Ordinal))
+            return ("adapter", key);
+        foreach (var (part, published, model) in Prefixes)
+            if (model is { Length: > 0 } && key.StartsWith(model, StringComparison.Ordinal))
+            {
+                string name = published + key[model.Length..];
+                if (part == "language model")
+                    name = lmRenames.ToPublishedKey(name.Replace(".decoder_layer.", ".", StringComparison.Ordinal));
+                return (part, name);
+            }
+        return null;
+    }
+
     // HF "transformer.blocks.3.attn.Wqkv.weight" → "transformer.blocks.3.decoder_layer.attn.Wqkv.weight".
     private static string WrapLayerKey(string name, string layersPath)
     {

@@ -31,14 +31,16 @@ public sealed class CheckpointFolder : ITensorSource
     public string ConfigPath => Path.Combine(Folder, "config.json");
 
     /// <inheritdoc/>
-    public string Description => Folder;
+    /// <remarks>The weight file, or the index of the shards, so a message names what a user opens.</remarks>
+    public string Description { get; }
 
     /// <inheritdoc/>
     public IReadOnlyDictionary<string, TensorInfo> Tensors { get; }
 
-    private CheckpointFolder(string folder, List<ITensorSource> files, Dictionary<string, ITensorSource> owner)
+    private CheckpointFolder(string folder, string weights, List<ITensorSource> files, Dictionary<string, ITensorSource> owner)
     {
         Folder = folder;
+        Description = weights;
         _files = files;
         _owner = owner;
         Tensors = owner.ToDictionary(kv => kv.Key, kv => kv.Value.Tensors[kv.Key]);
@@ -70,7 +72,7 @@ public sealed class CheckpointFolder : ITensorSource
             if (!CheckpointFiles.EntryExists(path)) continue;
             if (sharded) return OpenSharded(folder, path, open);
             var file = open(path);
-            return new CheckpointFolder(folder, [file], file.Tensors.Keys.ToDictionary(k => k, _ => file));
+            return new CheckpointFolder(folder, path, [file], file.Tensors.Keys.ToDictionary(k => k, _ => file));
         }
         string hint = Directory.EnumerateFiles(folder, "*.pt").Any() || Directory.EnumerateFiles(folder, "*.bin").Any()
             ? " It has other PyTorch files only: transformers names its weights pytorch_model.bin or model.safetensors."
@@ -135,7 +137,7 @@ public sealed class CheckpointFolder : ITensorSource
                 if (!owner.ContainsKey(name) && files.Any(f => Path.GetFileName(f.Description) == shardName))
                     problems.Add($"{name}: the index names {shardName}, which does not contain it");
             if (problems.Count > 0) throw new CheckpointFormatException(indexPath, problems);
-            return new CheckpointFolder(folder, files, owner);
+            return new CheckpointFolder(folder, indexPath, files, owner);
         }
         catch
         {

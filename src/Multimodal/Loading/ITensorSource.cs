@@ -24,4 +24,8 @@ public interface ITensorSource : IDisposable
     /// <summary>Makes <paramref name="destination"/> use the stored bytes in place instead of a copy, where the source
     /// can (see <see cref="SafetensorsFile.TryMapInto"/>); false when it cannot, and the caller copies.</summary>
     bool TryMapInto(string name, Tensor destination) => false;
+
+    /// <summary>Where a model key that none of the tensors provides would have been published — the file's own key and
+    /// the file — for a source whose names differ from the model's; null where they do not.</summary>
+    string? Expected(string key) => null;
 }

@@ -15,6 +15,7 @@ public sealed class MergedTensorSource : ITensorSource
 {
     private readonly Dictionary<string, (ITensorSource Source, string Name)> _owner = new(StringComparer.Ordinal);
     private readonly IReadOnlyList<TensorSourcePart> _parts;
+    private readonly Func<string, (string Part, string Published)?>? _locate;
 
     /// <inheritdoc/>
     public string Description { get; }
@@ -23,10 +24,16 @@ public sealed class MergedTensorSource : ITensorSource
     public IReadOnlyDictionary<string, TensorInfo> Tensors { get; }
 
     /// <summary>Merges the parts.</summary>
+    /// <param name="parts">the sources and their name maps.</param>
+    /// <param name="superseded">model key → the part whose copy wins when two provide it.</param>
+    /// <param name="locate">model key → the part that publishes it and its name there (the maps' inverse), so a
+    /// missing key is reported by the name a user finds in that part's files.</param>
     /// <exception cref="CheckpointFormatException">two parts provide the same key.</exception>
-    public MergedTensorSource(IReadOnlyList<TensorSourcePart> parts, IReadOnlyDictionary<string, string>? superseded = null)
+    public MergedTensorSource(IReadOnlyList<TensorSourcePart> parts, IReadOnlyDictionary<string, string>? superseded = null,
+        Func<string, (string Part, string Published)?>? locate = null)
     {
         _parts = parts;
+        _locate = locate;
         Description = string.Join(" + ", parts.Select(p => $"{p.Name} ({p.Source.Description})"));
         var infos = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
         var partOf = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -67,6 +74,12 @@ public sealed class MergedTensorSource : ITensorSource
 
     /// <inheritdoc/>
     public bool TryMapInto(string name, Tensor destination) => _owner[name].Source.TryMapInto(_owner[name].Name, destination);
+
+    /// <inheritdoc/>
+    public string? Expected(string key) =>
+        _locate?.Invoke(key) is var (part, published) && _parts.FirstOrDefault(p => p.Name == part) is { } found
+            ? $"{published} in the {part} ({found.Source.Description})"
+            : null;
 
     /// <inheritdoc/>
     public void Dispose()

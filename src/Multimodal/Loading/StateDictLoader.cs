@@ -122,7 +122,9 @@ public static class StateDictLoader
 
         var missing = targets.Keys
             .Where(k => !plans.ContainsKey(k) && !map.Tied.ContainsKey(k))
-            .Select(k => $"{k} {Common.Shape.Format(targets[k].shape)}")
+            .Select(k => $"{k} {Common.Shape.Format(targets[k].shape)}" + (source.Expected(k) is string where
+                ? $": expected as {where}"
+                : map.ToPublishedKey(k) is var published && published != k ? $": expected as {published}" : ""))
             .ToList();
         var ignoredRegexes = map.Ignored.Select(i => WeightMap.ToRegex(i.Pattern)).ToList();
         var unexpected = source.Tensors.Values

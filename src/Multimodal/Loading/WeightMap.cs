@@ -47,6 +47,18 @@ public sealed record WeightMap
         return result.ToString();
     }
 
+    /// <summary>The published key a model key comes from by <see cref="Renames"/> (itself when none matches): what a
+    /// user looks for in the file when the model key is missing.</summary>
+    public string ToPublishedKey(string model)
+    {
+        foreach (var (from, to) in Renames)
+        {
+            var m = ToRegex(to).Match(model);
+            if (m.Success) return Substitute(from, m);
+        }
+        return model;
+    }
+
     /// <summary>The model key a published key maps to by <see cref="Renames"/> (itself when none matches).</summary>
     public string ToModelKey(string published)
     {

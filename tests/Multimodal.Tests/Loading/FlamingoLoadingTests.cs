@@ -17,7 +17,7 @@ public sealed class FlamingoLoadingTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Cases => FixtureCase.Ids("flamingo");
 
-    private static FlamingoParts PartsOf(FixtureCase fixture)
+    internal static FlamingoParts PartsOf(FixtureCase fixture)
     {
         var config = FlamingoConfig.Load(Path.Combine(fixture.Path, "config.json"));
         return new FlamingoParts
