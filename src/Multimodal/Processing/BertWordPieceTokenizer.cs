@@ -57,6 +57,7 @@ public sealed class BertWordPieceTokenizer : ITextTokenizer
     public IReadOnlyList<long> Encode(string text, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
+        text = UnicodeText.WithoutLoneSurrogates(text);
         var ids = new List<long>();
         if (addSpecialTokens) ids.Add(_special["[CLS]"]);
         foreach (var (segment, id) in AddedTokens.Split(text, _special))
@@ -68,8 +69,9 @@ public sealed class BertWordPieceTokenizer : ITextTokenizer
         return ids;
     }
 
-    // BertNormalizer + BertPreTokenizer: drop controls, whitespace to spaces, spaces around CJK ideographs,
-    // lower case, NFD without combining marks, then split on whitespace and around punctuation.
+    // tokenizers' BertNormalizer + BertPreTokenizer, in their order: drop controls and format characters, whitespace to
+    // spaces, spaces around CJK ideographs; NFD without non-spacing marks; lower case; then split on whitespace and
+    // around punctuation. Marks, format characters and punctuation are the Rust library's (BertUnicode).
     private static IEnumerable<string> BasicTokens(string text)
     {
         var cleaned = new StringBuilder();
@@ -81,11 +83,10 @@ public sealed class BertWordPieceTokenizer : ITextTokenizer
             if (IsCjk(cp)) cleaned.Append(' ').Append(rune.ToString()).Append(' ');
             else cleaned.Append(rune.ToString());
         }
-        var lowered = PythonLower(cleaned.ToString().Normalize(NormalizationForm.FormC)).Normalize(NormalizationForm.FormD);
         var stripped = new StringBuilder();
-        foreach (var c in lowered)
-            if (CharUnicodeInfo.GetUnicodeCategory(c) != UnicodeCategory.NonSpacingMark) stripped.Append(c);
-        foreach (var chunk in stripped.ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var rune in UnicodeText.Normalize(cleaned.ToString(), NormalizationForm.FormD).EnumerateRunes())
+            if (!BertUnicode.IsNonSpacingMark(rune.Value, Rune.GetUnicodeCategory(rune))) stripped.Append(rune.ToString());
+        foreach (var chunk in Lower(stripped.ToString()).Split(' ', StringSplitOptions.RemoveEmptyEntries))
         {
             var word = new StringBuilder();
             foreach (var rune in chunk.EnumerateRunes())
@@ -101,43 +102,24 @@ public sealed class BertWordPieceTokenizer : ITextTokenizer
         }
     }
 
-    /// <summary>Python's <c>str.lower()</c>: the full Unicode lowercase mapping, where .NET's invariant lowering
-    /// is the simple one — U+0130 İ becomes "i" + U+0307 (so accent stripping leaves "i"), and a capital sigma at
-    /// the end of a word becomes the final form ς (Unicode's Final_Sigma context), elsewhere σ.</summary>
-    internal static string PythonLower(string text)
+    /// <summary>The fast tokenizer's lower case: each character's full lowercase mapping on its own (Rust's
+    /// <c>char::to_lowercase</c>), where .NET's invariant lowering is the simple one — U+0130 İ becomes "i" + U+0307.
+    /// No context: a capital sigma is always σ (Python's <c>str.lower</c>, which the slow tokenizer uses, gives the final
+    /// ς at the end of a word; transformers loads the fast one).</summary>
+    internal static string Lower(string text)
     {
-        var runes = text.EnumerateRunes().ToArray();
         var lowered = new StringBuilder(text.Length);
-        for (int i = 0; i < runes.Length; i++)
-        {
-            var rune = runes[i];
+        foreach (var rune in text.EnumerateRunes())
             if (rune.Value == 0x0130) lowered.Append("i\u0307");
-            else if (rune.Value == 0x03A3) lowered.Append(FinalSigma(runes, i) ? '\u03C2' : '\u03C3');
             else lowered.Append(Rune.ToLowerInvariant(rune).ToString());
-        }
         return lowered.ToString();
     }
 
-    // Final_Sigma: a cased letter before (case-ignorable characters skipped) and none after.
-    private static bool FinalSigma(Rune[] runes, int at)
-    {
-        static bool Cased(Rune r) => Rune.IsUpper(r) || Rune.IsLower(r) || Rune.GetUnicodeCategory(r) == UnicodeCategory.TitlecaseLetter;
-        static bool CaseIgnorable(Rune r) =>
-            Rune.GetUnicodeCategory(r) is UnicodeCategory.NonSpacingMark or UnicodeCategory.EnclosingMark or UnicodeCategory.Format
-                or UnicodeCategory.ModifierLetter or UnicodeCategory.ModifierSymbol
-            || r.Value is '\'' or '.' or ':' or 0x00B7 or 0x2019 or 0x2018 or 0x2024 or 0xFE52 or 0xFF07 or 0xFF0E;
-        int before = at - 1;
-        while (before >= 0 && CaseIgnorable(runes[before])) before--;
-        if (before < 0 || !Cased(runes[before])) return false;
-        int after = at + 1;
-        while (after < runes.Length && CaseIgnorable(runes[after])) after++;
-        return after >= runes.Length || !Cased(runes[after]);
-    }
-
-    // Greedy longest-match-first; a word with an unmatchable remainder, or longer than 100 characters, is [UNK].
+    // Greedy longest-match-first; a word with an unmatchable remainder, or longer than 100 characters (code points,
+    // not UTF-16 units), is [UNK].
     private IEnumerable<long> WordPiece(string word)
     {
-        if (word.Length > 100) return [_unk];
+        if (word.Length > 100 && word.EnumerateRunes().Count() > 100) return [_unk];
         var pieces = new List<long>();
         for (int start = 0; start < word.Length;)
         {
@@ -155,20 +137,26 @@ public sealed class BertWordPieceTokenizer : ITextTokenizer
         return pieces;
     }
 
-    private static bool IsControl(Rune r) => Rune.GetUnicodeCategory(r) is UnicodeCategory.Control or UnicodeCategory.Format
-        or UnicodeCategory.PrivateUse or UnicodeCategory.Surrogate;
+    // Cc, Cf, Co, Cs; unassigned code points (Cn) stay and become [UNK].
+    private static bool IsControl(Rune r) => Rune.GetUnicodeCategory(r) switch
+    {
+        UnicodeCategory.Control or UnicodeCategory.PrivateUse or UnicodeCategory.Surrogate => true,
+        UnicodeCategory.Format => BertUnicode.IsFormat(r.Value),
+        _ => false,
+    };
 
     private static bool IsPunctuation(Rune r)
     {
         int cp = r.Value;
         if (cp is >= 33 and <= 47 or >= 58 and <= 64 or >= 91 and <= 96 or >= 123 and <= 126) return true;
-        return Rune.GetUnicodeCategory(r) is UnicodeCategory.ConnectorPunctuation or UnicodeCategory.DashPunctuation
+        return BertUnicode.IsPunctuation(cp, Rune.GetUnicodeCategory(r) is UnicodeCategory.ConnectorPunctuation or UnicodeCategory.DashPunctuation
             or UnicodeCategory.OpenPunctuation or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation
-            or UnicodeCategory.FinalQuotePunctuation or UnicodeCategory.OtherPunctuation;
+            or UnicodeCategory.FinalQuotePunctuation or UnicodeCategory.OtherPunctuation);
     }
 
+    // tokenizers' is_chinese_char: BERT's ranges, with extension F written from 0x2B920 (the Python original has 0x2B820).
     private static bool IsCjk(int cp) => cp is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0x20000 and <= 0x2A6DF
-        or >= 0x2A700 and <= 0x2B73F or >= 0x2B740 and <= 0x2B81F or >= 0x2B820 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF
+        or >= 0x2A700 and <= 0x2B73F or >= 0x2B740 and <= 0x2B81F or >= 0x2B920 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF
         or >= 0x2F800 and <= 0x2FA1F;
 
     /// <inheritdoc/>

@@ -166,7 +166,8 @@ public sealed class Gpt2Tokenizer : ITextTokenizer
     public IReadOnlyList<long> Encode(string text, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
-        if (_nfc) text = text.Normalize(System.Text.NormalizationForm.FormC);
+        text = UnicodeText.WithoutLoneSurrogates(text);
+        if (_nfc) text = UnicodeText.Normalize(text, System.Text.NormalizationForm.FormC);
         var ids = new List<long>();
         if (addSpecialTokens && _bos is long bos) ids.Add(bos);
         foreach (var (segment, id) in AddedTokens.Split(text, _addedByText))

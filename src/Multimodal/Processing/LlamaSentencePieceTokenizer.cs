@@ -73,6 +73,7 @@ public sealed class LlamaSentencePieceTokenizer : ITextTokenizer
     public IReadOnlyList<long> Encode(string text, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
+        text = UnicodeText.WithoutLoneSurrogates(text);
         var ids = new List<long>();
         if (addSpecialTokens) ids.Add(BosTokenId);
         foreach (var (segment, id) in AddedTokens.Split(text, _added))

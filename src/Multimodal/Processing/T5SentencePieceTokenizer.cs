@@ -1,3 +1,4 @@
+using System.Text;
 using Microsoft.ML.Tokenizers;
 
 namespace Multimodal.Processing;
@@ -9,7 +10,7 @@ namespace Multimodal.Processing;
 /// <remarks>Microsoft.ML.Tokenizers 2.0.1's Unigram constructor indexes the BOS piece, and T5's model has
 /// none (<c>bos_id = -1</c>): it throws. The model bytes are patched in memory so <c>bos_id</c> points at
 /// <c>&lt;unk&gt;</c>; BOS is never added, so nothing else changes (all 47 reference strings agree).</remarks>
-public sealed class T5SentencePieceTokenizer : ITextTokenizer
+public sealed partial class T5SentencePieceTokenizer : ITextTokenizer
 {
     private readonly SentencePieceTokenizer _sp;
     private readonly PrecompiledCharsMap? _charsMap;
@@ -68,20 +69,53 @@ public sealed class T5SentencePieceTokenizer : ITextTokenizer
     public IReadOnlyList<long> Encode(string text, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
+        text = UnicodeText.WithoutLoneSurrogates(text);
         var ids = new List<long>();
         foreach (var (segment, id) in AddedTokens.Split(text, _added))
         {
             if (id is int added) { ids.Add(added); continue; }
-            // T5TokenizerFast: the precompiled charsmap (controls dropped or spaced, NFKC), then whitespace
-            // splitting; each word gets its "▁" and is segmented alone (pieces never span words).
-            string normalized = _charsMap?.Normalize(segment) ?? segment;
-            foreach (var word in normalized.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
-                foreach (var piece in _sp.EncodeToIds(word, addBeginningOfSentence: false, addEndOfSentence: false))
-                    if (!(piece == _unk && ids.Count > 0 && ids[^1] == _unk)) ids.Add(piece);   // fuse runs of <unk>
+            foreach (var piece in PreTokenize(_charsMap?.Normalize(segment) ?? segment))
+            {
+                // Already normalized: the library's own SentencePiece normalizer would fold again (composing "a" and
+                // a combining mark that the per-grapheme rules left apart).
+                int start = ids.Count;
+                foreach (var token in _sp.EncodeToIds(piece, addBeginningOfSentence: false, addEndOfSentence: false,
+                             considerPreTokenization: false, considerNormalization: false))
+                    if (!(token == _unk && ids.Count > start && ids[^1] == _unk)) ids.Add(token);   // fuse_unk, within a piece
+            }
         }
         if (addSpecialTokens) ids.Add(EosTokenId);
         return ids;
     }
+
+    /// <summary>T5TokenizerFast after its charsmap: trailing white space stripped (Unicode's White_Space, which
+    /// U+0085, U+2028 and U+2029 are), each run of two or more U+0020 replaced by one "▁", then <c>Metaspace</c>:
+    /// U+0020 becomes "▁", "▁" is put in front, and the text is split before each "▁". Only U+0020 splits: other
+    /// white space the charsmap keeps stays inside its piece.</summary>
+    private static IEnumerable<string> PreTokenize(string normalized)
+    {
+        int end = normalized.Length;
+        while (end > 0)
+        {
+            bool low = char.IsLowSurrogate(normalized[end - 1]) && end > 1;
+            var last = low ? new Rune(normalized[end - 2], normalized[end - 1]) : new Rune(normalized[end - 1]);
+            if (!Rune.IsWhiteSpace(last)) break;
+            end -= last.Utf16SequenceLength;
+        }
+        if (end == 0) yield break;
+        string text = SpaceRuns().Replace(normalized[..end], "\u2581").Replace(' ', '\u2581');
+        if (text[0] != '\u2581') text = "\u2581" + text;
+        for (int start = 0; start < text.Length;)
+        {
+            int next = text.IndexOf('\u2581', start + 1);
+            if (next < 0) next = text.Length;
+            yield return text[start..next];
+            start = next;
+        }
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(" {2,}")]
+    private static partial System.Text.RegularExpressions.Regex SpaceRuns();
 
     /// <inheritdoc/>
     public string Decode(IEnumerable<long> ids, bool skipSpecialTokens = true)
