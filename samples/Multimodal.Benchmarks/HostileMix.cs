@@ -77,6 +77,7 @@ internal static class HostileMix
         for (int i = 0; i < 12; i++, Thread.Sleep(500)) after.Add(server.Rss());
         Console.WriteLine("RSS after the load (MB, every 0.5 s): " + string.Join(" ", after.Select(r => (r / 1e6).ToString("F0", CultureInfo.InvariantCulture))));
         long settled = server.SettledRss();
+        Console.WriteLine("largest resident mappings: " + server.LargestMappings());
         bool crashed = server.HasExited;
 
         var good = goodOutcomes.ToList();
@@ -248,6 +249,32 @@ internal static class HostileMix
             }
             catch (IOException) { }
             return 0;
+        }
+
+        // The five mappings holding the most resident memory (/proc/pid/smaps): the GC heap's reservation, malloc's
+        // arenas and heap, libraries, so growth that stays can be attributed.
+        public string LargestMappings()
+        {
+            var mappings = new List<(string Name, long Kb)>();
+            string name = "";
+            try
+            {
+                foreach (var line in File.ReadLines($"/proc/{_process.Id}/smaps"))
+                {
+                    if (line.Length > 0 && char.IsAsciiHexDigit(line[0]) && line.Contains('-'))
+                    {
+                        var parts = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+                        var range = parts[0].Split('-');
+                        long size = (Convert.ToInt64(range[1], 16) - Convert.ToInt64(range[0], 16)) >> 20;
+                        name = (parts.Length > 5 ? Path.GetFileName(parts[5].Trim()) : "anon") + $" ({size} MB mapped)";
+                    }
+                    else if (line.StartsWith("Rss:", StringComparison.Ordinal))
+                        mappings.Add((name, long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture)));
+                }
+            }
+            catch (IOException) { }
+            return string.Join(", ", mappings.GroupBy(m => m.Name).Select(g => (g.Key, Kb: g.Sum(m => m.Kb))).OrderByDescending(m => m.Kb).Take(6)
+                .Select(m => $"{m.Key}: {m.Kb / 1024} MB"));
         }
 
         // The lowest of 20 samples over 2 s: what the process holds when nothing is in flight.

@@ -223,9 +223,13 @@ static async Task<JsonElement> ReadJson(HttpContext context, ServerOptions optio
         throw new OpenAiException(400, "The request body is not valid UTF-8.", code: "invalid_utf8");
     try
     {
-        var doc = JsonDocument.Parse(bytes);
-        context.Response.RegisterForDispose(doc);
-        return doc.RootElement;
+        // JsonElement.ParseValue copies into arrays of exactly the body's size that become garbage with the request.
+        // JsonDocument.Parse and ParseValue rent theirs from the shared ArrayPool at the body's length (32 MiB for a
+        // 19 MB body), which the pool keeps per thread after the request and a compacting collection makes resident.
+        var reader = new Utf8JsonReader(bytes.Span);
+        var root = JsonElement.ParseValue(ref reader);
+        if (reader.Read()) throw new JsonException("There is more after the JSON value.");
+        return root;
     }
     catch (JsonException e)
     {
@@ -399,3 +403,4 @@ static Task WriteError(HttpContext context, OpenAiException e)
 
 /// <summary>The entry point, visible to in-process tests (WebApplicationFactory).</summary>
 public partial class Program;
+

@@ -29,7 +29,7 @@ public sealed class RequestBudget
     {
         if (bytes > Capacity)
             throw new OpenAiException(413, $"{what} need {Mb(bytes)} MB, more than this server's request memory budget of {Mb(Capacity)} MB " +
-                                           "(Multimodal:MemoryBudgetMB less 64 MB kept for garbage between collections).", code: "request_too_large");
+                                           "(Multimodal:MemoryBudgetMB less 96 MB kept for garbage between collections).", code: "request_too_large");
         lock (_lock)
         {
             if (_used + bytes > Capacity)
