@@ -7,8 +7,8 @@ namespace Multimodal.Tests.Loading;
 
 /// <summary>Archives <c>torch.load</c> reads that <c>torch.save</c> did not write: the fixture's checkpoint rewritten
 /// with its records in another order (data.pkl last), at offsets torch's 64-byte alignment never gives, compressed, and
-/// by a streaming writer (sizes in data descriptors after each record, zeros in the local headers). Each must give the
-/// same tensors, bit for bit.</summary>
+/// by a streaming writer (sizes in data descriptors after each record, zeros in the local headers), and in ZIP64 form.
+/// Each must give the same tensors, bit for bit.</summary>
 public sealed class TorchArchiveLayoutTests(ITestOutputHelper output) : IDisposable
 {
     private readonly TempDir _temp = new();
@@ -17,7 +17,7 @@ public sealed class TorchArchiveLayoutTests(ITestOutputHelper output) : IDisposa
 
     private static string Fixture => Path.Combine(FixtureCase.BuiltInRoot, "openflamingo", "checkpoint_trainable.pt");
 
-    public static TheoryData<string> Layouts() => ["reversed", "unaligned", "deflated", "streamed"];
+    public static TheoryData<string> Layouts() => ["reversed", "unaligned", "deflated", "streamed", "zip64"];
 
     [Theory]
     [MemberData(nameof(Layouts))]
@@ -34,6 +34,8 @@ public sealed class TorchArchiveLayoutTests(ITestOutputHelper output) : IDisposa
             }
         if (layout == "reversed") records.Reverse();
         string path = Path.Combine(_temp.Path, layout + ".pt");
+        if (layout == "zip64") File.WriteAllBytes(path, Zip64(records));
+        else
         using (var file = File.Create(path))
         {
             // A one-byte comment-like prefix record shifts every later record off any alignment.
@@ -86,6 +88,56 @@ public sealed class TorchArchiveLayoutTests(ITestOutputHelper output) : IDisposa
         Assert.Equal(File.ReadAllBytes(Repo.Scene1), Multimodal.Processing.ImageDecoder.ReadImageFile(Path.Combine(snapshot, "scene1.png"), 1 << 20));
         File.CreateSymbolicLink(Path.Combine(snapshot, "loop.png"), "loop.png");
         output.WriteLine(Assert.ThrowsAny<Exception>(() => Multimodal.Processing.ImageDecoder.ReadImageFile(Path.Combine(snapshot, "loop.png"), 1 << 20)).Message);
+    }
+
+    /// <summary>Stored records in ZIP64 form throughout, as writers that do not know sizes in advance make them: every
+    /// size and offset 0xFFFFFFFF in the 32-bit fields, the real ones in ZIP64 extra fields, a ZIP64 end record and
+    /// locator before the classic end record.</summary>
+    private static byte[] Zip64(List<(string Name, byte[] Bytes)> records)
+    {
+        using var zip = new MemoryStream();
+        using var w = new BinaryWriter(zip);
+        var offsets = new List<long>();
+        foreach (var (name, bytes) in records)
+        {
+            offsets.Add(zip.Position);
+            var nameBytes = System.Text.Encoding.UTF8.GetBytes(name);
+            w.Write(0x04034b50u); w.Write((ushort)45); w.Write((ushort)0); w.Write((ushort)0); w.Write(0u);
+            w.Write(Crc32(bytes)); w.Write(uint.MaxValue); w.Write(uint.MaxValue);
+            w.Write((ushort)nameBytes.Length); w.Write((ushort)20); w.Write(nameBytes);
+            w.Write((ushort)1); w.Write((ushort)16); w.Write((long)bytes.Length); w.Write((long)bytes.Length);
+            w.Write(bytes);
+        }
+        long directory = zip.Position;
+        for (int i = 0; i < records.Count; i++)
+        {
+            var (name, bytes) = records[i];
+            var nameBytes = System.Text.Encoding.UTF8.GetBytes(name);
+            w.Write(0x02014b50u); w.Write((ushort)45); w.Write((ushort)45); w.Write((ushort)0); w.Write((ushort)0); w.Write(0u);
+            w.Write(Crc32(bytes)); w.Write(uint.MaxValue); w.Write(uint.MaxValue);
+            w.Write((ushort)nameBytes.Length); w.Write((ushort)28); w.Write((ushort)0); w.Write((ushort)0); w.Write((ushort)0); w.Write(0u);
+            w.Write(uint.MaxValue); w.Write(nameBytes);
+            w.Write((ushort)1); w.Write((ushort)24); w.Write((long)bytes.Length); w.Write((long)bytes.Length); w.Write(offsets[i]);
+        }
+        long directorySize = zip.Position - directory, end64 = zip.Position;
+        w.Write(0x06064b50u); w.Write(44L); w.Write((ushort)45); w.Write((ushort)45); w.Write(0u); w.Write(0u);
+        w.Write((long)records.Count); w.Write((long)records.Count); w.Write(directorySize); w.Write(directory);
+        w.Write(0x07064b50u); w.Write(0u); w.Write(end64); w.Write(1u);
+        w.Write(0x06054b50u); w.Write((ushort)0); w.Write((ushort)0); w.Write(ushort.MaxValue); w.Write(ushort.MaxValue);
+        w.Write(uint.MaxValue); w.Write(uint.MaxValue); w.Write((ushort)0);
+        w.Flush();
+        return zip.ToArray();
+    }
+
+    private static uint Crc32(byte[] bytes)
+    {
+        uint crc = uint.MaxValue;
+        foreach (byte b in bytes)
+        {
+            crc ^= b;
+            for (int k = 0; k < 8; k++) crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320u : crc >> 1;
+        }
+        return ~crc;
     }
 
     /// <summary>A stream that cannot seek, as a streaming zip writer sees its output.</summary>

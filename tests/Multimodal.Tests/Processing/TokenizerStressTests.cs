@@ -89,7 +89,7 @@ public sealed class BertLowercaseTests
 /// <c>Precompiled</c> normalizer makes of each, then whitespace splitting. The three lists were produced by a
 /// direct Python transcription of the darts-clone prefix search over this spiece.model's
 /// <c>precompiled_charsmap</c> (independent of the C# port): the rule's replacement is "" (dropped), " "
-/// (a space), or there is no rule (the character stays; White_Space ones then split words as spaces).</summary>
+/// (a space), or there is no rule (the character stays, inside its word).</summary>
 public sealed class T5NormalizerTests(ITestOutputHelper output)
 {
     private static readonly int[] Dropped =
@@ -147,8 +147,10 @@ public sealed class T5NormalizerTests(ITestOutputHelper output)
         {
             string c = char.ConvertFromUtf32(cp);
             var ids = t5.Encode($"ab{c}cd");
-            if (Rune.IsWhiteSpace(new Rune(cp))) Assert.True(joined.SequenceEqual(ids), $"U+{cp:X4} is whitespace: it must split the words");
-            else Assert.False(glued.SequenceEqual(ids), $"U+{cp:X4} has no rule: it must not vanish");
+            // Kept characters stay inside their word, white space (U+0085, U+180E) included: the fast tokenizer's
+            // Metaspace splits on U+0020 only (NormalizerOracleTests checks this against the Rust library).
+            Assert.False(glued.SequenceEqual(ids), $"U+{cp:X4} has no rule: it must not vanish");
+            if (cp != ' ') Assert.False(joined.SequenceEqual(ids), $"U+{cp:X4} has no rule: it must not split the words");
             checkedCount++;
         }
         output.WriteLine($"{checkedCount} characters: {Dropped.Length} dropped, {ToSpace.Length} spaced, {Kept.Length} kept");
