@@ -4,8 +4,8 @@ namespace Multimodal.Server;
 
 /// <summary>Keeps the managed heap near what requests in flight hold. Once requests have allocated <see cref="Slack"/>
 /// since the last collection, a full blocking collection frees their garbage; once no request holds a reservation, it
-/// also compacts the small object heap and trims the allocator's arenas, so RSS returns towards its plateau instead of
-/// keeping the peak of the last large request.</summary>
+/// also compacts both heaps, decommits their free regions and trims the allocator's arenas, so RSS returns to its
+/// plateau instead of keeping the peak of the last large request.</summary>
 internal sealed class MemoryReturn(RequestBudget budget)
 {
     /// <summary>Garbage requests may leave between two collections: the server's request budget is set this much below
@@ -51,11 +51,11 @@ internal sealed class MemoryReturn(RequestBudget budget)
                 do await Task.Delay(250);
                 while (budget.InUse != 0 || Environment.TickCount64 - Interlocked.Read(ref _lastEnded) < 500);
                 Interlocked.Exchange(ref _allocatedAtCompact, GC.GetTotalAllocatedBytes());
-                // Not GCCollectionMode.Aggressive, though only it decommits the large object heap's free regions (a decoded
-                // bomb's pixel buffers stay committed without it, ~110 MB after a 60 s hostile mix): it also compacts the
-                // arrays the shared ArrayPool keeps (System.Text.Json rents a large body's length there), making their
-                // untouched pages resident — RSS settled 48-324 MB above the plateau, growing at idle, in six such runs.
-                GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+                // Aggressive: the large object heap is compacted too and its free regions decommitted, so a decoded
+                // bomb's pixel arrays leave RSS (a forced compacting collection left ~110 MB of them committed). Safe
+                // because large bodies no longer rent their length from the shared ArrayPool (BodyStrings): compacting
+                // the arrays the pool kept made their untouched pages resident, +48 to +324 MB in six 60 s runs.
+                GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
                 NativeAllocator.Trim();
             }
             while (GC.GetTotalAllocatedBytes() - Interlocked.Read(ref _allocatedAtCompact) >= Slack / 4);

@@ -1,3 +1,6 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
@@ -57,7 +60,9 @@ public static class OpenAiProtocol
     /// <param name="server">the server's limits.</param>
     /// <param name="maxTextBytes">the longest text the model's positions hold: a longer text part is refused before it is
     /// copied out of the body.</param>
-    public static ChatCompletionRequest ParseChat(JsonElement body, ServerOptions server, long maxTextBytes = long.MaxValue)
+    /// <param name="strings">the long strings a large body's document left in the body (<see cref="BodyStrings"/>).</param>
+    public static ChatCompletionRequest ParseChat(JsonElement body, ServerOptions server, long maxTextBytes = long.MaxValue,
+        BodyStrings? strings = null)
     {
         if (body.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, "The request body must be a JSON object.");
         string model = RequireString(body, "model");
@@ -117,7 +122,7 @@ public static class OpenAiProtocol
         var list = new List<ChatMessage>();
         int i = 0;
         foreach (var message in messages.EnumerateArray())
-            list.Add(ParseMessage(message, $"messages[{i++}]", server, maxTextBytes));
+            list.Add(ParseMessage(message, $"messages[{i++}]", server, maxTextBytes, strings));
         var request = new ChatCompletionRequest(model, list, options, stream, includeUsage, maxTokensParam);
         int images = request.Images.Count();
         if (images > server.MaxImagesPerRequest)
@@ -126,7 +131,7 @@ public static class OpenAiProtocol
         return request;
     }
 
-    private static ChatMessage ParseMessage(JsonElement message, string path, ServerOptions server, long maxTextBytes)
+    private static ChatMessage ParseMessage(JsonElement message, string path, ServerOptions server, long maxTextBytes, BodyStrings? strings)
     {
         if (message.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, $"'{path}' must be an object.", path);
         string role = RequireString(message, "role", path);
@@ -140,18 +145,18 @@ public static class OpenAiProtocol
         if (!message.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null)
             throw new OpenAiException(400, $"'{path}.content' is required.", $"{path}.content");
         var contents = new List<AIContent>();
-        if (content.ValueKind == JsonValueKind.String) contents.Add(new TextContent(Text(content, $"{path}.content", maxTextBytes)));
+        if (content.ValueKind == JsonValueKind.String) contents.Add(new TextContent(Text(content, $"{path}.content", maxTextBytes, strings)));
         else if (content.ValueKind == JsonValueKind.Array)
         {
             int j = 0;
             foreach (var part in content.EnumerateArray())
-                contents.Add(ParsePart(part, $"{path}.content[{j++}]", server, maxTextBytes));
+                contents.Add(ParsePart(part, $"{path}.content[{j++}]", server, maxTextBytes, strings));
         }
         else throw new OpenAiException(400, $"'{path}.content' must be a string or an array of parts.", $"{path}.content");
         return new ChatMessage(chatRole, contents);
     }
 
-    private static AIContent ParsePart(JsonElement part, string path, ServerOptions server, long maxTextBytes = long.MaxValue)
+    private static AIContent ParsePart(JsonElement part, string path, ServerOptions server, long maxTextBytes, BodyStrings? strings)
     {
         if (part.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, $"'{path}' must be an object.", path);
         string type = RequireString(part, "type", path);
@@ -160,53 +165,64 @@ public static class OpenAiProtocol
             case "text":
                 if (!part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
                     throw new OpenAiException(400, $"'{path}.text' must be a string.", $"{path}.text");
-                return new TextContent(Text(text, $"{path}.text", maxTextBytes));
+                return new TextContent(Text(text, $"{path}.text", maxTextBytes, strings));
             case "image_url":
                 if (!part.TryGetProperty("image_url", out var image) || image.ValueKind != JsonValueKind.Object)
                     throw new OpenAiException(400, $"'{path}.image_url' must be an object with a 'url'.", $"{path}.image_url");
-                return ImageFromUrl(RequireString(image, "url", $"{path}.image_url"), $"{path}.image_url.url", server);
+                if (!image.TryGetProperty("url", out var url) || url.ValueKind != JsonValueKind.String)
+                    throw new OpenAiException(400, $"'{path}.image_url.url' must be a string.", $"{path}.image_url.url");
+                return ImageFromUrl(url, $"{path}.image_url.url", server, strings);
             default:
                 throw new OpenAiException(400, $"'{path}.type' = \"{type}\" is not supported; expected text or image_url.", $"{path}.type");
         }
     }
 
     // data: URIs carry the image; file:// only when configured; http(s) never (this server reaches nothing outside).
-    private static DataContent ImageFromUrl(string url, string param, ServerOptions server)
+    // The URI is read as UTF-8 from the body (no UTF-16 copy of a 20 MB data URI) and its base64 decoded straight from it.
+    private static DataContent ImageFromUrl(JsonElement value, string param, ServerOptions server, BodyStrings? strings)
     {
-        if (url.StartsWith("data:", StringComparison.OrdinalIgnoreCase))
+        ReadOnlySpan<byte> url = strings is not null && strings.TryGetRaw(value, out var raw) ? raw : BodyStrings.RawContent(value);
+        if (url.Contains((byte)'\\')) url = strings?.GetUtf8(value) ?? Encoding.UTF8.GetBytes(value.GetString()!);
+        if (url.Length >= 5 && Ascii.EqualsIgnoreCase(url[..5], "data:"u8))
         {
-            int comma = url.IndexOf(',');
-            string header = comma < 0 ? "" : url[5..comma];
+            int comma = url.IndexOf((byte)',');
+            string header = comma < 0 ? "" : Encoding.ASCII.GetString(url[5..comma]);
             if (comma < 0 || !header.EndsWith(";base64", StringComparison.OrdinalIgnoreCase))
                 throw new OpenAiException(400, "Image data URIs must be base64: data:image/png;base64,....", param, "invalid_image_url");
             string mediaType = header[..^7];
             if (mediaType is not ("image/png" or "image/jpeg" or "image/jpg" or "image/webp"))
                 throw new OpenAiException(400, $"Image media type '{mediaType}' is not supported; expected image/png, image/jpeg or image/webp.", param, "invalid_image_url");
-            byte[] bytes;
-            try { bytes = Convert.FromBase64String(url[(comma + 1)..]); }
-            catch (FormatException) { throw new OpenAiException(400, "The image data URI is not valid base64.", param, "invalid_image_url"); }
-            return new DataContent(bytes, mediaType == "image/jpg" ? "image/jpeg" : mediaType);
+            var data = url[(comma + 1)..];
+            var bytes = new byte[Base64.GetMaxDecodedFromUtf8Length(data.Length)];
+            int written;
+            if (Base64.DecodeFromUtf8(data, bytes, out _, out written) != OperationStatus.Done)
+            {
+                // Base64 with white space in it, which Convert accepts and the span decoder does not.
+                try { bytes = Convert.FromBase64String(Encoding.ASCII.GetString(data)); written = bytes.Length; }
+                catch (FormatException) { throw new OpenAiException(400, "The image data URI is not valid base64.", param, "invalid_image_url"); }
+            }
+            return new DataContent(bytes.AsMemory(0, written), mediaType == "image/jpg" ? "image/jpeg" : mediaType);
         }
-        if (url.StartsWith("file://", StringComparison.OrdinalIgnoreCase))
+        if (url.Length >= 7 && Ascii.EqualsIgnoreCase(url[..7], "file://"u8))
         {
             if (!server.AllowFileUrls)
                 throw new OpenAiException(400, "file:// image URLs are not allowed on this server (Multimodal:AllowFileUrls).", param, "invalid_image_url");
             // The decoder reads the format from the bytes; the media type only marks the content an image.
-            return new DataContent(FileUrls.Read(url, server, param), "image/png");
+            return new DataContent(FileUrls.Read(Encoding.UTF8.GetString(url), server, param), "image/png");
         }
         throw new OpenAiException(400, "Only data: image URLs are accepted (this server fetches nothing over the network).", param, "invalid_image_url");
     }
 
     // A JSON string's raw bytes are its UTF-8 text when it has no escapes, and at most six times it when it has: a text
     // that cannot fit is refused without being copied out of the body.
-    private static string Text(JsonElement value, string param, long maxTextBytes)
+    private static string Text(JsonElement value, string param, long maxTextBytes, BodyStrings? strings)
     {
-        var raw = System.Runtime.InteropServices.JsonMarshal.GetRawUtf8Value(value);
+        var raw = strings is not null && strings.TryGetRaw(value, out var left) ? left : BodyStrings.RawContent(value);
         long bound = raw.Contains((byte)'\\') ? raw.Length / 6 : raw.Length;
         if (bound > maxTextBytes)
             throw new OpenAiException(400, $"'{param}' is longer than this model's positions can hold ({maxTextBytes} bytes of text at most).", param,
                 "context_length_exceeded");
-        return value.GetString()!;
+        return strings?.GetString(value) ?? value.GetString()!;
     }
 
     private static string RequireString(JsonElement obj, string name, string? path = null)
@@ -229,7 +245,7 @@ public static class OpenAiProtocol
     /// server's documented extension, array items may be image parts <c>{"type": "image_url", "image_url": {"url":
     /// "data:..."}}</c> (an image's embedding is its query rows, concatenated). <c>encoding_format</c>: float or base64.</summary>
     /// <exception cref="OpenAiException">400 naming the field at fault.</exception>
-    public static (string Model, List<object> Inputs, bool Base64) ParseEmbeddings(JsonElement body, ServerOptions server)
+    public static (string Model, List<object> Inputs, bool Base64) ParseEmbeddings(JsonElement body, ServerOptions server, BodyStrings? strings = null)
     {
         if (body.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, "The request body must be a JSON object.");
         string model = RequireString(body, "model");
@@ -242,7 +258,7 @@ public static class OpenAiProtocol
             throw new OpenAiException(400, "'dimensions' is not supported: the embedding width is the model's.", "dimensions", "unsupported_parameter");
         if (!body.TryGetProperty("input", out var input)) throw new OpenAiException(400, "'input' is required.", "input");
         var inputs = new List<object>();
-        if (input.ValueKind == JsonValueKind.String) inputs.Add(input.GetString()!);
+        if (input.ValueKind == JsonValueKind.String) inputs.Add(strings?.GetString(input) ?? input.GetString()!);
         else if (input.ValueKind == JsonValueKind.Array && input.GetArrayLength() > 0)
         {
             int i = 0;
@@ -251,8 +267,8 @@ public static class OpenAiProtocol
                 string path = $"input[{i++}]";
                 inputs.Add(item.ValueKind switch
                 {
-                    JsonValueKind.String => item.GetString()!,
-                    JsonValueKind.Object => ParsePart(item, path, server) is DataContent image ? image
+                    JsonValueKind.String => strings?.GetString(item) ?? item.GetString()!,
+                    JsonValueKind.Object => ParsePart(item, path, server, long.MaxValue, strings) is DataContent image ? image
                         : throw new OpenAiException(400, $"'{path}' must be a string or an image_url part.", path),
                     _ => throw new OpenAiException(400, $"'{path}' must be a string or an image_url part (token arrays are not accepted).", path),
                 });

@@ -169,7 +169,8 @@ app.MapPost("/v1/chat/completions", async (HttpContext context, ModelRegistry re
 
 app.MapPost("/v1/embeddings", async (HttpContext context, ModelRegistry registry, IOptions<ServerOptions> options, RequestBudget budget) =>
 {
-    var (modelName, inputs, base64) = OpenAiProtocol.ParseEmbeddings(await ReadJson(context, options.Value, budget), options.Value);
+    var (json, strings) = await ReadJson(context, options.Value, budget);
+    var (modelName, inputs, base64) = OpenAiProtocol.ParseEmbeddings(json, options.Value, strings);
     var model = Served(registry, modelName);
     if (model.Embeddings is not { } generator)
         throw new OpenAiException(400, $"'{model.Name}' is a generative model: it answers chat completions, not /v1/embeddings.", "model", "model_not_supported");
@@ -211,7 +212,7 @@ return 0;
 // The body is read whole (Kestrel bounds it) after its worst case is reserved: the bytes, the parsed document and the
 // strings and images taken out of it are each at most about the body's size.
 // The document lives until the response ends (no copy of it is made).
-static async Task<JsonElement> ReadJson(HttpContext context, ServerOptions options, RequestBudget budget)
+static async Task<(JsonElement Root, BodyStrings? Strings)> ReadJson(HttpContext context, ServerOptions options, RequestBudget budget)
 {
     long declared = context.Request.ContentLength ?? options.MaxRequestBodyBytes;
     if (declared > options.MaxRequestBodyBytes) throw OpenAiException.BodyTooLarge();
@@ -223,13 +224,7 @@ static async Task<JsonElement> ReadJson(HttpContext context, ServerOptions optio
         throw new OpenAiException(400, "The request body is not valid UTF-8.", code: "invalid_utf8");
     try
     {
-        // JsonElement.ParseValue copies into arrays of exactly the body's size that become garbage with the request.
-        // JsonDocument.Parse and ParseValue rent theirs from the shared ArrayPool at the body's length (32 MiB for a
-        // 19 MB body), which the pool keeps per thread after the request and a compacting collection makes resident.
-        var reader = new Utf8JsonReader(bytes.Span);
-        var root = JsonElement.ParseValue(ref reader);
-        if (reader.Read()) throw new JsonException("There is more after the JSON value.");
-        return root;
+        return BodyStrings.Parse(bytes);
     }
     catch (JsonException e)
     {
@@ -284,12 +279,12 @@ static ServedModel Served(ModelRegistry registry, string name)
 static async Task<IResult> ChatCompletion(HttpContext context, ModelRegistry registry, ServerOptions options, RequestBudget budget,
     Action<string> onModel, Action<long> onTokens)
 {
-    var body = await ReadJson(context, options, budget);
+    var (body, strings) = await ReadJson(context, options, budget);
     if (body.ValueKind != JsonValueKind.Object || !body.TryGetProperty("model", out var name) || name.ValueKind != JsonValueKind.String)
         OpenAiProtocol.ParseChat(body, options);          // throws the error for the missing or malformed field
     var model = Served(registry, body.GetProperty("model").GetString()!);
     onModel(model.Name);
-    var request = OpenAiProtocol.ParseChat(body, options, model.MaxTextBytes);
+    var request = OpenAiProtocol.ParseChat(body, options, model.MaxTextBytes, strings);
     var chat = model.Chat ?? throw new OpenAiException(400, $"'{model.Name}' is a retrieval model: it answers /v1/embeddings, not chat completions.", "model", "model_not_supported");
     ReserveImages(context, request.Images, options, budget);
     Admit(model);
