@@ -83,6 +83,18 @@ public sealed class ChatClientTests(ITestOutputHelper output)
         var sampled1 = await chat.GetResponseAsync([UserWithImage(null)], new ChatOptions { Temperature = 1.5f, Seed = 7 });
         var sampled2 = await chat.GetResponseAsync([UserWithImage(null)], new ChatOptions { Temperature = 1.5f, Seed = 7 });
         Assert.Equal(sampled1.Text, sampled2.Text);
+        // The options reach the search. The trained model is too sure of its scenes for sampling to show, so this part
+        // runs on the random-weight fixture: the chat client's sampling equals the library's with the same options, is
+        // not the greedy text, and another seed gives another text.
+        using var folder = Blip2.Blip2CaptionerTests.MakeFolder("blip2-opt");
+        using var random = Blip2Captioner.FromPretrained(folder.Path);
+        var randomChat = random.AsChatClient();
+        var sampled = await randomChat.GetResponseAsync([UserWithImage(null)], new ChatOptions { Temperature = 1.5f, TopK = 50, Seed = 7, MaxOutputTokens = 8 });
+        var library = await random.CaptionAsync(Scene1, new GenerationOptions { DoSample = true, Temperature = 1.5, TopK = 50, Seed = 7, MaxNewTokens = 8 });
+        Assert.Equal(library.Text, sampled.Text);
+        Assert.NotEqual((await randomChat.GetResponseAsync([UserWithImage(null)], new ChatOptions { MaxOutputTokens = 8 })).Text, sampled.Text);
+        Assert.NotEqual((await randomChat.GetResponseAsync([UserWithImage(null)], new ChatOptions { Temperature = 1.5f, TopK = 50, Seed = 8, MaxOutputTokens = 8 })).Text,
+            sampled.Text);
 
         var stopped = await chat.GetResponseAsync([UserWithImage(null)], new ChatOptions { StopSequences = ["circle"] });
         Assert.Equal("a big red circle", stopped.Text);

@@ -90,12 +90,16 @@ public sealed class FacadeConcurrencyTests(ITestOutputHelper output)
     public async Task Disposing_a_facade_waits_for_the_call_in_progress()
     {
         var blip2 = Blip2Captioner.FromPretrained(Repo.ShapesModel);
-        var images = Enumerable.Repeat(ImageDecoder.Decode(Repo.Scene1), 16).ToList();
-        var running = blip2.CaptionAsync(images, Enumerable.Repeat("", 16).ToList());
-        await Task.Delay(50);
-        blip2.Dispose();                                        // must not free the model under the running call
+        // 256 captions of 40 tokens each: seconds of work, so Dispose certainly meets the call running.
+        var images = Enumerable.Repeat(ImageDecoder.Decode(Repo.Scene1), 256).ToList();
+        var options = new GenerationOptions { MinNewTokens = 40, MaxNewTokens = 40 };
+        var running = Task.Run(() => blip2.CaptionAsync(images, Enumerable.Repeat("", 256).ToList(), options));
+        await Task.Delay(100);
+        Assert.False(running.IsCompleted, "the call ended before Dispose could meet it");
+        blip2.Dispose();                                        // must wait, not free the model under the running call
+        Assert.True(running.IsCompleted, "Dispose returned while the call was still running");
         var results = await running;
-        Assert.All(results, r => Assert.Equal(FinishReason.EndOfSequence, r.FinishReason));
+        Assert.All(results, r => Assert.Equal(40, r.OutputTokens));
         blip2.Dispose();                                        // a second dispose is harmless
     }
 }
@@ -162,6 +166,7 @@ public sealed class ModelConcurrencyTests(ITestOutputHelper output)
         using var folder = Blip2.Blip2CaptionerTests.MakeFolder("blip2-opt");
         using var blip2 = Blip2Captioner.FromPretrained(folder.Path);
         var image = ImageDecoder.Decode(Path.Combine(AppContext.BaseDirectory, "Images", "chelsea.png"));
+        int cancelled = 0;
         async Task Mixed(int i)
         {
             switch (i % 4)
@@ -187,6 +192,7 @@ public sealed class ModelConcurrencyTests(ITestOutputHelper output)
                         }
                         catch (OperationCanceledException)
                         {
+                            cancelled++;
                         }
                     }
                     break;
@@ -194,9 +200,11 @@ public sealed class ModelConcurrencyTests(ITestOutputHelper output)
         }
         for (int i = 0; i < 8; i++) await Mixed(i);
         long before = FacadeConcurrencyTests.LiveTensors();
+        cancelled = 0;
         for (int i = 0; i < 1000; i++) await Mixed(i);
         long after = FacadeConcurrencyTests.LiveTensors();
-        output.WriteLine($"live tensors before {before}, after 1,000 mixed generations {after}");
+        output.WriteLine($"live tensors before {before}, after 1,000 mixed generations {after} ({cancelled} cancelled mid-stream)");
+        Assert.Equal(250, cancelled);                                    // every fourth call was really cancelled
         Assert.Equal(before, after);
     }
 }
