@@ -27,8 +27,11 @@ internal static unsafe class Bf16MatrixVector
 
     /// <summary><c>input · weightᵀ + bias</c> for one row (<see cref="Applies"/> must hold): input (…, K) with
     /// one row, weight (N, K), bias (N) or null; the result has input's shape with K replaced by N.</summary>
+    /// <exception cref="ArgumentException">operands the kernel does not take (it never reads memory it has not checked).</exception>
     public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias)
     {
+        if (!Applies(input, weight, bias))
+            throw new ArgumentException("Bf16MatrixVector takes one contiguous CPU bfloat16 row, a (N, K) weight and an (N) bias of the same kind, with autograd off.");
         long n = weight.shape[0], k = weight.shape[1];
         var result = LinearExtensions.KernelOutput(input, n, ScalarType.BFloat16);
         var x = Widened(MemoryMarshal.Cast<byte, ushort>(input.bytes));
@@ -40,6 +43,7 @@ internal static unsafe class Bf16MatrixVector
             var job = new Job((ushort*)w, xp, (ushort*)b, (ushort*)o, n, k);
             OpenMpTeam.Run(&RunPart, &job);
         }
+        OpenMpTeam.ThrowIfFailed(nameof(Bf16MatrixVector));
         return result;
     }
 
@@ -63,7 +67,9 @@ internal static unsafe class Bf16MatrixVector
 
     // Each team thread computes one band of output rows, in multiples of the 4-row block.
     [UnmanagedCallersOnly]
-    private static void RunPart(void* data)
+    private static void RunPart(void* data) => OpenMpTeam.Guard(&Part, data);
+
+    private static void Part(void* data)
     {
         var job = (Job*)data;
         var (start, end) = OpenMpTeam.Band(job->N, 4);

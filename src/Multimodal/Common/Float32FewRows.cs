@@ -27,8 +27,11 @@ internal static unsafe class Float32FewRows
 
     /// <summary><c>input · weightᵀ + bias</c> for 5–8 rows (<see cref="Applies"/> must hold): input (…, K),
     /// weight (N, K), bias (N) or null; the result has input's shape with K replaced by N.</summary>
+    /// <exception cref="ArgumentException">operands the kernel does not take (it never reads memory it has not checked).</exception>
     public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias)
     {
+        if (!Applies(input, weight, bias))
+            throw new ArgumentException("Float32FewRows takes 5-8 contiguous CPU float32 rows, a (N, K) weight and an (N) bias of the same kind, with autograd off.");
         long n = weight.shape[0], k = weight.shape[1];
         int m = (int)(input.numel() / k);
         var result = LinearExtensions.KernelOutput(input, n, ScalarType.Float32);
@@ -42,6 +45,7 @@ internal static unsafe class Float32FewRows
             var job = new Job((float*)w, xp, (float*)b, (float*)o, n, k, m);
             OpenMpTeam.Run(&RunPart, &job);
         }
+        OpenMpTeam.ThrowIfFailed(nameof(Float32FewRows));
         return result;
     }
 
@@ -66,7 +70,9 @@ internal static unsafe class Float32FewRows
 
     // Each team thread computes one band of weight rows, in multiples of the 3-row block.
     [UnmanagedCallersOnly]
-    private static void RunPart(void* data)
+    private static void RunPart(void* data) => OpenMpTeam.Guard(&Part, data);
+
+    private static void Part(void* data)
     {
         var job = (Job*)data;
         var (start, end) = OpenMpTeam.Band(job->N, 3);

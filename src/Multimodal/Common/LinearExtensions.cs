@@ -9,13 +9,15 @@ internal static class LinearExtensions
     /// <summary><c>layer.forward(input)</c>. On the CPU, decode steps' products go to our kernels where they were
     /// measured to beat libtorch: one bfloat16 row to <see cref="Bf16MatrixVector"/>, 5–8 float32 rows (a batch's
     /// step) to <see cref="Float32FewRows"/>.</summary>
-    public static Tensor Apply(this Linear layer, Tensor input)
+    public static Tensor Apply(this Linear layer, Tensor input) => Product(input, layer.weight!, layer.bias);
+
+    /// <summary><c>nn.functional.linear(input, weight, bias)</c> through the same routing as <see cref="Apply"/>, for heads
+    /// that hold their weight as a parameter rather than a <c>Linear</c> (IDEFICS' decoupled head).</summary>
+    public static Tensor Product(Tensor input, Tensor weight, Tensor? bias)
     {
-        var (weight, bias) = (layer.weight!, layer.bias);
-        if (_libtorchOnly) return layer.forward(input);
-        if (Bf16MatrixVector.Applies(input, weight, bias)) return Bf16MatrixVector.Linear(input, weight, bias);
-        if (Float32FewRows.Applies(input, weight, bias)) return Float32FewRows.Linear(input, weight, bias);
-        return layer.forward(input);
+        if (!_libtorchOnly && Bf16MatrixVector.Applies(input, weight, bias)) return Bf16MatrixVector.Linear(input, weight, bias);
+        if (!_libtorchOnly && Float32FewRows.Applies(input, weight, bias)) return Float32FewRows.Linear(input, weight, bias);
+        return nn.functional.linear(input, weight, bias);
     }
 
     /// <summary>The operands both kernels accept: autograd off; input (…, K), weight (N, K) and bias (N) or null, all

@@ -55,8 +55,8 @@ internal sealed class IdeficsDecoupledLinear : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var logits = nn.functional.linear(x, _weight);
-        if (_additionalFc is not null) logits = cat([logits, _additionalFc.forward(x)], -1);
+        var logits = LinearExtensions.Product(x, _weight, null);
+        if (_additionalFc is not null) logits = cat([logits, _additionalFc.Apply(x)], -1);
         return logits.MoveToOuterDisposeScope();
     }
 }
