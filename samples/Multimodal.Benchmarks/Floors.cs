@@ -5,11 +5,15 @@ using static TorchSharp.torch;
 namespace Multimodal.Benchmarks;
 
 /// <summary>This machine's limits, measured in the same run as the figures they judge (shared machines drift).</summary>
-/// <param name="ReadGBps">bytes a reduction over 1 GiB of float32 reads per second (the decode floor's bandwidth).</param>
+/// <param name="ReadGBps">the decode floor's bandwidth: the better of <paramref name="TorchSumGBps"/> and
+/// <paramref name="StreamGBps"/>.</param>
 /// <param name="CopyGBps">bytes <c>copy_</c> reads per second (1 GiB → 1 GiB).</param>
 /// <param name="Fp32Gflops">2048³ float32 matmul.</param>
 /// <param name="Bf16Gflops">2048³ bfloat16 matmul.</param>
-internal sealed record Floors(double ReadGBps, double CopyGBps, double Fp32Gflops, double Bf16Gflops)
+/// <param name="TorchSumGBps">bytes libtorch's <c>sum()</c> over 1 GiB of float32 reads per second.</param>
+/// <param name="StreamGBps">weight bytes a plain vectorised matrix–vector loop streams per second on libtorch's OpenMP
+/// team (<see cref="StreamingFloor"/>; 0 where that team is not found).</param>
+internal sealed record Floors(double ReadGBps, double CopyGBps, double Fp32Gflops, double Bf16Gflops, double TorchSumGBps, double StreamGBps)
 {
     public static Floors Measure()
     {
@@ -25,7 +29,8 @@ internal sealed record Floors(double ReadGBps, double CopyGBps, double Fp32Gflop
             var b = randn(2048, 2048).to(type);
             return 2.0 * 2048 * 2048 * 2048 / Best(5, () => a.matmul(b)) / 1e9;
         }
-        return new Floors(read, copy, Gemm(ScalarType.Float32), Gemm(ScalarType.BFloat16));
+        double stream = StreamingFloor.Measure();
+        return new Floors(Math.Max(read, stream), copy, Gemm(ScalarType.Float32), Gemm(ScalarType.BFloat16), read, stream);
     }
 
     /// <summary>Fastest of <paramref name="repeats"/> runs after one warm-up, in seconds.</summary>
