@@ -72,7 +72,6 @@ public abstract record PretrainedConfig
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
         WriteIndented = true,
-        Converters = { new Language.TextConfigConverter() },
     };
 
     /// <summary>The <c>model_type</c> of a config file (null when it has none), to pick the family before reading it whole.</summary>

@@ -1,4 +1,3 @@
-using Multimodal.Language;
 
 namespace Multimodal.Generation;
 

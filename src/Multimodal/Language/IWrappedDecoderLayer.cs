@@ -1,3 +1,5 @@
+using Multimodal.Generation;
+
 namespace Multimodal.Language;
 
 /// <summary>What a caller passes down to the wrapped layers for one forward (Flamingo: the media and where the

@@ -7,6 +7,7 @@ namespace Multimodal.Language;
 
 /// <summary>Base of the language-model configs a multimodal config nests as <c>text_config</c>; the
 /// concrete type is chosen by <c>model_type</c>, as transformers' <c>CONFIG_MAPPING</c> does.</summary>
+[JsonConverter(typeof(TextConfigConverter))]
 public abstract record TextConfig : PretrainedConfig
 {
     /// <summary>The upstream <c>model_type</c> ("opt", "t5", ...).</summary>

@@ -1,3 +1,4 @@
+using Multimodal.Generation;
 using Multimodal.Flamingo;
 using Multimodal.Language;
 using Multimodal.Loading;

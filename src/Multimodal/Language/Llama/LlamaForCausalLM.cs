@@ -3,7 +3,6 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Multimodal.Common;
 using Multimodal.Generation;
-using Multimodal.Language.GptNeoX;
 
 namespace Multimodal.Language.Llama;
 

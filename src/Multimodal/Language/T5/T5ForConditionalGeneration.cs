@@ -1,7 +1,6 @@
 // Shapes: B batch, S encoder positions, T decoder positions, D d_model, H heads, d d_kv.
 using Multimodal.Common;
 using Multimodal.Generation;
-using Multimodal.Language.Llama;
 
 namespace Multimodal.Language.T5;
 

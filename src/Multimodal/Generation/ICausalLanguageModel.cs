@@ -1,9 +1,8 @@
-using Multimodal.Generation;
-
-namespace Multimodal.Language;
+namespace Multimodal.Generation;
 
 /// <summary>What a multimodal wrapper and the generator need from a decoder-only language model:
-/// token embeddings in, logits out, with an explicit KV cache.</summary>
+/// token embeddings in, logits out, with an explicit KV cache. It lives with the generator that drives it, so the
+/// language models depend on Generation and never the other way round.</summary>
 internal interface ICausalLanguageModel
 {
     /// <summary>Embedding lookup, (B, T) int64 → (B, T, E).</summary>
