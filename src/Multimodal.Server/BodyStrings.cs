@@ -14,7 +14,7 @@ public sealed class BodyStrings
     public const int CompactFrom = 4 << 20;
 
     /// <summary>A string value longer than this (in the body's bytes) is left in the body.</summary>
-    public const int LongString = 64 << 10;
+    public const int LongString = 16 << 10;
 
     // A nonce per body: a client cannot write a marker that names one of the strings.
     private readonly string _nonce = Guid.NewGuid().ToString("N");
@@ -65,6 +65,11 @@ public sealed class BodyStrings
                 throw new JsonException(e.Message, e);   // a string escape that is not valid UTF-16
             }
         }
+        // What is left must be small too, or its parse would rent its length again: a body that is large for any other
+        // reason than its strings (a 20 MB array of numbers) is no request this server takes.
+        if (output.WrittenCount > CompactFrom)
+            throw new JsonException($"Only images and texts may make a request body larger than {CompactFrom >> 20} MB; " +
+                                    $"without them this one is still {output.WrittenCount} bytes.");
         var compact = new Utf8JsonReader(output.WrittenSpan);
         return (JsonElement.ParseValue(ref compact), strings);
     }

@@ -63,6 +63,9 @@ public sealed class BodyStringsTests(ITestOutputHelper output)
         var small = BodyStrings.Parse(Encoding.UTF8.GetBytes(Body("short", "data:,")));
         Assert.Null(small.Strings);
         Assert.ThrowsAny<JsonException>(() => BodyStrings.Parse(body.Concat("{}"u8.ToArray()).ToArray()));
+        // Large without long strings: refused, not parsed at its length.
+        var numbers = Encoding.UTF8.GetBytes("{\"model\":\"m\",\"input\":[" + string.Join(",", Enumerable.Repeat("1234567", 700_000)) + "]}");
+        Assert.Contains("Only images and texts", Assert.ThrowsAny<JsonException>(() => BodyStrings.Parse(numbers)).Message);
     }
 
     /// <summary>The largest buffer the shared ArrayPool hands out on the listening thread (its event source).</summary>
