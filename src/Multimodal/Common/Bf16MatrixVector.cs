@@ -6,11 +6,10 @@ using System.Runtime.Intrinsics.X86;
 namespace Multimodal.Common;
 
 /// <summary>One bfloat16 row times a bfloat16 weight on the CPU — a decode step's <c>nn.Linear</c> — computed
-/// here instead of by libtorch's bf16 <c>addmm</c>, which reads the weights at about half the memory bandwidth
-/// on AVX-512 machines (11–14 GB/s against a 22–25 GB/s read floor on the 2-core development machine; this
-/// kernel streams 17–23 GB/s there). Each output is a float32 dot product of the widened (exact) bfloat16
-/// values rounded to bfloat16 (round to nearest even), then plus the bias and rounded again, as libtorch's
-/// kernel does up to the order of the float32 sums.</summary>
+/// here instead of by libtorch's bf16 <c>addmm</c>, which reads the weights well below the memory's bandwidth on
+/// AVX-512 machines (README's Performance section has the measurements). Each output is a float32 dot product of the
+/// widened (exact) bfloat16 values rounded to bfloat16 (round to nearest even), then plus the bias and rounded again,
+/// as libtorch's kernel does up to the order of the float32 sums.</summary>
 /// <remarks>Used only where it was measured to win: CPU, bfloat16 input and weight, one row, a contiguous
 /// weight, autograd off, and <see cref="OpenMpTeam.KernelsEnabled"/>. The rows are split over libtorch's own OpenMP team
 /// (<see cref="OpenMpTeam"/>): threads of our own would compete for the cores with that team's workers, which

@@ -6,9 +6,9 @@ using System.Runtime.Intrinsics.X86;
 namespace Multimodal.Common;
 
 /// <summary>5–8 float32 rows times a float32 weight on the CPU — a batched decode step's <c>nn.Linear</c> —
-/// computed here instead of by libtorch's <c>addmm</c>, whose small-batch GEMM reads the weights at 9–12 GB/s on the
-/// 2-core development machine (one row: 20–25 GB/s); this kernel reads each weight once for all rows, at 13–16 GB/s
-/// there. Each output is a float32 dot product plus the bias, as libtorch's, up to the order of the sums.</summary>
+/// computed here instead of by libtorch's <c>addmm</c>, whose small-batch GEMM reads the weights more slowly than its
+/// one-row product does; this kernel reads each weight once for all rows (README's Performance section has the
+/// measurements). Each output is a float32 dot product plus the bias, as libtorch's, up to the order of the sums.</summary>
 /// <remarks>Used only where it was measured to win: CPU, float32 input, weight and bias, 5–8 rows (at 4 rows
 /// libtorch is as fast, below that faster), contiguous data, autograd off, and
 /// <see cref="OpenMpTeam.KernelsEnabled"/>. The rows of the weight are split over libtorch's OpenMP team, as for
