@@ -27,10 +27,19 @@ internal static unsafe class Bf16MatrixVector
     /// <summary><c>input · weightᵀ + bias</c> for one row (<see cref="Applies"/> must hold): input (…, K) with
     /// one row, weight (N, K), bias (N) or null; the result has input's shape with K replaced by N.</summary>
     /// <exception cref="ArgumentException">operands the kernel does not take (it never reads memory it has not checked).</exception>
-    public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias)
+    public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias) =>
+        TryLinear(input, weight, bias, out var result) ? result : throw new ArgumentException("Bf16MatrixVector takes one contiguous CPU bfloat16 row, a (N, K) weight and an (N) bias of the same kind, with autograd off.");
+
+    /// <summary>The product when <see cref="Applies"/> holds, checked once (the routing's path: every decode step's
+    /// linears pass here); false, and nothing computed, otherwise.</summary>
+    public static bool TryLinear(Tensor input, Tensor weight, Tensor? bias, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
     {
-        if (!Applies(input, weight, bias))
-            throw new ArgumentException("Bf16MatrixVector takes one contiguous CPU bfloat16 row, a (N, K) weight and an (N) bias of the same kind, with autograd off.");
+        result = Applies(input, weight, bias) ? Compute(input, weight, bias) : null;
+        return result is not null;
+    }
+
+    private static Tensor Compute(Tensor input, Tensor weight, Tensor? bias)
+    {
         long n = weight.shape[0], k = weight.shape[1];
         var result = LinearExtensions.KernelOutput(input, n, ScalarType.BFloat16);
         var x = Widened(MemoryMarshal.Cast<byte, ushort>(input.bytes));

@@ -28,10 +28,19 @@ internal static unsafe class Float32FewRows
     /// <summary><c>input · weightᵀ + bias</c> for 5–8 rows (<see cref="Applies"/> must hold): input (…, K),
     /// weight (N, K), bias (N) or null; the result has input's shape with K replaced by N.</summary>
     /// <exception cref="ArgumentException">operands the kernel does not take (it never reads memory it has not checked).</exception>
-    public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias)
+    public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias) =>
+        TryLinear(input, weight, bias, out var result) ? result : throw new ArgumentException("Float32FewRows takes 5-8 contiguous CPU float32 rows, a (N, K) weight and an (N) bias of the same kind, with autograd off.");
+
+    /// <summary>The product when <see cref="Applies"/> holds, checked once (the routing's path: every decode step's
+    /// linears pass here); false, and nothing computed, otherwise.</summary>
+    public static bool TryLinear(Tensor input, Tensor weight, Tensor? bias, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
     {
-        if (!Applies(input, weight, bias))
-            throw new ArgumentException("Float32FewRows takes 5-8 contiguous CPU float32 rows, a (N, K) weight and an (N) bias of the same kind, with autograd off.");
+        result = Applies(input, weight, bias) ? Compute(input, weight, bias) : null;
+        return result is not null;
+    }
+
+    private static Tensor Compute(Tensor input, Tensor weight, Tensor? bias)
+    {
         long n = weight.shape[0], k = weight.shape[1];
         int m = (int)(input.numel() / k);
         var result = LinearExtensions.KernelOutput(input, n, ScalarType.Float32);

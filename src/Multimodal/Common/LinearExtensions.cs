@@ -15,8 +15,8 @@ internal static class LinearExtensions
     /// that hold their weight as a parameter rather than a <c>Linear</c> (IDEFICS' decoupled head).</summary>
     public static Tensor Product(Tensor input, Tensor weight, Tensor? bias)
     {
-        if (!_libtorchOnly && Bf16MatrixVector.Applies(input, weight, bias)) return Bf16MatrixVector.Linear(input, weight, bias);
-        if (!_libtorchOnly && Float32FewRows.Applies(input, weight, bias)) return Float32FewRows.Linear(input, weight, bias);
+        if (!_libtorchOnly && (Bf16MatrixVector.TryLinear(input, weight, bias, out var product) || Float32FewRows.TryLinear(input, weight, bias, out product)))
+            return product;
         return nn.functional.linear(input, weight, bias);
     }
 
