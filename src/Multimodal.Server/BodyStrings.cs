@@ -97,15 +97,23 @@ public sealed class BodyStrings
 
     /// <summary>The UTF-8 bytes, escapes resolved, of a string value left in the body (no UTF-16 copy), or null when
     /// <paramref name="value"/> is an ordinary string of the document.</summary>
-    public byte[]? GetUtf8(JsonElement value)
+    public ReadOnlyMemory<byte>? GetUtf8(JsonElement value)
     {
         if (Index(value) is not int index) return null;
         var (start, length) = _strings[index];
         var reader = new Utf8JsonReader(_body.Span.Slice(start, length));
         reader.Read();
         var bytes = new byte[reader.ValueSpan.Length];                      // unescaping never lengthens
-        return bytes[..reader.CopyString(bytes)];
+        return bytes.AsMemory(0, reader.CopyString(bytes));
     }
+
+    /// <summary>A string value's bytes as written (escapes included, no quotes), from the body when
+    /// <paramref name="strings"/> left it there.</summary>
+    public static ReadOnlySpan<byte> Raw(BodyStrings? strings, JsonElement value) =>
+        strings is not null && strings.TryGetRaw(value, out var raw) ? raw : RawContent(value);
+
+    /// <summary>A string value, read from the body when <paramref name="strings"/> left it there.</summary>
+    public static string String(BodyStrings? strings, JsonElement value) => strings?.GetString(value) ?? value.GetString()!;
 
     /// <summary>A string element's bytes as written in the JSON, escapes included, without its quotes.</summary>
     public static ReadOnlySpan<byte> RawContent(JsonElement value) =>

@@ -181,8 +181,8 @@ public static class OpenAiProtocol
     // The URI is read as UTF-8 from the body (no UTF-16 copy of a 20 MB data URI) and its base64 decoded straight from it.
     private static DataContent ImageFromUrl(JsonElement value, string param, ServerOptions server, BodyStrings? strings)
     {
-        ReadOnlySpan<byte> url = strings is not null && strings.TryGetRaw(value, out var raw) ? raw : BodyStrings.RawContent(value);
-        if (url.Contains((byte)'\\')) url = strings?.GetUtf8(value) ?? Encoding.UTF8.GetBytes(value.GetString()!);
+        var url = BodyStrings.Raw(strings, value);
+        if (url.Contains((byte)'\\')) url = strings?.GetUtf8(value) is { } unescaped ? unescaped.Span : Encoding.UTF8.GetBytes(value.GetString()!);
         if (url.Length >= 5 && Ascii.EqualsIgnoreCase(url[..5], "data:"u8))
         {
             int comma = url.IndexOf((byte)',');
@@ -217,12 +217,12 @@ public static class OpenAiProtocol
     // that cannot fit is refused without being copied out of the body.
     private static string Text(JsonElement value, string param, long maxTextBytes, BodyStrings? strings)
     {
-        var raw = strings is not null && strings.TryGetRaw(value, out var left) ? left : BodyStrings.RawContent(value);
+        var raw = BodyStrings.Raw(strings, value);
         long bound = raw.Contains((byte)'\\') ? raw.Length / 6 : raw.Length;
         if (bound > maxTextBytes)
             throw new OpenAiException(400, $"'{param}' is longer than this model's positions can hold ({maxTextBytes} bytes of text at most).", param,
                 "context_length_exceeded");
-        return strings?.GetString(value) ?? value.GetString()!;
+        return BodyStrings.String(strings, value);
     }
 
     private static string RequireString(JsonElement obj, string name, string? path = null)
@@ -258,7 +258,7 @@ public static class OpenAiProtocol
             throw new OpenAiException(400, "'dimensions' is not supported: the embedding width is the model's.", "dimensions", "unsupported_parameter");
         if (!body.TryGetProperty("input", out var input)) throw new OpenAiException(400, "'input' is required.", "input");
         var inputs = new List<object>();
-        if (input.ValueKind == JsonValueKind.String) inputs.Add(strings?.GetString(input) ?? input.GetString()!);
+        if (input.ValueKind == JsonValueKind.String) inputs.Add(BodyStrings.String(strings, input));
         else if (input.ValueKind == JsonValueKind.Array && input.GetArrayLength() > 0)
         {
             int i = 0;
@@ -267,7 +267,7 @@ public static class OpenAiProtocol
                 string path = $"input[{i++}]";
                 inputs.Add(item.ValueKind switch
                 {
-                    JsonValueKind.String => strings?.GetString(item) ?? item.GetString()!,
+                    JsonValueKind.String => BodyStrings.String(strings, item),
                     JsonValueKind.Object => ParsePart(item, path, server, long.MaxValue, strings) is DataContent image ? image
                         : throw new OpenAiException(400, $"'{path}' must be a string or an image_url part.", path),
                     _ => throw new OpenAiException(400, $"'{path}' must be a string or an image_url part (token arrays are not accepted).", path),
