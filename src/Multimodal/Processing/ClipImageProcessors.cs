@@ -65,15 +65,20 @@ public sealed class OpenClipImageProcessor(int size = 224, double[]? mean = null
     public byte[] ResizeToBytes(DecodedImage image)
     {
         int w = image.Width, h = image.Height;
-        // torchvision 0.14 Resize(int): shortest side → size, long side → int(size · long / short) (truncated).
-        int newW = w <= h ? Size : (int)((double)Size * w / h);
-        int newH = w <= h ? (int)((double)Size * h / w) : Size;
+        // torchvision 0.14 Resize(int): shortest side → size, long side → int(size · long / short) (truncated). A very
+        // elongated image resizes to more pixels than it had: bounded by the decoder's limit before any buffer exists.
+        long longSide = (long)((double)Size * Math.Max(w, h) / Math.Min(w, h));
+        if (longSide * Size > ImageDecoder.DefaultMaxPixels)
+            throw new ArgumentException($"A {w}x{h} image resizes to {Size}x{longSide} before its center crop, more than " +
+                                        $"{ImageDecoder.DefaultMaxPixels} pixels.", nameof(image));
+        int newW = w <= h ? Size : (int)longSide;
+        int newH = w <= h ? (int)longSide : Size;
         int top = (int)Math.Round((newH - Size) / 2.0), left = (int)Math.Round((newW - Size) / 2.0); // half to even, as Python
         byte[] rgb;
         if (image.Mode == "I" && image.Gray16 is int[] samples)
         {
             var resized = newW == w && newH == h ? samples : PillowResample.ResizeInt32(samples, w, h, newW, newH, ResampleFilter.Bicubic);
-            rgb = new byte[newW * newH * 3];
+            rgb = new byte[checked(newW * newH * 3)];
             for (int i = 0; i < resized.Length; i++)
                 rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = (byte)Math.Clamp(resized[i], 0, 255);
         }
@@ -83,7 +88,7 @@ public sealed class OpenClipImageProcessor(int size = 224, double[]? mean = null
             for (int i = 0; i < premultiplied.Length; i += 4)
                 for (int c = 0; c < 3; c++) premultiplied[i + c] = MulDiv255(premultiplied[i + c], premultiplied[i + 3]);
             var resized = newW == w && newH == h ? premultiplied : PillowResample.Resize(premultiplied, w, h, 4, newW, newH, ResampleFilter.Bicubic);
-            rgb = new byte[newW * newH * 3];
+            rgb = new byte[checked(newW * newH * 3)];
             for (int i = 0, j = 0; j < resized.Length; i += 3, j += 4)
             {
                 int a = resized[j + 3];
@@ -98,7 +103,7 @@ public sealed class OpenClipImageProcessor(int size = 224, double[]? mean = null
             var source = image.ToRgb();
             rgb = newW == w && newH == h ? source : PillowResample.Resize(source, w, h, 3, newW, newH, filter);
         }
-        var cropped = new byte[Size * Size * 3];
+        var cropped = new byte[checked(Size * Size * 3)];
         for (int y = 0; y < Size; y++)
             Buffer.BlockCopy(rgb, ((top + y) * newW + left) * 3, cropped, y * Size * 3, Size * 3);
         return PixelTable.ToChw(cropped, Size * Size);

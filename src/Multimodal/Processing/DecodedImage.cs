@@ -15,7 +15,7 @@ public sealed record DecodedImage(int Width, int Height, string Mode, byte[] Rgb
     /// replicated, CMYK converted. Width × Height × 3 bytes.</summary>
     public byte[] ToRgb()
     {
-        var rgb = new byte[Width * Height * 3];
+        var rgb = new byte[checked(Width * Height * 3)];
         for (int i = 0, j = 0; i < rgb.Length; i += 3, j += 4)
         {
             rgb[i] = Rgba[j];
@@ -31,7 +31,7 @@ public sealed record DecodedImage(int Width, int Height, string Mode, byte[] Rgb
     public byte[] ToRgbOverWhite()
     {
         if (Mode == "RGB") return ToRgb();
-        var rgb = new byte[Width * Height * 3];
+        var rgb = new byte[checked(Width * Height * 3)];
         for (int i = 0, j = 0; i < rgb.Length; i += 3, j += 4)
         {
             int a = Rgba[j + 3];
