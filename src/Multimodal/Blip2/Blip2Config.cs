@@ -1,7 +1,6 @@
 using System.Text.Json.Serialization;
 using Multimodal.Common;
 using Multimodal.Language;
-using Multimodal.Language.Opt;
 using Multimodal.QFormer;
 using Multimodal.Vision;
 
@@ -22,7 +21,7 @@ public sealed record Blip2Config : PretrainedConfig
     public QFormerConfig QformerConfig { get; init; } = new();
 
     /// <summary>The language model; <c>model_type</c> picks the record (OPT when absent).</summary>
-    public TextConfig TextConfig { get; init; } = new OptConfig();
+    public TextConfig TextConfig { get; init; } = LanguageModels.DefaultConfig("opt");
 
     /// <summary>Learned query tokens.</summary>
     public int NumQueryTokens { get; init; } = 32;
@@ -57,15 +56,9 @@ public sealed record Blip2Config : PretrainedConfig
     public Blip2Config Normalize() => this with
     {
         QformerConfig = QformerConfig with { EncoderHiddenSize = VisionConfig.HiddenSize },
-        // OPTConfig.__init__ stores word_embed_proj_dim = hidden_size when it is not given.
-        TextConfig = TextConfig is OptConfig o ? o with { WordEmbedProjDim = o.EmbedDim } : TextConfig,
+        TextConfig = LanguageModels.TryFor(TextConfig)?.Normalize(TextConfig) ?? TextConfig,
         UseDecoderOnlyLanguageModel = TextConfig.IsDecoderOnly,
-        TieWordEmbeddings = TextConfig switch
-        {
-            OptConfig opt => opt.TieWordEmbeddings,
-            Language.T5.T5Config t5 => t5.TieWordEmbeddings,
-            _ => TieWordEmbeddings,
-        },
+        TieWordEmbeddings = LanguageModels.TryFor(TextConfig)?.TiesWordEmbeddings(TextConfig) ?? TieWordEmbeddings,
     };
 
     /// <summary>Reads and normalizes a BLIP-2 <c>config.json</c>.</summary>
@@ -101,33 +94,11 @@ public sealed record Blip2Config : PretrainedConfig
             .Vocabulary("qformer_config.max_position_embeddings", q.MaxPositionEmbeddings)
             .Size("num_query_tokens", NumQueryTokens, 100_000)
             .Size("image_text_hidden_size", ImageTextHiddenSize);
-        switch (TextConfig)
+        // An unimplemented model_type is refused when the model is built, naming the wrapper's supported types.
+        if (LanguageModels.TryFor(TextConfig) is { } language)
         {
-            case OptConfig opt:
-                checks.Heads("text_config.hidden_size", opt.HiddenSize, "text_config.num_attention_heads", opt.NumAttentionHeads)
-                    .Size("text_config.ffn_dim", opt.FfnDim)
-                    .Size("text_config.word_embed_proj_dim", opt.EmbedDim)
-                    .Layers("text_config.num_hidden_layers", opt.NumHiddenLayers)
-                    .Vocabulary("text_config.vocab_size", opt.VocabSize)
-                    .Vocabulary("text_config.max_position_embeddings", opt.MaxPositionEmbeddings)
-                    .Id("image_token_index", ImageTokenIndex, opt.VocabSize);
-                break;
-            case Language.Llama.LlamaConfig llama:
-                llama.Validate(checks);
-                checks.Id("image_token_index", ImageTokenIndex, llama.VocabSize);
-                break;
-            case Language.T5.T5Config t:
-                checks.Size("text_config.d_model", t.DModel).Size("text_config.d_kv", t.DKv).Size("text_config.num_heads", t.NumHeads)
-                    .Size("text_config.d_ff", t.DFf)
-                    .Layers("text_config.num_layers", t.NumLayers)
-                    .Layers("text_config.num_decoder_layers", t.DecoderLayers)
-                    .Vocabulary("text_config.vocab_size", t.VocabSize)
-                    .Size("text_config.relative_attention_num_buckets", t.RelativeAttentionNumBuckets, 100_000)
-                    .Size("text_config.relative_attention_max_distance", t.RelativeAttentionMaxDistance, ConfigChecks.MaxVocabulary)
-                    .Id("image_token_index", ImageTokenIndex, t.VocabSize)
-                    .Require(t.FeedForwardProj is "relu" or "gated-gelu" or "gelu" or "gated-relu" or "gated-silu",
-                        $"text_config.feed_forward_proj \"{t.FeedForwardProj}\" is not supported");
-                break;
+            language.Validate(TextConfig, checks, "text_config.");
+            checks.Id("image_token_index", ImageTokenIndex, language.VocabSize(TextConfig));
         }
         checks.ThrowIfAny();
     }

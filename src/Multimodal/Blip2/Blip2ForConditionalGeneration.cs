@@ -1,8 +1,6 @@
 using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Language;
-using Multimodal.Language.Opt;
-using Multimodal.Language.T5;
 using Multimodal.Loading;
 using Multimodal.QFormer;
 using Multimodal.Vision;
@@ -53,13 +51,13 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         _queryTokens = new Parameter(
             zeros(1, config.NumQueryTokens, config.QformerConfig.HiddenSize, dtype: DType, device: Device), requires_grad: false);
         _qformer = new QFormerModel(config.QformerConfig, Device, DType);
-        _languageModel = QueryPrefixedLanguageModel.Build(config.TextConfig, "BLIP-2", Device, DType, typeof(OptConfig), typeof(T5Config));
+        _languageModel = QueryPrefixedLanguageModel.Build(config.TextConfig, "BLIP-2", Device, DType, "opt", "t5");
         _languageProjection = Uninitialized.Linear(config.QformerConfig.HiddenSize, QueryPrefixedLanguageModel.Width(config.TextConfig), device: Device, dtype: DType);
         _bridge = new QueryPrefixedLanguageModel(_languageModel, config.TextConfig, config.NumQueryTokens, config.ImageTokenIndex, Device);
         RegisterComponents();
         eval();
         foreach (var p in parameters()) p.requires_grad = false;
-        if (config.TextConfig is T5Config && DType == ScalarType.Float16)
+        if (config.TextConfig.ModelType == "t5" && DType == ScalarType.Float16)
         {
             // T5 activations overflow float16 (upstream clamps and still degrades); bfloat16 has the range.
             const string warning = "Flan-T5 in float16 overflows (as in transformers): use BFloat16 or Float32.";
@@ -162,7 +160,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var (embeds, mask) = LanguageInputs(pixelValues, inputIds, attentionMask);
-        long bos = Config.TextConfig is OptConfig opt ? opt.BosTokenId : 0;   // decoder-only: BOS goes in front of the new tokens
+        long bos = LanguageModels.For(Config.TextConfig).Tokens(Config.TextConfig).Bos ?? 0;   // decoder-only: BOS goes in front of the new tokens
         return _bridge.Generate(embeds, mask, options, bos, decode, onTokens, cancellationToken, rowCancel, onRowEnded);
     }
 

@@ -7,22 +7,6 @@ namespace Multimodal.Blip2;
 /// legacy forms of real published checkpoints.</summary>
 internal static class Blip2KeyMap
 {
-    /// <summary>Key of the tied LM head and the embedding it shares.</summary>
-    public const string LmHead = "language_model.lm_head.weight";
-    public const string EmbedTokens = "language_model.model.decoder.embed_tokens.weight";
-
-    // T5's encoder and decoder embed with the one `shared` table (save_pretrained drops their copies).
-    private static Dictionary<string, string> T5Tied(bool headTied)
-    {
-        var tied = new Dictionary<string, string>
-        {
-            ["language_model.encoder.embed_tokens.weight"] = "language_model.shared.weight",
-            ["language_model.decoder.embed_tokens.weight"] = "language_model.shared.weight",
-        };
-        if (headTied) tied["language_model.lm_head.weight"] = "language_model.shared.weight";
-        return tied;
-    }
-
     public static WeightMap For(Blip2Config config) => ForLanguageModel(config.Normalize().TextConfig);
 
     /// <summary>The map of a BLIP-2-family wrapper (BLIP-2, InstructBLIP) around this language model: the ViT's legacy
@@ -39,12 +23,7 @@ internal static class Blip2KeyMap
                 parts => cat([parts[0], zeros_like(parts[1]), parts[1]]),
                 shapes => shapes[0].Length == 1 && shapes[0].SequenceEqual(shapes[1]) ? [3 * shapes[0][0]] : [-1]),
         ],
-        Tied = text switch
-        {
-            Language.T5.T5Config t5 => T5Tied(t5.TieWordEmbeddings),
-            Language.Opt.OptConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { [LmHead] = EmbedTokens },
-            Language.Llama.LlamaConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { [LmHead] = "language_model.model.embed_tokens.weight" },
-            _ => new Dictionary<string, string>(),
-        },
+        Tied = (Language.LanguageModels.TryFor(text)?.TiedKeys(text) ?? new Dictionary<string, string>())
+            .ToDictionary(kv => "language_model." + kv.Key, kv => "language_model." + kv.Value),
     };
 }

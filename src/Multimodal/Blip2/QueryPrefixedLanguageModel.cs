@@ -1,8 +1,6 @@
 using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Language;
-using Multimodal.Language.Llama;
-using Multimodal.Language.Opt;
 using Multimodal.Language.T5;
 
 namespace Multimodal.Blip2;
@@ -23,26 +21,19 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     /// <param name="wrapper">the wrapper's name, for the error.</param>
     /// <param name="device">where to build.</param>
     /// <param name="dtype">parameter dtype.</param>
-    /// <param name="supported">the text config types this wrapper takes (upstream's own list).</param>
-    public static nn.Module Build(TextConfig text, string wrapper, Device device, ScalarType dtype, params Type[] supported)
+    /// <param name="supported">the <c>model_type</c>s this wrapper is published with.</param>
+    public static nn.Module Build(TextConfig text, string wrapper, Device device, ScalarType dtype, params string[] supported)
     {
-        if (!supported.Contains(text.GetType()))
+        if (!supported.Contains(text.ModelType) || LanguageModels.TryFor(text) is not { } descriptor)
             throw new NotSupportedException($"{wrapper} with text_config.model_type \"{text.ModelType}\" is not implemented; supported: " +
-                string.Join(", ", supported.Select(t => t.Name.Replace("Config", "").ToLowerInvariant())) + ".");
-        return text switch
-        {
-            OptConfig opt => new OptForCausalLM(opt, device, dtype),
-            T5Config t5 => new T5ForConditionalGeneration(t5, device, dtype),
-            LlamaConfig llama => new LlamaForCausalLM(llama, device, dtype),
-            _ => throw new NotSupportedException($"text_config.model_type \"{text.ModelType}\""),
-        };
+                string.Join(", ", supported) + ".");
+        return descriptor.Build(text, device, dtype);
     }
 
     /// <summary>The language model's width, which the projection maps the queries to.</summary>
-    public static int Width(TextConfig text) => text switch
-    {
-        OptConfig o => o.HiddenSize, T5Config t => t.DModel, LlamaConfig l => l.HiddenSize, _ => 0,
-    };
+    public static int Width(TextConfig text) => LanguageModels.TryFor(text)?.HiddenSize(text) ?? 0;
+
+    private readonly LanguageModelDescriptor _descriptor = LanguageModels.For(text);
 
     public ICausalLanguageModel LanguageModel => languageModel as ICausalLanguageModel
         ?? throw new InvalidOperationException("This model has an encoder-decoder language model.");
@@ -51,12 +42,11 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
 
     private Tensor EmbedText(Tensor ids) => T5?.Embed(ids) ?? LanguageModel.EmbedTokens(ids);
 
-    private int VocabSize => text switch { OptConfig o => o.VocabSize, T5Config t => t.VocabSize, LlamaConfig l => l.VocabSize, _ => int.MaxValue };
+    private int VocabSize => _descriptor.VocabSize(text);
 
-    /// <summary>The most new tokens a prompt of <paramref name="promptPositions"/> positions leaves room for: OPT's
-    /// learned positions end at <c>max_position_embeddings</c> (the last new token is never fed back); null otherwise.</summary>
-    public int? NewTokenBudget(int promptPositions) =>
-        text is OptConfig opt ? Math.Max(0, opt.MaxPositionEmbeddings - promptPositions + 1) : null;
+    /// <summary>The most new tokens a prompt of <paramref name="promptPositions"/> positions leaves room for where the
+    /// language model has a position table (OPT's learned positions); null otherwise.</summary>
+    public int? NewTokenBudget(int promptPositions) => _descriptor.NewTokenBudget(text, promptPositions);
 
     /// <summary>The language model's input embeddings and mask, in the layout the config selects. With an image
     /// token the query embeddings replace the image tokens' embeddings row-major (upstream's boolean-index
@@ -92,8 +82,8 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         return (embeds.MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope());
     }
 
-    /// <summary>The wrapper's <c>forward</c> past the inputs: logits, and for T5 the encoder output. LLaMA runs with
-    /// upstream <c>forward()</c>'s positions (0 … L−1, padding counted), not generation's.</summary>
+    /// <summary>The wrapper's <c>forward</c> past the inputs: logits, and for T5 the encoder output. Positions are upstream
+    /// <c>forward()</c>'s (0 … L−1, padding counted), not generation's.</summary>
     public (Tensor Logits, Tensor? EncoderHidden) Forward(Tensor embeds, Tensor mask, Tensor? decoderInputIds)
     {
         if (T5 is { } t5)
@@ -105,8 +95,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
             using var session = new T5DecoderSession(t5, encoderHidden, mask);
             return (session.Forward(t5.Embed(decoderIds), ones_like(decoderIds), null), encoderHidden);
         }
-        if (languageModel is LlamaForCausalLM llama) return (llama.ForwardSequential(embeds, mask), null);
-        return (LanguageModel.Forward(embeds, mask, null), null);
+        return (CausalLanguageModels.ForwardLogits(languageModel, embeds, mask), null);
     }
 
     /// <summary>Generation as the wrappers' <c>generate</c>: the language model is driven by the prompt embeddings;
@@ -126,14 +115,9 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         int queries = legacy ? numQueries : 0;
         var (maxNew, minNew) = options.ResolveLimits(prompt - Math.Max(queries - 1, 0), prompt - queries, defaultMaxNewTokens: 20,
             budget: NewTokenBudget(prompt));
-        var (eosDefault, padDefault) = text switch
-        {
-            OptConfig o => ((long)o.EosTokenId, (long)o.PadTokenId),
-            LlamaConfig l => (l.EosTokenId, (long)(l.PadTokenId ?? l.EosTokenId)),
-            _ => throw new NotSupportedException(text.ModelType),
-        };
-        var eos = (options.EosTokenIds ?? [eosDefault]).ToArray();
-        long pad = options.PadTokenId ?? padDefault;
+        var tokens = _descriptor.Tokens(text);
+        long[] eos = options.EosTokenIds?.ToArray() ?? (tokens.Eos is long e ? [e] : []);
+        long pad = options.PadTokenId ?? tokens.Pad ?? tokens.Eos ?? eos.FirstOrDefault();
         var request = new GenerationRequest
         {
             Model = LanguageModel, PromptEmbeds = embeds, PromptMask = mask, Options = options,

@@ -17,6 +17,9 @@ internal sealed class ConfigChecks(string source)
 
     private readonly List<string> _problems = [];
 
+    /// <summary>The file (or other source) the config came from, for messages.</summary>
+    public string Source => source;
+
     /// <summary>1 ≤ value ≤ <paramref name="max"/>.</summary>
     public ConfigChecks Size(string key, long value, long max = MaxWidth)
     {

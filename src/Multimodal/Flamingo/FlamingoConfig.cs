@@ -119,13 +119,28 @@ public sealed record FlamingoConfig
         return config;
     }
 
+    /// <summary>The language model's descriptor and its normalized config.</summary>
+    internal (LanguageModelDescriptor Descriptor, TextConfig Config) LanguageModel
+    {
+        get
+        {
+            var language = HostFor(LangEncoderConfig, "lang_encoder_config");
+            return (language, language.Normalize(LangEncoderConfig!));
+        }
+    }
+
+    /// <summary>The descriptor of a language model Flamingo can wrap (a decoder-only model with a known layer path).</summary>
+    internal static LanguageModelDescriptor HostFor(TextConfig? config, string source) =>
+        (config is null ? null : LanguageModels.TryFor(config)) is { LayersPath: not null } d ? d
+        : throw new NotSupportedException($"{source}: Flamingo with a \"{config?.ModelType}\" language model is not implemented; supported: " +
+            string.Join(", ", LanguageModels.ModelTypes.Where(t => LanguageModels.Find(t)!.LayersPath is not null)) + ".");
+
     /// <summary>Checks what the modules rely on.</summary>
     public void Validate(string source)
     {
-        if (LangEncoderConfig is null or UnsupportedTextConfig)
-            throw new NotSupportedException($"{source}: lang_encoder_config.model_type \"{LangEncoderConfig?.ModelType}\" is not supported (mpt, gpt_neox).");
+        var language = HostFor(LangEncoderConfig, source);
         var vision = ClipModelCfg.VisionCfg;
-        new ConfigChecks(source)
+        var checks = new ConfigChecks(source)
             .Size("cross_attn_every_n_layers", CrossAttnEveryNLayers, ConfigChecks.MaxLayers)
             .Vocabulary("len_tokenizer", LenTokenizer)
             .Size("vis_dim", VisDim).Size("lang_dim", LangDim)
@@ -137,14 +152,12 @@ public sealed record FlamingoConfig
             .Heads("clip_model_cfg.vision_cfg.width", vision.Width, "clip_model_cfg.vision_cfg.head_width", vision.HeadWidth)
             .Layers("clip_model_cfg.vision_cfg.layers", vision.Layers)
             .Patches("clip_model_cfg.vision_cfg.", vision.ImageSize, vision.PatchSize)
-            .Size("clip_model_cfg.embed_dim", ClipModelCfg.EmbedDim)
+            .Size("clip_model_cfg.embed_dim", ClipModelCfg.EmbedDim);
+        language.Validate(LangEncoderConfig!, checks, "lang_encoder_config.");
+        checks.Require(language.HiddenSize(LangEncoderConfig!) == LangDim,
+                $"lang_dim = {LangDim} is not the language model's width {language.HiddenSize(LangEncoderConfig!)}")
+            .Require(GatedCrossAttn.Dim == LangDim, $"gated_cross_attn.dim = {GatedCrossAttn.Dim} is not lang_dim = {LangDim}")
             .ThrowIfAny();
-        switch (LangEncoderConfig)
-        {
-            case Language.Mpt.MptConfig mpt: mpt.Validate(source); break;
-            case Language.Mpt.MosaicGptConfig mosaic: mosaic.ToMpt().Validate(source); break;
-            case Language.GptNeoX.GptNeoXConfig neox: neox.Validate(source); break;
-        }
         if (MediaTokenId < 0 || MediaTokenId >= LenTokenizer || EocTokenId < 0 || EocTokenId >= LenTokenizer)
             throw new ConfigException(source, $"media_token_id {MediaTokenId} and eoc_token_id {EocTokenId} must lie in the vocabulary of {LenTokenizer}.");
     }

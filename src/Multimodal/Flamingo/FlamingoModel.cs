@@ -2,7 +2,6 @@
 using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Language;
-using Multimodal.Language.Mpt;
 using Multimodal.Loading;
 using Multimodal.Vision;
 
@@ -72,13 +71,8 @@ public sealed class FlamingoModel : nn.Module
             layers.Add(layer);
             return layer;
         }
-        _langEncoder = config.LangEncoderConfig switch
-        {
-            MptConfig mpt => new MptForCausalLM(mpt with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
-            MosaicGptConfig mosaic => new MptForCausalLM(mosaic.ToMpt() with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
-            Language.GptNeoX.GptNeoXConfig neox => new Language.GptNeoX.GptNeoXForCausalLM(neox with { VocabSize = config.LenTokenizer }, Device, DType, Wrap),
-            var other => throw new NotSupportedException($"Flamingo with a \"{other?.ModelType}\" language model is not implemented yet."),
-        };
+        var (language, text) = config.LanguageModel;
+        _langEncoder = language.Build(language.WithVocabSize(text, config.LenTokenizer), Device, DType, Wrap);
         Layers = layers.ToArray();
         RegisterComponents();
         eval();
@@ -105,43 +99,54 @@ public sealed class FlamingoModel : nn.Module
     public static FlamingoModel FromParts(FlamingoParts parts, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
     {
         var lmConfig = PretrainedConfig.Read<TextConfig>(Path.Combine(parts.LanguageModelFolder, "config.json"));
-        if (!OpenFlamingoComposition.LanguageModels.TryGetValue(lmConfig.ModelType, out var lm))
-            throw new NotSupportedException($"Flamingo with a \"{lmConfig.ModelType}\" language model is not implemented yet.");
+        var lm = FlamingoConfig.HostFor(lmConfig, parts.LanguageModelFolder);
         ITensorSource adapter = parts.Adapter.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
             ? SafetensorsSource(parts.Adapter) : TorchCheckpointFile.Open(parts.Adapter);
         var vision = parts.VisionEncoder.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)
             ? SafetensorsSource(parts.VisionEncoder) : TorchCheckpointFile.Open(parts.VisionEncoder);
-        var lmFolder = CheckpointFolder.Open(parts.LanguageModelFolder);
-        // OpenFlamingo-3B's MPT-1B ships mosaic_gpt names: renamed to MPT's by a literal table.
-        var lmRenames = lmConfig is MosaicGptConfig ? new WeightMap { Renames = MosaicGptConfig.RenameTable } : new WeightMap();
+        var lmFolder = GrowHead(CheckpointFolder.Open(parts.LanguageModelFolder), lm, lmConfig, adapter);
+        // OpenFlamingo-3B's MPT-1B ships mosaic_gpt names: renamed to MPT's by the family's literal table.
+        var lmRenames = new WeightMap { Renames = lm.Renames };
+        string layersPath = lm.LayersPath!;
         TensorSourcePart Part(string name, ITensorSource source) =>
-            new(name, source, published => OpenFlamingoComposition.ModelKey(name, published, lm.LayersPath, lmRenames));
+            new(name, source, published => OpenFlamingoComposition.ModelKey(name, published, layersPath, lmRenames));
         using var merged = new MergedTensorSource(
             [Part("vision encoder", vision), Part("language model", lmFolder), Part("adapter", adapter)],
-            lm.AdapterWins.ToDictionary(e => e, _ => "adapter"),
-            key => OpenFlamingoComposition.PublishedKey(key, lm.LayersPath, lmRenames));
+            OpenFlamingoComposition.AdapterWins(lm).ToDictionary(e => e, _ => "adapter"),
+            key => OpenFlamingoComposition.PublishedKey(key, layersPath, lmRenames));
 
-        var config = parts.ToConfig(lmConfig, adapter);
+        var config = parts.ToConfig(lm, lmConfig, adapter);
         config.Validate(parts.Adapter);
         return Load(config, merged, device, dtype, progress);
     }
 
     private static ITensorSource SafetensorsSource(string path) => new SingleSafetensors(path);
 
+    // OpenFlamingo grows the vocabulary at load time; the adapter carries the trained input embeddings, but an untied head
+    // whose name lacks "embed" (LLaMA's lm_head) is not in it, and a language-model folder saved before the resize (the
+    // published LLaMA-7B) has the old row count. Upstream draws the new rows at random on every load; they get the mean row.
+    private static ITensorSource GrowHead(ITensorSource lmFolder, LanguageModelDescriptor lm, TextConfig lmConfig, ITensorSource adapter)
+    {
+        if (lm.TiesWordEmbeddings(lmConfig) || adapter.Tensors.ContainsKey("lang_encoder." + lm.HeadKey)
+            || !adapter.Tensors.TryGetValue("lang_encoder." + lm.EmbeddingKey, out var embeddings)
+            || !lmFolder.Tensors.TryGetValue(lm.HeadKey, out var head) || head.Shape.Length != 2 || head.Shape[0] >= embeddings.Shape[0])
+            return lmFolder;
+        var grown = new GrownRowsSource(lmFolder, lm.HeadKey, embeddings.Shape[0]);
+        System.Diagnostics.Trace.TraceWarning($"{lmFolder.Description}: {lm.HeadKey} has {head.Shape[0]} rows for OpenFlamingo's {embeddings.Shape[0]} tokens, " +
+            $"and the adapter does not carry it: the {grown.Added} added tokens' rows are the mean row (upstream draws them at random on every load).");
+        return grown;
+    }
+
     private static FlamingoModel Load(FlamingoConfig config, ITensorSource weights, Device? device, ScalarType? dtype, IProgress<LoadProgress>? progress)
     {
         return StateDictLoader.BuildAndLoad(d => new FlamingoModel(config, d, dtype), device, weights, KeyMap(config), nameof(FlamingoModel), progress);
     }
 
-    internal static WeightMap KeyMap(FlamingoConfig config) => new()
+    internal static WeightMap KeyMap(FlamingoConfig config)
     {
-        Tied = config.LangEncoderConfig switch
-        {
-            MptConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { ["lang_encoder.lm_head.weight"] = "lang_encoder.transformer.wte.weight" },
-            Language.GptNeoX.GptNeoXConfig { TieWordEmbeddings: true } => new Dictionary<string, string> { ["lang_encoder.embed_out.weight"] = "lang_encoder.gpt_neox.embed_in.weight" },
-            _ => new Dictionary<string, string>(),
-        },
-    };
+        var (language, text) = config.LanguageModel;
+        return new() { Tied = language.TiedKeys(text).ToDictionary(kv => "lang_encoder." + kv.Key, kv => "lang_encoder." + kv.Value) };
+    }
 
     /// <summary>Runs the model once: images through the vision encoder and perceiver, text through the
     /// language model with gated cross-attention to them.</summary>
@@ -252,7 +257,8 @@ internal sealed class FlamingoSession(FlamingoModel model, Tensor media, bool ge
             textTime = _lastLocations.cumsum(1);
         }
         var media = new FlamingoMedia(_mediaKv!, textTime, _media.shape[2]);
-        return model.Host.Forward(inputsEmbeds, attentionMask, cache, media).MoveToOuterDisposeScope();
+        // generate() derives positions from the mask; a plain forward() counts them (RoPE models differ in pad rows).
+        return model.Host.Forward(inputsEmbeds, attentionMask, cache, media, positionsFromMask: generating).MoveToOuterDisposeScope();
     }
 
     // Beam search runs B·beams rows: the media follow their rows (upstream repeat_interleaves vision_x).

@@ -1,6 +1,4 @@
 using Multimodal.Language;
-using Multimodal.Language.GptNeoX;
-using Multimodal.Language.Mpt;
 using Multimodal.Loading;
 
 namespace Multimodal.Flamingo;
@@ -35,17 +33,17 @@ public sealed record FlamingoParts
     public int? PadTokenId { get; init; }
 
     /// <summary>The config: perceiver depth and latents, and the resized vocabulary, read off the adapter's weights.</summary>
-    internal FlamingoConfig ToConfig(TextConfig lm, ITensorSource adapter)
+    internal FlamingoConfig ToConfig(LanguageModelDescriptor language, TextConfig lm, ITensorSource adapter)
     {
-        if (lm is MosaicGptConfig mosaic) lm = mosaic.ToMpt();
+        int langDim = language.HiddenSize(lm);
+        lm = language.Normalize(lm);
         var names = adapter.Tensors;
         int depth = names.Keys.Count(k => k.StartsWith("perceiver.layers.", StringComparison.Ordinal) && k.EndsWith(".0.to_q.weight", StringComparison.Ordinal));
         var latents = names.TryGetValue("perceiver.latents", out var l) ? l.Shape
             : throw new CheckpointFormatException(adapter.Description, "it has no perceiver.latents: not an OpenFlamingo checkpoint.");
-        string embedKey = lm is GptNeoXConfig ? "lang_encoder.gpt_neox.embed_in.weight" : "lang_encoder.transformer.wte.weight";
+        string embedKey = "lang_encoder." + language.EmbeddingKey;
         int vocab = names.TryGetValue(embedKey, out var e) ? (int)e.Shape[0]
             : throw new CheckpointFormatException(adapter.Description, $"it has no {embedKey} (the trained, resized embeddings).");
-        int langDim = lm switch { MptConfig m => m.DModel, GptNeoXConfig g => g.HiddenSize, _ => 0 };
         var vision = OpenClip.Vision;
         return new FlamingoConfig
         {

@@ -6,7 +6,8 @@ using Multimodal.Processing;
 namespace Multimodal.Flamingo;
 
 /// <summary>OpenFlamingo end to end: interleaved prompt → images through open_clip's transform, text through
-/// the GPT-NeoX tokenizer with OpenFlamingo's tokens → <see cref="FlamingoModel.Generate(Tensor, Tensor, Tensor?, GenerationOptions?, CancellationToken)"/> → text.</summary>
+/// the language model's tokenizer with OpenFlamingo's tokens (GPT-NeoX's <c>tokenizer.json</c> for MPT and RedPajama,
+/// LLaMA's <c>tokenizer.model</c> for OpenFlamingo-9B-deprecated and Med-Flamingo, which puts BOS in front) → <see cref="FlamingoModel.Generate(Tensor, Tensor, Tensor?, GenerationOptions?, CancellationToken)"/> → text.</summary>
 public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokenizer, OpenClipImageProcessor imageProcessor) : InterleavedPipeline
 {
 
@@ -19,17 +20,42 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     /// <summary>The image processor.</summary>
     public OpenClipImageProcessor ImageProcessor { get; } = imageProcessor;
 
-    /// <summary>Loads a Flamingo folder (config.json, weights, and the language model's <c>tokenizer.json</c>), or a
-    /// hub id in the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    /// <summary>Loads a Flamingo folder (config.json, weights, and the language model's <c>tokenizer.json</c> or
+    /// <c>tokenizer.model</c>), or a hub id in the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    /// <exception cref="ConfigException">the tokenizer's ids for OpenFlamingo's tokens are not the config's.</exception>
     public static FlamingoPipeline FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
         IProgress<LoadProgress>? progress = null, string? revision = null)
     {
         folder = HubCache.Resolve(folder, revision);
         return Ownership.DisposeOnFailure(FlamingoModel.FromPretrained(folder, device, dtype, progress), model =>
         {
-            var tokenizer = Gpt2Tokenizer.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"), ["<|endofchunk|>", "<image>", "<PAD>"], "<PAD>");
+            var tokenizer = OpenTokenizer(folder);
+            CheckTokenIds(tokenizer, model.Config, folder);
             return new FlamingoPipeline(model, tokenizer, new OpenClipImageProcessor(model.Config.ClipModelCfg.Vision.ImageSize));
         });
+    }
+
+    // create_model_and_transforms adds these to the language model's tokenizer, in this order, after its vocabulary.
+    private static readonly string[] OpenFlamingoTokens = ["<|endofchunk|>", "<image>", "<PAD>"];
+
+    private static ITextTokenizer OpenTokenizer(string folder)
+    {
+        string sentencePiece = Path.Combine(folder, "tokenizer.model");
+        return File.Exists(sentencePiece)
+            ? LlamaSentencePieceTokenizer.FromModel(sentencePiece, OpenFlamingoTokens, "<PAD>")
+            : Gpt2Tokenizer.FromTokenizerJson(Path.Combine(folder, "tokenizer.json"), OpenFlamingoTokens, "<PAD>");
+    }
+
+    // A tokenizer of another vocabulary would feed the wrong rows without any error: its ids must be the config's.
+    private static void CheckTokenIds(ITextTokenizer tokenizer, FlamingoConfig config, string folder)
+    {
+        foreach (var (token, expected) in new[] { ("<|endofchunk|>", config.EocTokenId), ("<image>", config.MediaTokenId) })
+        {
+            var ids = tokenizer.Encode(token, addSpecialTokens: false);
+            if (ids.Count != 1 || ids[0] != expected)
+                throw new ConfigException(Path.Combine(folder, "config.json"),
+                    $"the tokenizer gives {token} the ids [{string.Join(", ", ids)}], but the config's id is {expected}: the tokenizer and the model do not belong together.");
+        }
     }
 
     /// <summary>This pipeline as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the pipeline keeps owning the model).</summary>
@@ -46,7 +72,8 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
         string text = prompt.ToOpenFlamingoText();
         TextLimit.Check(text, Model.Config.LangEncoderConfig?.ContextLength ?? TextLimit.DefaultPositions, Tokenizer);
         using var scope = NewDisposeScope();
-        var ids = Tokenizer.Encode(text, addSpecialTokens: false).ToArray();
+        // OpenFlamingo tokenizes with the tokenizer's defaults: LLaMA's puts <s> before the first <image>; GPT-NeoX's adds nothing.
+        var ids = Tokenizer.Encode(text, addSpecialTokens: true).ToArray();
         int media = ids.Count(id => id == Model.Config.MediaTokenId);
         if (media != images.Count)
             throw new ArgumentException($"The prompt's text holds {media} <image> tokens for {images.Count} images.", nameof(prompt));

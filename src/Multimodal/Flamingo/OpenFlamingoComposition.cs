@@ -24,21 +24,17 @@ internal static class OpenFlamingoComposition
         ("adapter", "", ""),
     ];
 
-    /// <summary>Per language model type: where its decoder layers live (Flamingo wraps each, adding a
-    /// <c>decoder_layer.</c> level), and the embeddings the adapter's trained copy supersedes (OpenFlamingo
-    /// resizes and trains them; its loading order makes the adapter's win).</summary>
-    public static readonly IReadOnlyDictionary<string, (string LayersPath, string[] AdapterWins)> LanguageModels =
-        new Dictionary<string, (string, string[])>
-        {
-            ["mpt"] = ("transformer.blocks.", ["lang_encoder.transformer.wte.weight", "lang_encoder.lm_head.weight"]),
-            ["mosaic_gpt"] = ("transformer.blocks.", ["lang_encoder.transformer.wte.weight", "lang_encoder.lm_head.weight"]),
-            ["gpt_neox"] = ("gpt_neox.layers.", ["lang_encoder.gpt_neox.embed_in.weight", "lang_encoder.embed_out.weight"]),
-        };
+    /// <summary>The keys the adapter's trained copy supersedes: OpenFlamingo resizes and trains the input embeddings (and
+    /// the output head where <c>filter_state_dict_to_trainable</c> keeps it, i.e. where its name holds "embed"), and its
+    /// loading order makes the adapter's win. A head the adapter lacks (LLaMA's <c>lm_head</c>) comes from the language
+    /// model's folder.</summary>
+    public static IEnumerable<string> AdapterWins(Language.LanguageModelDescriptor language) =>
+        ["lang_encoder." + language.EmbeddingKey, "lang_encoder." + language.HeadKey];
 
     /// <summary>The model key of a published name from <paramref name="part"/>, or null when it is left out.</summary>
     /// <param name="part">"vision encoder", "language model" or "adapter".</param>
     /// <param name="name">the published name.</param>
-    /// <param name="layersPath">the language model's layer path (see <see cref="LanguageModels"/>).</param>
+    /// <param name="layersPath">the language model's layer path (its descriptor's).</param>
     /// <param name="lmRenames">the language model family's own rename table (mosaic_gpt's), applied first.</param>
     public static string? ModelKey(string part, string name, string layersPath, WeightMap lmRenames)
     {

@@ -2,7 +2,6 @@
 using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Language;
-using Multimodal.Language.GptNeoX;
 using Multimodal.Language.Llama;
 using Multimodal.Loading;
 using Multimodal.Vision;

@@ -2,9 +2,6 @@ using System.Text.Json.Serialization;
 using Multimodal.Blip2;
 using Multimodal.Common;
 using Multimodal.Language;
-using Multimodal.Language.Llama;
-using Multimodal.Language.Opt;
-using Multimodal.Language.T5;
 using Multimodal.QFormer;
 using Multimodal.Vision;
 
@@ -22,7 +19,7 @@ public sealed record InstructBlipConfig : PretrainedConfig
     public QFormerConfig QformerConfig { get; init; } = new();
     /// <summary>The language model: LLaMA (Vicuna) or T5 (Flan-T5), the two InstructBLIP is published with
     /// (upstream's class defaults to OPT, which no checkpoint uses; it is refused).</summary>
-    public TextConfig TextConfig { get; init; } = new OptConfig();
+    public TextConfig TextConfig { get; init; } = LanguageModels.DefaultConfig("opt");
     /// <summary>Query tokens.</summary>
     public int NumQueryTokens { get; init; } = 32;
     /// <summary>Processor-expanded layout's image token, or null (queries in front of the prompt).</summary>
@@ -46,7 +43,7 @@ public sealed record InstructBlipConfig : PretrainedConfig
     /// else <c>text_config.bos_token_id</c>; null when <c>text_config.architectures</c> is missing (upstream raises then).</summary>
     [JsonIgnore] public long? PrependedTokenId => TextConfig.Architectures is not { Count: > 0 } arch ? null
         : arch[0] == "LLaMAForCausalLM" ? 2
-        : TextConfig is LlamaConfig l ? l.BosTokenId : null;
+        : LanguageModels.TryFor(TextConfig)?.Tokens(TextConfig).Bos;
 
     /// <summary>Reads and validates config.json.</summary>
     /// <exception cref="ConfigException">malformed, not InstructBLIP, or sizes that cannot be built.</exception>
@@ -58,7 +55,7 @@ public sealed record InstructBlipConfig : PretrainedConfig
                 ? "model_type is \"blip-2\": this is a BLIP-2 checkpoint, not InstructBLIP; load it with Blip2ForConditionalGeneration (or Blip2Captioner)."
                 : $"model_type is \"{config.ModelType}\"; an InstructBLIP checkpoint has \"instructblip\".");
         config = config with { QformerConfig = config.QformerConfig with { EncoderHiddenSize = config.VisionConfig.HiddenSize } };
-        if (config.TextConfig is not (LlamaConfig or T5Config))
+        if (config.TextConfig.ModelType is not ("llama" or "t5"))
             throw new ConfigException(path, $"text_config.model_type is \"{config.TextConfig.ModelType}\"; InstructBLIP is published with \"llama\" (Vicuna) or \"t5\" (Flan-T5).");
         // The shared checks are BLIP-2's: same vision, Q-Former and language-model keys.
         new Blip2Config

@@ -2,8 +2,6 @@
 using Multimodal.Blip2;
 using Multimodal.Common;
 using Multimodal.Generation;
-using Multimodal.Language.Llama;
-using Multimodal.Language.T5;
 using Multimodal.Loading;
 using Multimodal.Vision;
 
@@ -88,7 +86,7 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
         _visionModel = new Blip2VisionModel(config.VisionConfig, Device, DType);
         _queryTokens = new Parameter(empty(1, config.NumQueryTokens, q.HiddenSize, dtype: DType, device: Device), requires_grad: false);
         _qformer = new InstructBlipQFormerModel(q, Device, DType);
-        _languageModel = QueryPrefixedLanguageModel.Build(config.TextConfig, "InstructBLIP", Device, DType, typeof(LlamaConfig), typeof(T5Config));
+        _languageModel = QueryPrefixedLanguageModel.Build(config.TextConfig, "InstructBLIP", Device, DType, "llama", "t5");
         _languageProjection = Uninitialized.Linear(q.HiddenSize, QueryPrefixedLanguageModel.Width(config.TextConfig), device: Device, dtype: DType);
         _bridge = new QueryPrefixedLanguageModel(_languageModel, config.TextConfig, config.NumQueryTokens, config.ImageTokenIndex, Device);
         RegisterComponents();

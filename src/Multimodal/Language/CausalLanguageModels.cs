@@ -1,52 +1,37 @@
 using Multimodal.Common;
-using Multimodal.Language.Mpt;
+using Multimodal.Generation;
 using Multimodal.Loading;
 
 namespace Multimodal.Language;
 
-/// <summary>Loads a plain transformers causal-LM folder (<c>config.json</c> + safetensors) by its <c>model_type</c>.</summary>
+/// <summary>Loads a plain transformers causal-LM folder (<c>config.json</c> + weights) by its <c>model_type</c>
+/// (<c>AutoModelForCausalLM.from_pretrained</c>), and runs a loaded one as upstream's plain <c>forward()</c>.</summary>
 internal static class CausalLanguageModels
 {
     public static nn.Module FromPretrained(string folder, Device? device = null, ScalarType? dtype = null)
     {
         using var checkpoint = CheckpointFolder.Open(folder);
-        var config = PretrainedConfig.Read<TextConfig>(checkpoint.ConfigPath);
-        var (map, name) = KeyMap(config, checkpoint.ConfigPath);
-        var model = StateDictLoader.BuildAndLoad(d => Build(config, DeviceCheck.Resolve(d), DeviceCheck.Resolve(dtype)), device, checkpoint, map, name);
+        var read = PretrainedConfig.Read<TextConfig>(checkpoint.ConfigPath);
+        var descriptor = LanguageModels.For(read);
+        if (descriptor.IsEncoderDecoder)
+            throw new NotSupportedException($"{checkpoint.ConfigPath}: model_type \"{read.ModelType}\" is an encoder-decoder, not a causal language model.");
+        var checks = new ConfigChecks(checkpoint.ConfigPath);
+        descriptor.Validate(read, checks, "");
+        checks.ThrowIfAny();
+        var config = descriptor.Normalize(read);
+        var map = new WeightMap { Renames = descriptor.Renames, Tied = descriptor.TiedKeys(read) };
+        var model = StateDictLoader.BuildAndLoad(d => descriptor.Build(config, DeviceCheck.Resolve(d), DeviceCheck.Resolve(dtype)),
+            device, checkpoint, map, descriptor.ClassName);
         model.eval();
         return model;
     }
 
-    // The config's key map and class name, after checking the config (nothing is built).
-    private static (WeightMap Map, string ModelName) KeyMap(TextConfig config, string source)
+    /// <summary>Logits as upstream's plain <c>forward()</c> computes them: positions past … past + T − 1 where the model
+    /// takes positions (generation derives them from the mask instead).</summary>
+    public static Tensor ForwardLogits(nn.Module model, Tensor inputsEmbeds, Tensor attentionMask) => model switch
     {
-        switch (config)
-        {
-            case MptConfig mpt:
-                mpt.Validate(source);
-                return (new WeightMap
-                {
-                    Tied = mpt.TieWordEmbeddings ? new Dictionary<string, string> { ["lm_head.weight"] = "transformer.wte.weight" } : new Dictionary<string, string>(),
-                }, nameof(MptForCausalLM));
-            case MosaicGptConfig mosaic:
-                mosaic.ToMpt().Validate(source);
-                return (MosaicGptConfig.KeyMap(tied: true), nameof(MptForCausalLM));
-            case GptNeoX.GptNeoXConfig neox:
-                neox.Validate(source);
-                return (new WeightMap
-                {
-                    Tied = neox.TieWordEmbeddings ? new Dictionary<string, string> { ["embed_out.weight"] = "gpt_neox.embed_in.weight" } : new Dictionary<string, string>(),
-                }, nameof(GptNeoX.GptNeoXForCausalLM));
-            default:
-                throw new NotSupportedException($"{source}: model_type \"{config.ModelType}\" is not supported as a causal language model.");
-        }
-    }
-
-    private static nn.Module Build(TextConfig config, Device device, ScalarType dtype) => config switch
-    {
-        MptConfig mpt => new MptForCausalLM(mpt, device, dtype),
-        MosaicGptConfig mosaic => new MptForCausalLM(mosaic.ToMpt(), device, dtype),
-        GptNeoX.GptNeoXConfig neox => new GptNeoX.GptNeoXForCausalLM(neox, device, dtype),
-        _ => throw new NotSupportedException($"model_type \"{config.ModelType}\" is not supported as a causal language model."),
+        IFlamingoHost host => host.Forward(inputsEmbeds, attentionMask, null, null, positionsFromMask: false),
+        ICausalLanguageModel causal => causal.Forward(inputsEmbeds, attentionMask, null),
+        _ => throw new ArgumentException($"{model.GetName()} is not a causal language model.", nameof(model)),
     };
 }

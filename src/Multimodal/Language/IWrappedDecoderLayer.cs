@@ -31,11 +31,17 @@ internal interface IFlamingoHost : ICausalLanguageModel
     int LayerCount { get; }
 
     /// <summary><see cref="ICausalLanguageModel.Forward"/> with a context for the wrapped layers.</summary>
-    Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, Generation.KvCache? cache, ILayerContext? context);
+    /// <param name="inputsEmbeds">(B, Tnew, D).</param>
+    /// <param name="attentionMask">(B, Tpast + Tnew).</param>
+    /// <param name="cache">the self-attention cache, or null.</param>
+    /// <param name="context">what the wrapped layers get, or null.</param>
+    /// <param name="positionsFromMask">positions as <c>generate()</c> derives them (<c>cumsum(mask) − 1</c>) rather than
+    /// as a plain <c>forward()</c> counts them (past … past + T − 1, padding included); models without positions ignore it.</param>
+    Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, Generation.KvCache? cache, ILayerContext? context, bool positionsFromMask);
 
     // Hosts locate no media by token themselves (Flamingo's session does), so the ids are not needed.
     Tensor ICausalLanguageModel.Forward(Tensor inputsEmbeds, Tensor attentionMask, Generation.KvCache? cache, Tensor? inputIds) =>
-        Forward(inputsEmbeds, attentionMask, cache, (ILayerContext?)null);
+        Forward(inputsEmbeds, attentionMask, cache, null, positionsFromMask: true);
 
     Generation.KvCache ICausalLanguageModel.NewCache() => new(LayerCount);
 

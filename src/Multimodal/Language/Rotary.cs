@@ -26,6 +26,15 @@ internal static class Rotary
         return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
     }
 
+    /// <summary>(B, Tnew) positions as <c>prepare_inputs_for_generation</c> derives them: <c>cumsum(mask) − 1</c>, padding at 1,
+    /// for the <paramref name="fresh"/> positions after <paramref name="past"/> cached ones.</summary>
+    public static Tensor MaskPositions(Tensor attentionMask, long past, long fresh)
+    {
+        using var scope = NewDisposeScope();
+        var m = attentionMask.to(ScalarType.Int64);
+        return m.cumsum(1).Minus(1).FillWhere(m.EqualTo(0), 1L).narrow(1, past, fresh).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Rotates the first ndims dimensions of (B, H, T, d); the rest pass through.</summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {

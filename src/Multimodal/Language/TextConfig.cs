@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Multimodal.Common;
-using Multimodal.Language.Opt;
 
 namespace Multimodal.Language;
 
@@ -50,16 +49,8 @@ internal sealed class TextConfigConverter : JsonConverter<TextConfig>
                 : throw new JsonException($"model_type must be a string such as \"opt\" or \"t5\", not {mt.GetRawText()}.");
         try
         {
-            return modelType switch
-            {
-                "opt" => element.Deserialize<OptConfig>(options),
-                "mpt" => element.Deserialize<Mpt.MptConfig>(options),
-                "mosaic_gpt" => element.Deserialize<Mpt.MosaicGptConfig>(options),
-                "t5" => element.Deserialize<T5.T5Config>(options),
-                "gpt_neox" => element.Deserialize<GptNeoX.GptNeoXConfig>(options),
-                "llama" => element.Deserialize<Llama.LlamaConfig>(options),
-                _ => element.Deserialize<UnsupportedTextConfig>(options),
-            };
+            var type = LanguageModels.Find(modelType)?.ConfigType ?? typeof(UnsupportedTextConfig);
+            return (TextConfig?)element.Deserialize(type, options);
         }
         catch (JsonException e)
         {

@@ -44,4 +44,29 @@ public sealed partial class LayeringTests(ITestOutputHelper output)
         foreach (var f in found) output.WriteLine(f);
         Assert.Empty(found);
     }
+
+    // Language-model knowledge lives in each model's descriptor: the rest of the library asks it instead of testing
+    // config types, so a new language model touches only its folder.
+    [Fact]
+    public void Only_a_language_model_folder_names_its_text_config_type()
+    {
+        var configTypes = typeof(Multimodal.Language.TextConfig).Assembly.GetTypes()
+            .Where(t => t.IsSubclassOf(typeof(Multimodal.Language.TextConfig)) && t != typeof(Multimodal.Language.UnsupportedTextConfig))
+            .Select(t => t.Name).ToList();
+        Assert.True(configTypes.Count >= 6, $"found only {string.Join(", ", configTypes)}");
+        var modelFolders = Directory.GetDirectories(Path.Combine(Source, "Language")).Select(d => Path.GetRelativePath(Source, d) + Path.DirectorySeparatorChar).ToList();
+        var found = Directory.GetDirectories(Source).Select(Path.GetFileName).OfType<string>().Where(d => d is not ("obj" or "bin"))
+            .Append("")   // files at the root
+            .SelectMany(folder => folder == "" ? RootLines() : Lines(folder))
+            .Where(l => !modelFolders.Any(m => l.File.StartsWith(m, StringComparison.Ordinal)))
+            .SelectMany(l => configTypes.Where(t => Regex.IsMatch(l.Text, $@"\b{t}\b")).Select(t => $"{l.File}:{l.Line} names {t}: {l.Text.Trim()}"))
+            .ToList();
+        foreach (var f in found) output.WriteLine(f);
+        Assert.Empty(found);
+    }
+
+    private static IEnumerable<(string File, int Line, string Text)> RootLines() =>
+        Directory.EnumerateFiles(Source, "*.cs", SearchOption.TopDirectoryOnly)
+            .SelectMany(f => File.ReadLines(f).Select((text, i) => (File: Path.GetFileName(f), Line: i + 1, Text: text)))
+            .Where(l => !Comment().IsMatch(l.Text));
 }

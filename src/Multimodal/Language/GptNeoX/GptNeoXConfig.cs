@@ -1,6 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
+using Multimodal.Common;
+
 namespace Multimodal.Language.GptNeoX;
 
 /// <summary>transformers v4.45.1 <c>GPTNeoXConfig</c> (configuration_gpt_neox.py); initializers are
@@ -66,17 +68,16 @@ public sealed record GptNeoXConfig : TextConfig
     /// <summary>Biases on <c>query_key_value</c> and <c>dense</c> (absent from older files, meaning true).</summary>
     public bool AttentionBias { get; init; } = true;
 
-    /// <summary>Checks what the port supports.</summary>
-    public void Validate(string source)
+    /// <summary>Checks what the port supports, naming keys under <paramref name="prefix"/>.</summary>
+    internal ConfigChecks Validate(ConfigChecks checks, string prefix)
     {
-        new Common.ConfigChecks(source)
-            .Heads("hidden_size", HiddenSize, "num_attention_heads", NumAttentionHeads)
-            .Size("intermediate_size", IntermediateSize)
-            .Layers("num_hidden_layers", NumHiddenLayers)
-            .Vocabulary("vocab_size", VocabSize)
-            .Require(RotaryPct > 0 && RotaryPct <= 1, $"rotary_pct = {RotaryPct} must be in (0, 1]")
-            .ThrowIfAny();
         if (RopeScaling is JsonElement r && r.ValueKind != JsonValueKind.Null)
-            throw new NotSupportedException($"{source}: rope_scaling = {r.GetRawText()} is not supported.");
+            throw new NotSupportedException($"{checks.Source}: {prefix}rope_scaling = {r.GetRawText()} is not supported.");
+        return checks
+            .Heads($"{prefix}hidden_size", HiddenSize, $"{prefix}num_attention_heads", NumAttentionHeads)
+            .Size($"{prefix}intermediate_size", IntermediateSize)
+            .Layers($"{prefix}num_hidden_layers", NumHiddenLayers)
+            .Vocabulary($"{prefix}vocab_size", VocabSize)
+            .Require(RotaryPct > 0 && RotaryPct <= 1, $"{prefix}rotary_pct = {RotaryPct} must be in (0, 1]");
     }
 }

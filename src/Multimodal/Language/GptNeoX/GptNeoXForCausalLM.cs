@@ -119,17 +119,18 @@ internal sealed class GptNeoXModel : nn.Module
 
     public Tensor Embed(Tensor ids) => _embedIn.forward(ids);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context, bool positionsFromMask)
     {
         using var scope = NewDisposeScope();
         long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1];
         // Upstream masks future keys with finfo.min and then adds the (finfo.min) padding mask: future keys
-        // become −∞, padded past keys stay finite. Positions are 0…T−1 in every row, as Flamingo.forward
-        // passes none; RoPE sees only differences, so left padding changes nothing for real tokens.
+        // become −∞, padded past keys stay finite.
         var mask = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype, future: double.NegativeInfinity);
         int headSize = _config.HiddenSize / _config.NumAttentionHeads;
         int ndims = (int)(headSize * _config.RotaryPct);
-        var (cos, sin) = Rotary.Tables(past, fresh, ndims, _config.RotaryEmbBase, inputsEmbeds.dtype, inputsEmbeds.device);
+        var (cos, sin) = positionsFromMask
+            ? Rotary.TablesAt(Rotary.MaskPositions(attentionMask, past, fresh), ndims, _config.RotaryEmbBase, inputsEmbeds.dtype)
+            : Rotary.Tables(past, fresh, ndims, _config.RotaryEmbBase, inputsEmbeds.dtype, inputsEmbeds.device);
         var hidden = DecoderLayers.Run<GptNeoXLayer>(_layers, inputsEmbeds, context, (layer, h) => layer.Forward(h, mask, cos, sin, cache));
         return _finalLayerNorm.forward(hidden).MoveToOuterDisposeScope();
     }
@@ -161,9 +162,9 @@ internal sealed class GptNeoXForCausalLM : nn.Module, IFlamingoHost
 
     public Tensor EmbedTokens(Tensor inputIds) => _gptNeoX.Embed(inputIds);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context, bool positionsFromMask)
     {
         using var scope = NewDisposeScope();
-        return _embedOut.Apply(_gptNeoX.Forward(inputsEmbeds, attentionMask, cache, context)).MoveToOuterDisposeScope();
+        return _embedOut.Apply(_gptNeoX.Forward(inputsEmbeds, attentionMask, cache, context, positionsFromMask)).MoveToOuterDisposeScope();
     }
 }

@@ -59,37 +59,45 @@ public sealed record LlamaConfig : TextConfig
     /// <summary>Padding id.</summary>
     public int? PadTokenId { get; init; }
 
-    /// <summary>Checks the sizes (named by their config keys) and refuses what is not implemented.</summary>
-    internal void Validate(ConfigChecks checks)
+    /// <summary>Checks the sizes (named by their config keys under <paramref name="prefix"/>) and refuses what is not
+    /// implemented.</summary>
+    internal ConfigChecks Validate(ConfigChecks checks, string prefix)
     {
-        checks.Heads("text_config.hidden_size", HiddenSize, "text_config.num_attention_heads", NumAttentionHeads)
-            .Size("text_config.intermediate_size", IntermediateSize)
-            .Layers("text_config.num_hidden_layers", NumHiddenLayers)
-            .Vocabulary("text_config.vocab_size", VocabSize)
-            .Require((NumKeyValueHeads ?? NumAttentionHeads) == NumAttentionHeads,
-                $"text_config.num_key_value_heads = {NumKeyValueHeads} (grouped-query attention) is not supported yet; expected {NumAttentionHeads}")
-            .Require((HeadDim ?? HiddenSize / NumAttentionHeads) == HiddenSize / NumAttentionHeads,
-                $"text_config.head_dim = {HeadDim} is not hidden_size / num_attention_heads ({HiddenSize / Math.Max(1, NumAttentionHeads)})")
-            .Require(RopeScaling is null || RopeScaling.Value.ValueKind == JsonValueKind.Null, "text_config.rope_scaling is not supported")
-            .Require(!AttentionBias && !MlpBias, "text_config.attention_bias / mlp_bias = true are not supported")
-            .Require(PretrainingTp == 1, "text_config.pretraining_tp other than 1 is not supported");
+        int kvHeads = NumKeyValueHeads ?? NumAttentionHeads;
+        checks.Size($"{prefix}hidden_size", HiddenSize).Size($"{prefix}num_attention_heads", NumAttentionHeads)
+            .Size($"{prefix}num_key_value_heads", kvHeads)
+            .Size($"{prefix}intermediate_size", IntermediateSize)
+            .Layers($"{prefix}num_hidden_layers", NumHiddenLayers)
+            .Vocabulary($"{prefix}vocab_size", VocabSize)
+            .Require(kvHeads < 1 || NumAttentionHeads % kvHeads == 0,
+                $"{prefix}num_attention_heads = {NumAttentionHeads} is not a multiple of {prefix}num_key_value_heads = {kvHeads}")
+            .Require(RopeScaling is null || RopeScaling.Value.ValueKind == JsonValueKind.Null, $"{prefix}rope_scaling is not supported")
+            .Require(RopeTheta > 0 && double.IsFinite(RopeTheta), $"{prefix}rope_theta = {RopeTheta} must be a positive number")
+            .Require(PretrainingTp == 1, $"{prefix}pretraining_tp other than 1 is not supported");
+        if (HeadDim is int d) checks.Size($"{prefix}head_dim", d);
+        else if (NumAttentionHeads >= 1 && HiddenSize % NumAttentionHeads != 0)
+            checks.Require(false, $"{prefix}hidden_size = {HiddenSize} is not a multiple of {prefix}num_attention_heads = {NumAttentionHeads} (and head_dim is not given)");
+        int headDim = HeadDim ?? (NumAttentionHeads >= 1 ? HiddenSize / NumAttentionHeads : 0);
+        return checks.Require(headDim % 2 == 0, $"{prefix}head_dim = {headDim} must be even (rotary pairs)");
     }
 }
 
-/// <summary>transformers v4.45 <c>LlamaModel</c>: token embeddings, decoder layers, final RMSNorm.</summary>
+/// <summary>transformers v4.45 <c>LlamaModel</c>: token embeddings, decoder layers (each possibly wrapped, as
+/// OpenFlamingo wraps them), final RMSNorm.</summary>
 internal sealed class LlamaModel : nn.Module
 {
     [ComponentName(Name = "embed_tokens")] private readonly EmbeddingTable _embedTokens;
-    [ComponentName(Name = "layers")] private readonly ModuleList<LlamaDecoderLayer> _layers = new();
+    [ComponentName(Name = "layers")] private readonly ModuleList<nn.Module> _layers = new();
     [ComponentName(Name = "norm")] private readonly LlamaRmsNorm _norm;
-    private readonly LlamaConfig _config;
+    private readonly LlamaDims _dims;
+    private readonly double _ropeTheta;
 
-    public LlamaModel(LlamaConfig config, Device? device, ScalarType? dtype) : base(nameof(LlamaModel))
+    public LlamaModel(LlamaConfig config, Device? device, ScalarType? dtype, Func<int, nn.Module, nn.Module>? wrapLayer) : base(nameof(LlamaModel))
     {
-        _config = config;
+        _dims = LlamaDims.Of(config);
+        _ropeTheta = config.RopeTheta;
         _embedTokens = new EmbeddingTable(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
-        for (int i = 0; i < config.NumHiddenLayers; i++)
-            _layers.Add(new LlamaDecoderLayer(config.HiddenSize, config.NumAttentionHeads, config.IntermediateSize, config.HiddenAct, config.RmsNormEps, i, device, dtype));
+        DecoderLayers.Build(_layers, config.NumHiddenLayers, i => new LlamaDecoderLayer(_dims, i, device, dtype), wrapLayer);
         _norm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps, device, dtype);
         RegisterComponents();
     }
@@ -104,30 +112,33 @@ internal sealed class LlamaModel : nn.Module
     /// <param name="attentionMask">(B, Tpast + Tnew).</param>
     /// <param name="positions">(B, Tnew) RoPE positions.</param>
     /// <param name="cache">self-attention cache.</param>
-    public Tensor Forward(Tensor embeds, Tensor attentionMask, Tensor positions, KvCache? cache)
+    /// <param name="context">what wrapped layers get (Flamingo's media), or null.</param>
+    public Tensor Forward(Tensor embeds, Tensor attentionMask, Tensor positions, KvCache? cache, ILayerContext? context)
     {
         using var scope = NewDisposeScope();
+        // Eager attention: future and padded keys get the same finfo.min (not added twice), so a left-pad query,
+        // which may see no key, softmaxes uniformly over all keys, as upstream's pad rows do.
         var mask = Attention.CausalPaddingMask(attentionMask, embeds.shape[1], embeds.dtype);
-        var (cos, sin) = Rotary.TablesAt(positions, _config.HiddenSize / _config.NumAttentionHeads, _config.RopeTheta, embeds.dtype);
-        var hidden = embeds;
-        foreach (var layer in _layers) hidden = layer.Forward(hidden, mask, cos, sin, cache);
+        var (cos, sin) = Rotary.TablesAt(positions, _dims.HeadDim, _ropeTheta, embeds.dtype);
+        var hidden = DecoderLayers.Run<LlamaDecoderLayer>(_layers, embeds, context, (layer, h) => layer.Forward(h, mask, cos, sin, cache));
         return _norm.forward(hidden).MoveToOuterDisposeScope();
     }
 }
 
 /// <summary>transformers v4.45 <c>LlamaForCausalLM</c> (modeling_llama.py; Touvron et al. 2023): the decoder and
-/// an <c>lm_head</c>. Positions: driven through <see cref="ICausalLanguageModel"/> (generation) they are
-/// <c>cumsum(attention_mask) − 1</c> with padding at 1, as <c>prepare_inputs_for_generation</c> computes them; a plain
-/// upstream <c>forward()</c> without <c>position_ids</c> uses 0 … L−1 in every row instead (<see cref="ForwardSequential"/>).</summary>
-internal sealed class LlamaForCausalLM : nn.Module, ICausalLanguageModel
+/// an <c>lm_head</c>. Positions: driven by generation they are <c>cumsum(attention_mask) − 1</c> with padding at 1, as
+/// <c>prepare_inputs_for_generation</c> computes them; a plain upstream <c>forward()</c> without <c>position_ids</c>
+/// uses past … past + T − 1 in every row instead (<c>positionsFromMask: false</c>).</summary>
+internal sealed class LlamaForCausalLM : nn.Module, IFlamingoHost
 {
     [ComponentName(Name = "model")] private readonly LlamaModel _model;
     [ComponentName(Name = "lm_head")] private readonly Linear _lmHead;
 
-    public LlamaForCausalLM(LlamaConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(LlamaForCausalLM))
+    public LlamaForCausalLM(LlamaConfig config, Device? device = null, ScalarType? dtype = null, Func<int, nn.Module, nn.Module>? wrapLayer = null)
+        : base(nameof(LlamaForCausalLM))
     {
         Config = config;
-        _model = new LlamaModel(config, device, dtype);
+        _model = new LlamaModel(config, device, dtype, wrapLayer);
         _lmHead = Uninitialized.Linear(config.HiddenSize, config.VocabSize, hasBias: false,
             device: config.TieWordEmbeddings ? META : device, dtype: dtype);
         if (config.TieWordEmbeddings) _lmHead.weight = _model.EmbedTokensWeight;
@@ -136,28 +147,19 @@ internal sealed class LlamaForCausalLM : nn.Module, ICausalLanguageModel
 
     public LlamaConfig Config { get; }
 
+    public int HiddenSize => Config.HiddenSize;
+
+    public int LayerCount => _model.LayerCount;
+
     public Tensor EmbedTokens(Tensor inputIds) => _model.Embed(inputIds);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context, bool positionsFromMask)
     {
         using var scope = NewDisposeScope();
         long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1];
-        var m = attentionMask.to(ScalarType.Int64);
-        var positions = m.cumsum(1).Minus(1).FillWhere(m.EqualTo(0), 1L).narrow(1, past, fresh);
-        return _lmHead.Apply(_model.Forward(inputsEmbeds, attentionMask, positions, cache)).MoveToOuterDisposeScope();
+        var positions = positionsFromMask
+            ? Rotary.MaskPositions(attentionMask, past, fresh)
+            : Scalars.Arange(past, past + fresh, ScalarType.Int64, inputsEmbeds.device).unsqueeze(0).expand(inputsEmbeds.shape[0], fresh);
+        return _lmHead.Apply(_model.Forward(inputsEmbeds, attentionMask, positions, cache, context)).MoveToOuterDisposeScope();
     }
-
-    /// <summary>Upstream <c>forward()</c> without <c>position_ids</c>: positions 0 … L−1 in every row, padding counted.</summary>
-    public Tensor ForwardSequential(Tensor inputsEmbeds, Tensor attentionMask)
-    {
-        using var scope = NewDisposeScope();
-        long b = inputsEmbeds.shape[0], t = inputsEmbeds.shape[1];
-        var positions = Scalars.Arange(0, t, ScalarType.Int64, inputsEmbeds.device).unsqueeze(0).expand(b, t);
-        return _lmHead.Apply(_model.Forward(inputsEmbeds, attentionMask, positions, null)).MoveToOuterDisposeScope();
-    }
-
-    public KvCache NewCache() => new(_model.LayerCount);
-
-    /// <inheritdoc/>
-    public bool SelectRows(Tensor rows) => true;   // positions come from the mask, which the generator selects
 }

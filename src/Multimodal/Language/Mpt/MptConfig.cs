@@ -1,6 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
+using Multimodal.Common;
+
 namespace Multimodal.Language.Mpt;
 
 /// <summary>transformers v4.45.1 <c>MptConfig</c> (configuration_mpt.py); initializers are upstream's
@@ -95,28 +97,27 @@ public sealed record MptConfig : TextConfig
     [JsonIgnore]
     public double AlibiBiasMax => AttnConfig is JsonElement a && a.TryGetProperty("alibi_bias_max", out var v) ? v.GetDouble() : 8;
 
-    /// <summary>Checks the settings the port supports: ALiBi, default softmax scale, no qkv clipping, no qk LayerNorm.</summary>
-    public void Validate(string source)
+    /// <summary>Checks the settings the port supports: ALiBi, default softmax scale, no qkv clipping, no qk LayerNorm;
+    /// keys named under <paramref name="prefix"/>.</summary>
+    internal ConfigChecks Validate(ConfigChecks checks, string prefix)
     {
-        new Common.ConfigChecks(source)
-            .Heads("d_model", DModel, "n_heads", NHeads)
-            .Layers("n_layers", NLayers)
-            .Vocabulary("vocab_size", VocabSize)
-            .Size("expansion_ratio", ExpansionRatio, 1_000)
-            .ThrowIfAny();
+        string source = checks.Source;
         if (AttnConfig is JsonElement a)
         {
             if (a.TryGetProperty("alibi", out var alibi) && alibi.ValueKind == JsonValueKind.False)
-                throw new NotSupportedException($"{source}: attn_config.alibi = false is not supported (HF's MPT always uses ALiBi).");
+                throw new NotSupportedException($"{source}: {prefix}attn_config.alibi = false is not supported (HF's MPT always uses ALiBi).");
             foreach (var key in new[] { "softmax_scale", "clip_qkv" })
                 if (a.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null)
-                    throw new NotSupportedException($"{source}: attn_config.{key} = {v.GetRawText()} is not supported.");
+                    throw new NotSupportedException($"{source}: {prefix}attn_config.{key} = {v.GetRawText()} is not supported.");
             if (a.TryGetProperty("qk_ln", out var qk) && qk.ValueKind == JsonValueKind.True)
-                throw new NotSupportedException($"{source}: attn_config.qk_ln = true is not supported.");
+                throw new NotSupportedException($"{source}: {prefix}attn_config.qk_ln = true is not supported.");
         }
-        if (DModel <= 0 || NHeads <= 0 || DModel % NHeads != 0)
-            throw new Common.ConfigException(source, $"d_model {DModel} must be a positive multiple of n_heads {NHeads}.");
         if (LogitScale is JsonElement ls && ls.ValueKind != JsonValueKind.Null)
-            throw new NotSupportedException($"{source}: logit_scale = {ls.GetRawText()} is not supported.");
+            throw new NotSupportedException($"{source}: {prefix}logit_scale = {ls.GetRawText()} is not supported.");
+        return checks
+            .Heads($"{prefix}d_model", DModel, $"{prefix}n_heads", NHeads)
+            .Layers($"{prefix}n_layers", NLayers)
+            .Vocabulary($"{prefix}vocab_size", VocabSize)
+            .Size($"{prefix}expansion_ratio", ExpansionRatio, 1_000);
     }
 }

@@ -160,7 +160,8 @@ internal sealed class MptForCausalLM : nn.Module, IFlamingoHost
 
     public Tensor EmbedTokens(Tensor inputIds) => _transformer.Embed(inputIds);
 
-    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
+    // ALiBi reads key distances, not positions.
+    public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context, bool positionsFromMask)
     {
         using var scope = NewDisposeScope();
         var hidden = _transformer.Forward(inputsEmbeds, attentionMask, cache, context);
