@@ -75,6 +75,38 @@ public sealed class FlamingoLoadingTests(ITestOutputHelper output)
         LogitsMatch(fixture, model, "checkpoint.pt");
     }
 
+    // The published LLaMA-7B folder has 32,000 head rows; OpenFlamingo-9B-deprecated's adapter grows the embeddings to
+    // 32,003 and does not carry lm_head.
+    [Fact]
+    public void A_language_model_folder_saved_before_the_resize_gets_mean_rows_for_the_added_tokens()
+    {
+        var fixture = FixtureCase.Get("openflamingo-llama");
+        using var temp = TempDir.CopyOf(Path.Combine(fixture.Path, "lang_encoder"));
+        string weights = Path.Combine(temp.Path, "model.safetensors");
+        var tensors = new Dictionary<string, Tensor>();
+        using (var file = SafetensorsFile.Open(weights))
+            foreach (var name in file.Entries.Keys) tensors[name] = file.Read(name);
+        using var storedHead = tensors["lm_head.weight"].clone();
+        tensors["lm_head.weight"] = storedHead.narrow(0, 0, 50).clone();
+        tensors["model.embed_tokens.weight"] = tensors["model.embed_tokens.weight"].narrow(0, 0, 50).clone();
+        SafetensorsWriter.Write(weights, tensors);
+        foreach (var t in tensors.Values) t.Dispose();
+        string config = Path.Combine(temp.Path, "config.json");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"vocab_size\": 53", "\"vocab_size\": 50"));
+
+        using var model = FlamingoModel.FromParts(PartsOf(fixture) with { LanguageModelFolder = temp.Path });
+        var head = model.state_dict()["lang_encoder.lm_head.weight"];
+        Assert.Equal(new long[] { 53, 32 }, head.shape);
+        Assert.True(head.narrow(0, 0, 50).eq(storedHead.narrow(0, 0, 50)).all().item<bool>(), "the stored rows changed");
+        using var mean = storedHead.narrow(0, 0, 50).to(ScalarType.Float64).mean([0L]).to(ScalarType.Float32);
+        for (int row = 50; row < 53; row++)
+        {
+            double error = (head[row] - mean).abs().max().item<float>();
+            output.WriteLine($"row {row}: max abs difference from the mean row {error:E2}");
+            Assert.True(error == 0, $"row {row} is not the mean row");
+        }
+    }
+
     [Fact]
     public void A_pickle_calling_a_global_outside_the_allowlist_is_refused_without_running_it()
     {

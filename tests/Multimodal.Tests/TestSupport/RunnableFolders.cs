@@ -55,3 +55,32 @@ public static class IdeficsFolder
         return folder;
     }
 }
+
+/// <summary>An OpenFlamingo-over-LLaMA folder (the layout of OpenFlamingo-9B-deprecated) that runs end to end with the
+/// real LLaMA tokenizer: the oracle weights with the vocabulary widened to 32,003 ids, the fixture's trained rows of
+/// &lt;|endofchunk|&gt;, &lt;image&gt; and &lt;PAD&gt; (50–52) moved to where the extended LLaMA tokenizer puts them
+/// (32000–32002), and tokenizer.model.</summary>
+public static class FlamingoLlamaFolder
+{
+    public const int Vocabulary = 32003;
+
+    public static TempDir Create()
+    {
+        var folder = TempDir.CopyOf(FixtureCase.Get("openflamingo-llama").Path);
+        File.Copy(Path.Combine(AppContext.BaseDirectory, "Tokenizers", "llama", "tokenizer.model"), Path.Combine(folder.Path, "tokenizer.model"));
+        // The full-state-dict path reads model.safetensors; the other files would be read instead of it only without it.
+        foreach (var other in new[] { "checkpoint.pt", "checkpoint_trainable.pt" }) File.Delete(Path.Combine(folder.Path, other));
+        var moved = new Dictionary<int, int> { [50] = 32000, [51] = 32001, [52] = 32002 };
+        WidenedVocabulary.Widen(Path.Combine(folder.Path, "model.safetensors"),
+            new Dictionary<string, int> { ["lang_encoder.model.embed_tokens.weight"] = Vocabulary, ["lang_encoder.lm_head.weight"] = Vocabulary }, moved);
+        string configPath = Path.Combine(folder.Path, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!;
+        config["len_tokenizer"] = Vocabulary;
+        config["lang_encoder_config"]!["vocab_size"] = Vocabulary;
+        config["eoc_token_id"] = 32000;
+        config["media_token_id"] = 32001;
+        config["pad_token_id"] = 32002;
+        File.WriteAllText(configPath, config.ToJsonString());
+        return folder;
+    }
+}

@@ -10,7 +10,7 @@ public static class SupportedModels
         "Blip2ForImageTextRetrieval", "Blip2TextModelWithProjection", "Blip2VisionModelWithProjection",
         "open_flamingo.Flamingo", "open_flamingo.src.flamingo_lm.FlamingoLMMixin/FlamingoLayer",
         "open_flamingo.src.helpers.PerceiverResampler/GatedCrossAttentionBlock/MaskedCrossAttention",
-        "open_clip.model.CLIP/.visual: open_clip.transformer.VisionTransformer", "transformers.MptForCausalLM", "transformers.GPTNeoXForCausalLM",
+        "open_clip.model.CLIP/.visual: open_clip.transformer.VisionTransformer", "transformers.MptForCausalLM", "transformers.GPTNeoXForCausalLM", "transformers.LlamaForCausalLM",
         "IdeficsForVisionText2Text", "IdeficsModel", "IdeficsVisionTransformer", "IdeficsPerceiverResampler",
         "IdeficsGatedCrossAttentionLayer", "IdeficsDecoderLayer",
         "InstructBlipForConditionalGeneration", "InstructBlipVisionModel", "InstructBlipQFormerModel", "LlamaForCausalLM",

@@ -7,8 +7,9 @@ namespace Multimodal.Tests.TestSupport;
 /// (seeded), so a tiny model runs end to end with a real vocabulary and answers arbitrary text.</summary>
 public static class WidenedVocabulary
 {
-    /// <summary>Rewrites <paramref name="weights"/> with each named tensor widened to the given number of rows.</summary>
-    public static void Widen(string weights, IReadOnlyDictionary<string, int> rows)
+    /// <summary>Rewrites <paramref name="weights"/> with each named tensor widened to the given number of rows; in the
+    /// widened tensors, each row of <paramref name="moves"/> is moved to its new place (its old place gets random values).</summary>
+    public static void Widen(string weights, IReadOnlyDictionary<string, int> rows, IReadOnlyDictionary<int, int>? moves = null)
     {
         var widened = new Dictionary<string, Tensor>();
         using (var file = SafetensorsFile.Open(weights))
@@ -18,7 +19,14 @@ public static class WidenedVocabulary
             {
                 var t = file.Read(name);
                 int wanted = rows.TryGetValue(name, out int r) ? r : (int)t.shape[0];
-                widened[name] = wanted == t.shape[0] ? t : cat([t, randn(wanted - t.shape[0], t.shape[1], generator: generator).mul_(0.02)]);
+                if (wanted == t.shape[0]) { widened[name] = t; continue; }
+                var wide = cat([t, randn(wanted - t.shape[0], t.shape[1], generator: generator).mul_(0.02)]);
+                foreach (var (from, to) in moves ?? new Dictionary<int, int>())
+                {
+                    wide[to].copy_(t[from]);
+                    wide[from].copy_(randn(t.shape[1], generator: generator).mul_(0.02));
+                }
+                widened[name] = wide;
             }
         }
         SafetensorsWriter.Write(weights, widened);
