@@ -9,10 +9,8 @@
 // --image and --text parts in the order given, e.g. few-shot:
 //   --model <folder> --image cats.jpg --text "An image of two cats.<|endofchunk|>" --image query.jpg --text "An image of"
 using System.CommandLine;
-using System.Text.Json;
+using Multimodal;
 using Multimodal.Blip2;
-using Multimodal.Flamingo;
-using Multimodal.Idefics;
 using Multimodal.InstructBlip;
 using Multimodal.Common;
 using Multimodal.Generation;
@@ -84,13 +82,18 @@ root.SetAction(async (parse, cancellationToken) =>
     try
     {
         options.Validate();
-        if (IsInterleavedModel(folder))
-            return await RunInterleavedAsync(folder, args, options, parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
-        if (ModelType(folder) == "instructblip")
-            return await RunInstructBlipAsync(folder, files, parse.GetValue(question) ?? parse.GetValue(prompt) ?? "", options,
-                parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
-        if (IsRetrievalModel(folder))
-            return await RunRetrievalAsync(folder, files, parse.GetValue(matchTexts) ?? [], parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+        // The library reads the family; a folder without config.json goes on to BLIP-2's loader, which names what is missing.
+        var family = File.Exists(Path.Combine(folder, "config.json")) ? VisionLanguageModel.Family(folder) : ModelFamily.Blip2;
+        switch (family)
+        {
+            case ModelFamily.OpenFlamingo or ModelFamily.Idefics:
+                return await RunInterleavedAsync(folder, args, options, parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+            case ModelFamily.InstructBlip:
+                return await RunInstructBlipAsync(folder, files, parse.GetValue(question) ?? parse.GetValue(prompt) ?? "", options,
+                    parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+            case ModelFamily.Blip2Retrieval:
+                return await RunRetrievalAsync(folder, files, parse.GetValue(matchTexts) ?? [], parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+        }
     }
     catch (Exception e) when (IsUserError(e))
     {
@@ -211,12 +214,6 @@ static ScalarType ParseDtype(string name) => name switch
     _ => throw new ArgumentException($"--dtype '{name}': expected float32, float16 or bfloat16."),
 };
 
-static bool IsRetrievalModel(string folder)
-{
-    string config = Path.Combine(folder, "config.json");
-    return File.Exists(config) && File.ReadAllText(config).Contains("\"Blip2ForImageTextRetrieval\"");
-}
-
 // Retrieval: a small ranked table per image, by match probability, with the contrastive similarity.
 static async Task<int> RunRetrievalAsync(string folder, string[] files, string[] texts, string deviceName, string dtypeName, CancellationToken cancellationToken)
 {
@@ -287,39 +284,6 @@ static async Task<int> RunInstructBlipAsync(string folder, string[] files, strin
     }
 }
 
-static string? ModelType(string folder)
-{
-    string config = Path.Combine(folder, "config.json");
-    if (!File.Exists(config)) return null;
-    try
-    {
-        using var doc = JsonDocument.Parse(File.ReadAllText(config));
-        return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model_type", out var t) && t.ValueKind == JsonValueKind.String
-            ? t.GetString() : null;
-    }
-    catch (JsonException)
-    {
-        return null;
-    }
-}
-
-// An OpenFlamingo folder's config.json holds lang_encoder_config; an IDEFICS one says model_type "idefics".
-static bool IsInterleavedModel(string folder)
-{
-    string config = Path.Combine(folder, "config.json");
-    if (!File.Exists(config)) return false;
-    try
-    {
-        using var doc = JsonDocument.Parse(File.ReadAllText(config));
-        return doc.RootElement.TryGetProperty("lang_encoder_config", out _)
-               || (doc.RootElement.TryGetProperty("model_type", out var t) && t.GetString() == "idefics");
-    }
-    catch (JsonException)
-    {
-        return false;
-    }
-}
-
 static async Task<int> RunInterleavedAsync(string folder, string[] args, GenerationOptions options, string deviceName, string dtypeName,
     CancellationToken cancellationToken)
 {
@@ -340,17 +304,8 @@ static async Task<int> RunInterleavedAsync(string folder, string[] args, Generat
         var device = DeviceCheck.Parse(deviceName);
         var dtype = ParseDtype(dtypeName);
         var progress = new ConsoleProgress();
-        TextResult result;
-        if (File.ReadAllText(Path.Combine(folder, "config.json")).Contains("\"lang_encoder_config\""))
-        {
-            using var pipeline = FlamingoPipeline.FromPretrained(folder, device, dtype, progress);
-            result = await pipeline.GenerateAsync(prompt, options, cancellationToken);
-        }
-        else
-        {
-            using var pipeline = IdeficsPipeline.FromPretrained(folder, device, dtype, progress);
-            result = await pipeline.GenerateAsync(prompt, options, cancellationToken);
-        }
+        using var model = VisionLanguageModel.FromPretrained(folder, device, dtype, progress);
+        var result = await ((InterleavedPipeline)model).GenerateAsync(prompt, options, cancellationToken);
         Console.WriteLine(result.Text.Length > 0 ? result.Text : "(empty: the model ended the text at once)");
         WarnIfCut("the answer", result);
         return 0;

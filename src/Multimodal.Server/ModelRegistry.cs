@@ -115,44 +115,18 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
         logger.LogInformation("ready: {Count} models, {Resident} MB resident, request memory budget {Budget} MB", _models.Count, resident >> 20, capacity >> 20);
     }
 
-    // The family comes from config.json: BLIP-2, InstructBLIP and IDEFICS name theirs in model_type; an OpenFlamingo folder is
-    // the composition of its parts.
+    // The library reads the family (VisionLanguageModel.Family); a retrieval model serves embeddings, every other family text.
     private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable, int?, ITextTokenizer) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
     {
         string folder = HubCache.Resolve(entry.Path, entry.Revision);
-        string configPath = System.IO.Path.Combine(folder, "config.json");
-        string? modelType = null;
-        bool retrieval = false;
-        if (File.Exists(configPath))
+        if (VisionLanguageModel.Family(folder) == ModelFamily.Blip2Retrieval)
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
-            if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("model_type", out var t) && t.ValueKind == JsonValueKind.String)
-                modelType = t.GetString();
-            retrieval = doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("architectures", out var a)
-                && a.ValueKind == JsonValueKind.Array && a.EnumerateArray().Any(x => x.ValueKind == JsonValueKind.String && x.GetString() == "Blip2ForImageTextRetrieval");
+            var retriever = Blip2Retriever.FromPretrained(folder, progress: progress);
+            return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever, retriever.Model.Config.QformerConfig.MaxPositionEmbeddings, retriever.Tokenizer);
         }
-        switch (modelType)
-        {
-            case "blip-2" when retrieval:
-                var retriever = Blip2Retriever.FromPretrained(folder, progress: progress);
-                return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever, retriever.Model.Config.QformerConfig.MaxPositionEmbeddings, retriever.Tokenizer);
-            case "blip-2":
-                var blip2 = Blip2Captioner.FromPretrained(folder, progress: progress, batching: server.MaxBatchSize > 1
-                    ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null);
-                return (blip2.AsChatClient(entry.Name), null, blip2, blip2.Model.Config.TextConfig.ContextLength, blip2.Processor.Tokenizer);
-            case "instructblip":
-                var instructBlip = InstructBlip.InstructBlipCaptioner.FromPretrained(folder, progress: progress);
-                return (instructBlip.AsChatClient(entry.Name), null, instructBlip, instructBlip.Model.Config.TextConfig.ContextLength, instructBlip.Processor.Tokenizer);
-            case "idefics":
-                var idefics = IdeficsPipeline.FromPretrained(folder, progress: progress);
-                return (idefics.AsChatClient(entry.Name), null, idefics, IdeficsPipeline.Positions, idefics.Tokenizer);
-            case null or "flamingo" or "openflamingo":
-                var flamingo = FlamingoPipeline.FromPretrained(folder, progress: progress);
-                return (flamingo.AsChatClient(entry.Name), null, flamingo, flamingo.Model.Config.LangEncoderConfig?.ContextLength, flamingo.Tokenizer);
-            default:
-                throw new InvalidOperationException($"{configPath}: model_type \"{modelType}\" is not a family this server loads " +
-                                                    "(blip-2, instructblip, idefics, or an OpenFlamingo folder without model_type).");
-        }
+        var batching = server.MaxBatchSize > 1 ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null;
+        var model = VisionLanguageModel.FromPretrained(folder, progress: progress, batching: batching);
+        return (model.AsChatClient(entry.Name), null, model, model.ContextLength, model.Tokenizer);
     }
 
     // Progress<T> posts reports to the thread pool out of order; loading reports on its own thread.

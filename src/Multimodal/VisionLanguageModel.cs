@@ -8,10 +8,18 @@ using Multimodal.Processing;
 
 namespace Multimodal;
 
-/// <summary>What every single-image family's façade offers (<see cref="Blip2Captioner"/>, <see cref="InstructBlipCaptioner"/>),
-/// so code can load any of them with <see cref="VisionLanguageModel.FromPretrained"/> and use it the same way.</summary>
+/// <summary>What every generative family's façade offers (<see cref="Blip2Captioner"/>, <see cref="InstructBlipCaptioner"/>,
+/// <c>FlamingoPipeline</c>, <c>IdeficsPipeline</c>), so code can load any of them with
+/// <see cref="VisionLanguageModel.FromPretrained"/> and use it the same way. The interleaved families also take a whole
+/// interleaved prompt (<see cref="Generation.InterleavedPipeline.GenerateAsync"/>).</summary>
 public interface IVisionLanguageModel : IDisposable
 {
+    /// <summary>The language model's tokenizer (what prompts are counted and streams decoded with).</summary>
+    ITextTokenizer Tokenizer { get; }
+
+    /// <summary>Positions the language model was trained for, or null where its config names none (T5).</summary>
+    int? ContextLength { get; }
+
     /// <summary>Captions an image (the family's own captioning prompt).</summary>
     Task<TextResult> CaptionAsync(DecodedImage image, GenerationOptions? options = null, CancellationToken cancellationToken = default);
 
@@ -25,30 +33,78 @@ public interface IVisionLanguageModel : IDisposable
     IChatClient AsChatClient(string? modelId = null);
 }
 
-/// <summary>Loads a single-image vision-language checkpoint whatever its family, chosen by <c>model_type</c> in config.json.</summary>
+/// <summary>The model families a checkpoint folder can hold.</summary>
+public enum ModelFamily
+{
+    /// <summary>BLIP-2 captioning and VQA (<c>model_type</c> "blip-2").</summary>
+    Blip2,
+    /// <summary>BLIP-2 image–text retrieval (<c>Blip2ForImageTextRetrieval</c>): embeddings and match scores, no text.</summary>
+    Blip2Retrieval,
+    /// <summary>InstructBLIP ("instructblip").</summary>
+    InstructBlip,
+    /// <summary>IDEFICS ("idefics").</summary>
+    Idefics,
+    /// <summary>OpenFlamingo (our config.json with <c>lang_encoder_config</c>; OpenFlamingo publishes no config).</summary>
+    OpenFlamingo,
+}
+
+/// <summary>Loads a vision-language checkpoint whatever its family: the one place that reads which family a folder holds.</summary>
 public static class VisionLanguageModel
 {
-    /// <summary>"blip-2" → <see cref="Blip2Captioner"/>, "instructblip" → <see cref="InstructBlipCaptioner"/>.</summary>
+    /// <summary>The family of a checkpoint folder, from its config.json.</summary>
+    /// <exception cref="ConfigException">config.json is missing, malformed, or names no family this library implements.</exception>
+    public static ModelFamily Family(string folder)
+    {
+        string config = Path.Combine(folder, "config.json");
+        if (!File.Exists(config)) throw new ConfigException(config, "there is no config.json: not a checkpoint folder.");
+        System.Text.Json.JsonElement root;
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(config));
+            root = doc.RootElement.Clone();
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new ConfigException(config, $"invalid JSON: {e.Message}", e);
+        }
+        if (root.ValueKind != System.Text.Json.JsonValueKind.Object) throw new ConfigException(config, "the file does not hold a JSON object.");
+        string? modelType = root.TryGetProperty("model_type", out var t) && t.ValueKind == System.Text.Json.JsonValueKind.String ? t.GetString() : null;
+        bool retrieval = root.TryGetProperty("architectures", out var a) && a.ValueKind == System.Text.Json.JsonValueKind.Array
+            && a.EnumerateArray().Any(x => x.ValueKind == System.Text.Json.JsonValueKind.String && x.GetString() == "Blip2ForImageTextRetrieval");
+        return modelType switch
+        {
+            "blip-2" => retrieval ? ModelFamily.Blip2Retrieval : ModelFamily.Blip2,
+            "instructblip" => ModelFamily.InstructBlip,
+            "idefics" => ModelFamily.Idefics,
+            null when root.TryGetProperty("lang_encoder_config", out _) => ModelFamily.OpenFlamingo,
+            null => throw new ConfigException(config, "there is no model_type (and no lang_encoder_config, as an OpenFlamingo folder has); expected \"blip-2\", \"instructblip\" or \"idefics\"."),
+            _ => throw new ConfigException(config, $"model_type is \"{modelType}\"; the families are \"blip-2\", \"instructblip\", \"idefics\" and OpenFlamingo folders."),
+        };
+    }
+
+    /// <summary>"blip-2" → <see cref="Blip2Captioner"/>, "instructblip" → <see cref="InstructBlipCaptioner"/>, "idefics" →
+    /// <c>IdeficsPipeline</c>, an OpenFlamingo folder → <c>FlamingoPipeline</c>. A retrieval model is refused: it gives
+    /// embeddings, not text (<see cref="Blip2Retriever"/>).</summary>
     /// <param name="folder">a checkpoint folder, or a hub id in the local Hugging Face cache.</param>
     /// <param name="device">CPU (default) or CUDA.</param>
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
-    /// <exception cref="ConfigException">config.json is missing <c>model_type</c> or names another kind of model (the
-    /// message says which class loads it).</exception>
+    /// <param name="batching">BLIP-2: dynamic batching of concurrent requests (see <see cref="BatchingOptions"/>).</param>
+    /// <exception cref="ConfigException">config.json is missing, names no family, or holds a retrieval model (the message says
+    /// which class loads it).</exception>
     public static IVisionLanguageModel FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
     {
         string resolved = HubCache.Resolve(folder, revision);
-        string config = Path.Combine(resolved, "config.json");
-        string? modelType = PretrainedConfig.ReadModelType(config);
-        return modelType switch
+        return Family(resolved) switch
         {
-            "blip-2" => Blip2Captioner.FromPretrained(resolved, device, dtype, progress),
-            "instructblip" => InstructBlipCaptioner.FromPretrained(resolved, device, dtype, progress),
-            "idefics" => throw new ConfigException(config, "model_type is \"idefics\": IDEFICS reads interleaved images and text; load it with IdeficsPipeline."),
-            null => throw new ConfigException(config, "there is no model_type; expected \"blip-2\" or \"instructblip\" (an OpenFlamingo folder loads with FlamingoPipeline)."),
-            _ => throw new ConfigException(config, $"model_type is \"{modelType}\"; single-image models are \"blip-2\" and \"instructblip\"."),
+            ModelFamily.Blip2 => Blip2Captioner.FromPretrained(resolved, device, dtype, progress, batching: batching),
+            ModelFamily.InstructBlip => InstructBlipCaptioner.FromPretrained(resolved, device, dtype, progress),
+            ModelFamily.Idefics => Idefics.IdeficsPipeline.FromPretrained(resolved, device, dtype, progress),
+            ModelFamily.OpenFlamingo => Flamingo.FlamingoPipeline.FromPretrained(resolved, device, dtype, progress),
+            _ => throw new ConfigException(Path.Combine(resolved, "config.json"),
+                "this is a BLIP-2 retrieval model (Blip2ForImageTextRetrieval): it gives embeddings and match scores, not text; load it with Blip2Retriever."),
         };
     }
 }

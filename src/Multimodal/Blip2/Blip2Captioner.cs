@@ -208,6 +208,10 @@ public sealed class Blip2Captioner : IVisionLanguageModel
 
     Microsoft.Extensions.AI.IChatClient IVisionLanguageModel.AsChatClient(string? modelId) => AsChatClient(modelId);
 
+    ITextTokenizer IVisionLanguageModel.Tokenizer => Processor.Tokenizer;
+
+    int? IVisionLanguageModel.ContextLength => Model.Config.TextConfig.ContextLength;
+
     /// <summary>Waits for the call in progress, then frees the model.</summary>
     public void Dispose()
     {

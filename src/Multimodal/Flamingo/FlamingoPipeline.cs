@@ -8,7 +8,7 @@ namespace Multimodal.Flamingo;
 /// <summary>OpenFlamingo end to end: interleaved prompt → images through open_clip's transform, text through
 /// the language model's tokenizer with OpenFlamingo's tokens (GPT-NeoX's <c>tokenizer.json</c> for MPT and RedPajama,
 /// LLaMA's <c>tokenizer.model</c> for OpenFlamingo-9B-deprecated and Med-Flamingo, which puts BOS in front) → <see cref="FlamingoModel.Generate(Tensor, Tensor, Tensor?, GenerationOptions?, CancellationToken)"/> → text.</summary>
-public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokenizer, OpenClipImageProcessor imageProcessor) : InterleavedPipeline
+public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokenizer, OpenClipImageProcessor imageProcessor) : InterleavedPipeline, IVisionLanguageModel
 {
 
     /// <summary>The model.</summary>
@@ -62,6 +62,16 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     public FlamingoChatClient AsChatClient(string? modelId = null) => new(this, modelId);
 
     private protected override ITextTokenizer StreamTokenizer => Tokenizer;
+
+    /// <inheritdoc/>
+    public int? ContextLength => Model.Config.LangEncoderConfig?.ContextLength;
+
+    Microsoft.Extensions.AI.IChatClient IVisionLanguageModel.AsChatClient(string? modelId) => AsChatClient(modelId);
+
+    // OpenFlamingo's own evaluation prompts: "<image>An image of" for captions (the README's example),
+    // "<image>Question:… Short answer:" for VQA.
+    private protected override InterleavedPrompt SingleImagePrompt(DecodedImage image, string? question) =>
+        InterleavedPrompt.FewShot([], image, question is null ? "An image of" : $"Question:{question} Short answer:");
 
     private protected override int BeamsOf(GenerationOptions options) => options.NumBeams;
 

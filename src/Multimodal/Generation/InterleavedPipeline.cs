@@ -28,6 +28,21 @@ public abstract class InterleavedPipeline : IDisposable
     /// <summary>Frees the model.</summary>
     private protected abstract void DisposeModel();
 
+    /// <summary>The family's prompt for one image and a question, or a caption when <paramref name="question"/> is null.</summary>
+    private protected abstract InterleavedPrompt SingleImagePrompt(DecodedImage image, string? question);
+
+    /// <summary>Captions an image with the family's captioning prompt.</summary>
+    public Task<TextResult> CaptionAsync(DecodedImage image, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(SingleImagePrompt(image, null), options, cancellationToken);
+
+    /// <summary>Answers a question about an image in the family's prompt format.</summary>
+    public Task<TextResult> AskAsync(DecodedImage image, string question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(SingleImagePrompt(image, question ?? throw new ArgumentNullException(nameof(question))), options, cancellationToken);
+
+    /// <summary>Streams the caption (<paramref name="question"/> null) or the answer; the last chunk carries the whole result.</summary>
+    public IAsyncEnumerable<TextChunk> StreamAsync(DecodedImage image, string? question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        StreamAsync(SingleImagePrompt(image, question), options, cancellationToken);
+
     /// <summary>Continues an interleaved prompt.</summary>
     public Task<TextResult> GenerateAsync(InterleavedPrompt prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         _gate.RunAsync(() => Generate(prompt, options, null, cancellationToken), cancellationToken);

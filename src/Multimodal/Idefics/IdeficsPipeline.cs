@@ -7,7 +7,7 @@ namespace Multimodal.Idefics;
 
 /// <summary>IDEFICS end to end: interleaved prompt → IDEFICS' image processor and prompt layout (with its
 /// image attention mask) → <see cref="IdeficsForVisionText2Text.Generate"/> → text.</summary>
-public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSentencePieceTokenizer tokenizer, IdeficsImageProcessor imageProcessor) : InterleavedPipeline
+public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSentencePieceTokenizer tokenizer, IdeficsImageProcessor imageProcessor) : InterleavedPipeline, IVisionLanguageModel
 {
 
     /// <summary>The model.</summary>
@@ -41,6 +41,18 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
     public IdeficsChatClient AsChatClient(string? modelId = null) => new(this, modelId);
 
     private protected override ITextTokenizer StreamTokenizer => Tokenizer;
+
+    ITextTokenizer IVisionLanguageModel.Tokenizer => Tokenizer;
+
+    /// <inheritdoc/>
+    public int? ContextLength => Positions;
+
+    Microsoft.Extensions.AI.IChatClient IVisionLanguageModel.AsChatClient(string? modelId) => AsChatClient(modelId);
+
+    // The IDEFICS-instruct dialogue its chat client writes: "User:<image>{question}<end_of_utterance>\nAssistant:".
+    private protected override InterleavedPrompt SingleImagePrompt(DecodedImage image, string? question) =>
+        IdeficsChatClient.Prompt([new Chat.ChatTurn(Microsoft.Extensions.AI.ChatRole.User,
+            [new ImagePart(image), new TextPart(question ?? "Describe the image.")])]);
 
     private protected override int BeamsOf(GenerationOptions options) => options.WithDefaults(Model.GenerationConfig).NumBeams;
 

@@ -63,6 +63,10 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
 
     Microsoft.Extensions.AI.IChatClient IVisionLanguageModel.AsChatClient(string? modelId) => AsChatClient(modelId);
 
+    ITextTokenizer IVisionLanguageModel.Tokenizer => Processor.Tokenizer;
+
+    int? IVisionLanguageModel.ContextLength => Model.Config.TextConfig.ContextLength;
+
     /// <summary>Answers an instruction about an image file ("Describe this image in detail.", a question…).</summary>
     public Task<TextResult> AskAsync(string imagePath, string instruction, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         AskAsync(ImageDecoder.Decode(imagePath, MaxImagePixels), instruction, options, cancellationToken);

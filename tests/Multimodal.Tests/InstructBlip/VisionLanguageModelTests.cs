@@ -38,14 +38,51 @@ public sealed class VisionLanguageModelTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Other_model_types_are_refused_naming_the_class_that_loads_them()
+    public async Task The_interleaved_families_load_through_the_same_switch_and_caption_ask_and_stream_a_single_image()
     {
-        var idefics = Assert.Throws<ConfigException>(() => VisionLanguageModel.FromPretrained(FixtureCase.Get("idefics").Path));
-        output.WriteLine(idefics.Message);
-        Assert.Contains("IdeficsPipeline", idefics.Message);
-        var flamingo = Assert.Throws<ConfigException>(() => VisionLanguageModel.FromPretrained(FixtureCase.Get("openflamingo").Path));
-        output.WriteLine(flamingo.Message);
-        Assert.Contains("model_type", flamingo.Message);
+        var image = ImageDecoder.Decode(Repo.Scene1);
+        var options = new Multimodal.Generation.GenerationOptions { MaxNewTokens = 5 };
+        using (var idefics = IdeficsFolder.Create())
+        using (var model = VisionLanguageModel.FromPretrained(idefics.Path))
+        {
+            var pipeline = Assert.IsType<Multimodal.Idefics.IdeficsPipeline>(model);
+            Assert.Equal(ModelFamily.Idefics, VisionLanguageModel.Family(idefics.Path));
+            var asked = await model.AskAsync(image, "What is it?", options);
+            var direct = await pipeline.GenerateAsync(InterleavedPrompt.Create().Text("User:").Image(image).Text("What is it?<end_of_utterance>").Text("\nAssistant:"), options);
+            Assert.Equal(direct.Ids, asked.Ids);
+            Assert.Equal(2048, model.ContextLength);
+        }
+        using (var flamingo = FlamingoLlamaFolder.Create())
+        using (var model = VisionLanguageModel.FromPretrained(flamingo.Path))
+        {
+            var pipeline = Assert.IsType<Multimodal.Flamingo.FlamingoPipeline>(model);
+            Assert.Equal(ModelFamily.OpenFlamingo, VisionLanguageModel.Family(flamingo.Path));
+            var caption = await model.CaptionAsync(image, options);
+            var direct = await pipeline.GenerateAsync(InterleavedPrompt.FewShot([], image, "An image of"), options);
+            Assert.Equal(direct.Ids, caption.Ids);
+            var streamed = new System.Text.StringBuilder();
+            Multimodal.Generation.TextResult? last = null;
+            await foreach (var chunk in model.StreamAsync(image, null, options)) { streamed.Append(chunk.Text); last = chunk.Result ?? last; }
+            Assert.Equal(caption.Text, streamed.ToString().Trim());
+            Assert.Equal(caption.Ids, last!.Ids);
+            output.WriteLine($"OpenFlamingo caption \"{caption.Text}\", {model.Tokenizer.GetType().Name}, context {model.ContextLength}");
+        }
+    }
+
+    [Fact]
+    public void A_retrieval_model_and_unknown_model_types_are_refused_naming_what_loads_them()
+    {
+        using var folder = TempDir.CopyOf(FixtureCase.Get("blip2-itm").Path);
+        Assert.Equal(ModelFamily.Blip2Retrieval, VisionLanguageModel.Family(folder.Path));
+        var retrieval = Assert.Throws<ConfigException>(() => VisionLanguageModel.FromPretrained(folder.Path));
+        output.WriteLine(retrieval.Message);
+        Assert.Contains("Blip2Retriever", retrieval.Message);
+        File.WriteAllText(Path.Combine(folder.Path, "config.json"), """{"model_type": "llava"}""");
+        var unknown = Assert.Throws<ConfigException>(() => VisionLanguageModel.FromPretrained(folder.Path));
+        output.WriteLine(unknown.Message);
+        Assert.Contains("\"llava\"", unknown.Message);
+        File.WriteAllText(Path.Combine(folder.Path, "config.json"), """{"hidden_size": 3}""");
+        Assert.Contains("no model_type", Assert.Throws<ConfigException>(() => VisionLanguageModel.Family(folder.Path)).Message);
     }
 }
 
