@@ -90,7 +90,8 @@ public static class VisionLanguageModel
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
-    /// <param name="batching">BLIP-2: dynamic batching of concurrent requests (see <see cref="BatchingOptions"/>).</param>
+    /// <param name="batching">BLIP-2 and InstructBLIP: dynamic batching of concurrent requests (see <see cref="BatchingOptions"/>);
+    /// the interleaved families run their requests one at a time.</param>
     /// <exception cref="ConfigException">config.json is missing, names no family, or holds a retrieval model (the message says
     /// which class loads it).</exception>
     public static IVisionLanguageModel FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
@@ -100,7 +101,7 @@ public static class VisionLanguageModel
         return Family(resolved) switch
         {
             ModelFamily.Blip2 => Blip2Captioner.FromPretrained(resolved, device, dtype, progress, batching: batching),
-            ModelFamily.InstructBlip => InstructBlipCaptioner.FromPretrained(resolved, device, dtype, progress),
+            ModelFamily.InstructBlip => InstructBlipCaptioner.FromPretrained(resolved, device, dtype, progress, batching: batching),
             ModelFamily.Idefics => Idefics.IdeficsPipeline.FromPretrained(resolved, device, dtype, progress),
             ModelFamily.OpenFlamingo => Flamingo.FlamingoPipeline.FromPretrained(resolved, device, dtype, progress),
             _ => throw new ConfigException(Path.Combine(resolved, "config.json"),

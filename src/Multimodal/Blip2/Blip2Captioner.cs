@@ -20,7 +20,7 @@ namespace Multimodal.Blip2;
 public sealed class Blip2Captioner : IVisionLanguageModel
 {
     private readonly CallGate _gate = new();
-    private DynamicBatcher<BatchedCall, TextResult>? _batcher;
+    private SingleImageBatcher? _batcher;
     private readonly object _batcherLock = new();
 
     /// <summary>The model.</summary>
@@ -86,42 +86,13 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     public async Task<TextResult> CaptionAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         if (Batching is null) return (await CaptionAsync([image], [prompt], options, cancellationToken).ConfigureAwait(false))[0];
-        options ??= new GenerationOptions();
-        options.WithDefaults(Model.GenerationConfig).Validate();   // a bad option fails its own call, not a batch
-        return await Batcher().RunAsync(new BatchedCall(image, prompt, options, null), cancellationToken).ConfigureAwait(false);
+        return await Batcher().RunAsync(image, prompt, options ?? new GenerationOptions(), cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>One call waiting for a batch; <paramref name="OnToken"/> receives a streamed call's new ids.</summary>
-    private sealed record BatchedCall(DecodedImage Image, string Prompt, GenerationOptions Options, Action<long>? OnToken)
-    {
-        /// <summary>Set once a streamed call has received a token: it cannot be run again without repeating its text.</summary>
-        public bool Streamed { get; set; }
-    }
-
-    private DynamicBatcher<BatchedCall, TextResult> Batcher()
+    private SingleImageBatcher Batcher()
     {
         lock (_batcherLock)
-            return _batcher ??= new(Batching!,
-                // Beam search keeps its rows' padding as upstream does: such calls run alone (a key equal to nothing).
-                call => call.Options.WithDefaults(Model.GenerationConfig).NumBeams > 1 ? new object() : call.Options,
-                run => _gate.RunAsync(() =>
-                {
-                    var calls = run.Items;
-                    Action<long[], bool[]>? onTokens = calls.Any(c => c.OnToken is not null)
-                        ? (ids, open) =>
-                        {
-                            for (int r = 0; r < calls.Count; r++)
-                                if (open[r] && calls[r].OnToken is { } onToken)
-                                {
-                                    calls[r].Streamed = true;
-                                    onToken(ids[r]);
-                                }
-                        }
-                        : null;
-                    return Generate(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, onTokens,
-                        run.Cancel, run.RowCancel, run.CompleteRow);
-                }, run.Cancel),
-                call => !call.Streamed);
+            return _batcher ??= new(Batching!, _gate, o => o.WithDefaults(Model.GenerationConfig), Generate);
     }
 
     /// <summary>Captions a decoded image with these options (<c>CaptionAsync(image, options)</c>).</summary>
@@ -140,7 +111,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     /// what it would be alone, up to float rounding.</summary>
     public Task<IReadOnlyList<TextResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts,
         GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        _gate.RunAsync(() => Generate(images, prompts, options ?? new GenerationOptions(), null, cancellationToken, null), cancellationToken);
+        _gate.RunAsync(() => Generate(images, prompts, options ?? new GenerationOptions(), null, cancellationToken, null, null), cancellationToken);
 
     /// <summary>Streams a caption as it is generated, in decoded pieces (a character split across tokens
     /// comes out whole). Greedy or sampling only. Stopping the enumeration stops the generation.</summary>
@@ -173,19 +144,14 @@ public sealed class Blip2Captioner : IVisionLanguageModel
         options ??= new GenerationOptions();
         if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
-        if (Batching is not null)
-            return GenerationStream.JoinBatchAsync(Processor.Tokenizer, (onToken, token) =>
-            {
-                options.WithDefaults(Model.GenerationConfig).Validate();   // a bad option fails its own call, not a batch
-                return Batcher().RunAsync(new BatchedCall(image, prompt, options, onToken), token);
-            }, cancellationToken);
+        if (Batching is not null) return Batcher().StreamAsync(Processor.Tokenizer, image, prompt, options, cancellationToken);
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
-            (onTokens, token) => Generate([image], [prompt], options, onTokens, token, null)[0], cancellationToken);
+            (onTokens, token) => Generate([image], [prompt], options, onTokens, token, null, null)[0], cancellationToken);
     }
 
     private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationOptions options,
         Action<long[], bool[]>? onTokens, CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel,
-        Action<int, TextResult>? onRowResult = null)
+        Action<int, TextResult>? onRowResult)
     {
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, prompts);

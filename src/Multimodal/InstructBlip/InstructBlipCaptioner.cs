@@ -19,12 +19,21 @@ namespace Multimodal.InstructBlip;
 public sealed class InstructBlipCaptioner : IVisionLanguageModel
 {
     private readonly CallGate _gate = new();
+    private SingleImageBatcher? _batcher;
+    private readonly object _batcherLock = new();
 
     /// <summary>The model.</summary>
     public InstructBlipForConditionalGeneration Model { get; }
 
     /// <summary>Image processor and both tokenizers.</summary>
     public InstructBlipProcessor Processor { get; }
+
+    /// <summary>Dynamic batching of concurrent single-image calls (a server's requests), streamed or not, as
+    /// <see cref="Blip2.Blip2Captioner.Batching"/>: each row gets what it gets alone. Null: calls run one at a time.</summary>
+    public BatchingOptions? Batching { get; init; }
+
+    /// <summary>With <see cref="Batching"/>: the most rows one batch has had so far (a diagnostic).</summary>
+    public int LargestBatch => _batcher?.LargestBatch ?? 0;
 
     /// <summary>Upper bound on decoded image pixels (decompression bombs are refused).</summary>
     public long MaxImagePixels { get; init; } = ImageDecoder.DefaultMaxPixels;
@@ -40,12 +49,25 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     /// hub id in the local Hugging Face cache.</summary>
     /// <exception cref="ConfigException">a config file is malformed or not InstructBLIP.</exception>
     /// <exception cref="CheckpointException">the weights are malformed or do not match the config.</exception>
+    /// <param name="folder">a checkpoint folder, or a hub id in the local Hugging Face cache.</param>
+    /// <param name="device">CPU (default) or CUDA.</param>
+    /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
+    /// <param name="progress">receives a report after each weight tensor.</param>
+    /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="batching">dynamic batching of concurrent calls (see <see cref="Batching"/>); null: none.</param>
     public static InstructBlipCaptioner FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
     {
+        batching?.Validate();
         string resolved = HubCache.Resolve(folder, revision);
         return Ownership.DisposeOnFailure(InstructBlipForConditionalGeneration.FromPretrained(resolved, device, dtype, progress),
-            model => new InstructBlipCaptioner(model, InstructBlipProcessor.FromFolder(resolved, model.Config)));
+            model => new InstructBlipCaptioner(model, InstructBlipProcessor.FromFolder(resolved, model.Config)) { Batching = batching });
+    }
+
+    private SingleImageBatcher Batcher()
+    {
+        lock (_batcherLock)
+            return _batcher ??= new(Batching!, _gate, o => o.WithDefaults(Model.GenerationConfig), Generate);
     }
 
     /// <summary>This captioner as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the captioner keeps owning the model).</summary>
@@ -73,12 +95,14 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
 
     /// <summary>Answers an instruction about a decoded image.</summary>
     public async Task<TextResult> AskAsync(DecodedImage image, string instruction, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        (await AskAsync([image], [instruction], options, cancellationToken).ConfigureAwait(false))[0];
+        Batching is null
+            ? (await AskAsync([image], [instruction], options, cancellationToken).ConfigureAwait(false))[0]
+            : await Batcher().RunAsync(image, instruction, options ?? new GenerationOptions(), cancellationToken).ConfigureAwait(false);
 
     /// <summary>Answers a batch (one instruction per image); each row gets what it gets alone.</summary>
     public Task<IReadOnlyList<TextResult>> AskAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions,
         GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        _gate.RunAsync(() => Generate(images, instructions, options ?? new GenerationOptions(), null, cancellationToken), cancellationToken);
+        _gate.RunAsync(() => Generate(images, instructions, options ?? new GenerationOptions(), null, cancellationToken, null, null), cancellationToken);
 
     /// <summary>Streams text pieces and, last, a chunk with the whole <see cref="TextResult"/>. Greedy or sampling only;
     /// stopping the enumeration stops the generation.</summary>
@@ -87,23 +111,30 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
         options ??= new GenerationOptions();
         if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
+        if (Batching is not null) return Batcher().StreamAsync(Processor.Tokenizer, image, instruction, options, cancellationToken);
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
-            (onTokens, token) => Generate([image], [instruction], options, onTokens, token)[0], cancellationToken);
+            (onTokens, token) => Generate([image], [instruction], options, onTokens, token, null, null)[0], cancellationToken);
     }
 
     private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions, GenerationOptions options,
-        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel,
+        Action<int, TextResult>? onRowResult)
     {
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, instructions);
-        using var output = Model.Generate(inputs.PixelValues, inputs.QformerInputIds, inputs.QformerAttentionMask, inputs.InputIds, inputs.AttentionMask,
-            options, ids => Processor.Tokenizer.Decode(ids), onTokens, cancellationToken);
-        var promptTokens = inputs.AttentionMask.sum(1).data<long>().ToArray();
         int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
-        return TextResult.FromBatch(output, Processor.Tokenizer, promptTokens.Select(p => queries + (int)p).ToList(),
-            beams: options.WithDefaults(Model.GenerationConfig).NumBeams > 1);
+        var inputTokens = inputs.AttentionMask.sum(1).data<long>().ToArray().Select(p => queries + (int)p).ToList();
+        Action<int, GenerationOutput>? onRowEnded = onRowResult is null ? null
+            : (row, alone) => onRowResult(row, TextResult.FromBatch(alone, Processor.Tokenizer, [inputTokens[row]], beams: false)[0]);
+        using var output = Model.Generate(inputs.PixelValues, inputs.QformerInputIds, inputs.QformerAttentionMask, inputs.InputIds, inputs.AttentionMask,
+            options, ids => Processor.Tokenizer.Decode(ids), onTokens, cancellationToken, rowCancel, onRowEnded);
+        return TextResult.FromBatch(output, Processor.Tokenizer, inputTokens, beams: options.WithDefaults(Model.GenerationConfig).NumBeams > 1);
     }
 
     /// <summary>Waits for the call in progress, then frees the model.</summary>
-    public void Dispose() => _gate.Close(Model.Dispose);
+    public void Dispose()
+    {
+        lock (_batcherLock) _batcher?.Dispose();
+        _gate.Close(Model.Dispose);
+    }
 }

@@ -139,7 +139,15 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
     /// <exception cref="InvalidOperationException">a decoder-only text config without <c>architectures</c> (upstream raises too).</exception>
     public GenerationOutput Generate(Tensor pixelValues, Tensor qformerInputIds, Tensor? qformerAttentionMask, Tensor inputIds, Tensor? attentionMask,
         GenerationOptions options, Func<IReadOnlyList<long>, string>? decode = null, Action<long[], bool[]>? onTokens = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default) =>
+        Generate(pixelValues, qformerInputIds, qformerAttentionMask, inputIds, attentionMask, options, decode, onTokens, cancellationToken, null, null);
+
+    /// <summary>Generation whose rows are separate requests (dynamic batching): a row whose token in
+    /// <paramref name="rowCancel"/> is cancelled ends, and <paramref name="onRowEnded"/> gets each row that ends before the
+    /// batch, alone.</summary>
+    internal GenerationOutput Generate(Tensor pixelValues, Tensor qformerInputIds, Tensor? qformerAttentionMask, Tensor inputIds, Tensor? attentionMask,
+        GenerationOptions options, Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens,
+        CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel, Action<int, GenerationOutput>? onRowEnded)
     {
         options = options.WithDefaults(GenerationConfig);
         options.Validate();
@@ -151,7 +159,7 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
         var (_, qHidden) = RunQFormer(vision.LastHiddenState, qformerInputIds, qformerAttentionMask);
         var projected = _languageProjection.forward(qHidden.narrow(1, 0, Config.NumQueryTokens));
         var (embeds, mask) = _bridge.BuildInputs(projected, inputIds, attentionMask);
-        return _bridge.Generate(embeds, mask, options, prepended, decode, onTokens, cancellationToken);
+        return _bridge.Generate(embeds, mask, options, prepended, decode, onTokens, cancellationToken, rowCancel, onRowEnded);
     }
 
     private VisionOutput EncodeImage(Tensor pixelValues)

@@ -126,4 +126,39 @@ public sealed class DynamicBatchingTests(ITestOutputHelper output)
         var result = await kept;
         Assert.Equal((await loaded.CaptionAsync(Scenes[0])).Ids, result.Ids);
     }
+
+    // InstructBLIP over Vicuna (left padding, positions from the mask) and over Flan-T5 (encoder-decoder): each row of a
+    // batch of concurrent calls, streamed or not, with different instructions and lengths, equals the call alone.
+    [Theory]
+    [InlineData("vicuna")]
+    [InlineData("t5")]
+    public async Task InstructBLIP_batches_concurrent_calls_and_each_gets_what_it_gets_alone(string language)
+    {
+        using var folder = language == "vicuna" ? InstructBlipFolder.Create() : InstructBlipT5Folder.Create();
+        var calls = Enumerable.Range(0, 8).Select(i => (Image: Scenes[i % Scenes.Length],
+            Instruction: i % 3 == 0 ? "What is in the picture?" : i % 3 == 1 ? "Describe it." : "Which colour is the largest shape here?",
+            Options: new GenerationOptions { MaxNewTokens = i % 2 == 0 ? 6 : 3 })).ToArray();
+        List<TextResult> alone = [];
+        using (var sequential = Multimodal.InstructBlip.InstructBlipCaptioner.FromPretrained(folder.Path))
+            foreach (var (image, instruction, options) in calls) alone.Add(await sequential.AskAsync(image, instruction, options));
+        using var batched = Multimodal.InstructBlip.InstructBlipCaptioner.FromPretrained(folder.Path,
+            batching: new BatchingOptions(MaxBatchSize: 8, MaxWait: TimeSpan.FromMilliseconds(300)));
+        var together = await Task.WhenAll(calls.Select((c, i) => Task.Run(async () =>
+        {
+            if (i % 2 == 1) return await batched.AskAsync(c.Image, c.Instruction, c.Options);
+            TextResult? result = null;
+            await foreach (var chunk in batched.StreamAsync(c.Image, c.Instruction, c.Options)) result = chunk.Result ?? result;
+            return result!;
+        })));
+        output.WriteLine($"InstructBLIP-{language}: {calls.Length} concurrent calls, largest batch {batched.LargestBatch}");
+        Assert.True(batched.LargestBatch > 1, "nothing was batched");
+        for (int i = 0; i < calls.Length; i++)
+        {
+            output.WriteLine($"  {string.Join(" ", alone[i].Ids)} | {string.Join(" ", together[i].Ids)}");
+            Assert.Equal(alone[i].Ids, together[i].Ids);
+            Assert.Equal(alone[i].Text, together[i].Text);
+            Assert.Equal(alone[i].FinishReason, together[i].FinishReason);
+            Assert.Equal(alone[i].InputTokens, together[i].InputTokens);
+        }
+    }
 }

@@ -84,3 +84,32 @@ public static class FlamingoLlamaFolder
         return folder;
     }
 }
+
+/// <summary>A hub-layout InstructBLIP (Flan-T5) folder that runs end to end with the real tokenizers: the oracle weights of
+/// instructblip-t5 with T5's and the Q-Former's vocabularies widened to the tokenizers', spiece.model,
+/// qformer_tokenizer/vocab.txt and preprocessor_config.json.</summary>
+public static class InstructBlipT5Folder
+{
+    public static TempDir Create()
+    {
+        var folder = TempDir.CopyOf(FixtureCase.Get("instructblip-t5").Path);
+        string tokenizers = Path.Combine(AppContext.BaseDirectory, "Tokenizers");
+        File.Copy(Path.Combine(tokenizers, "t5", "spiece.model"), Path.Combine(folder.Path, "spiece.model"));
+        Directory.CreateDirectory(Path.Combine(folder.Path, "qformer_tokenizer"));
+        File.Copy(Path.Combine(tokenizers, "bert", "vocab.txt"), Path.Combine(folder.Path, "qformer_tokenizer", "vocab.txt"));
+        File.WriteAllText(Path.Combine(folder.Path, "preprocessor_config.json"), WidenedVocabulary.Preprocessor("blip2-opt-2.7b"));
+        const int t5Vocab = 32128;
+        int bertVocab = File.ReadAllLines(Path.Combine(tokenizers, "bert", "vocab.txt")).Length;
+        WidenedVocabulary.Widen(Path.Combine(folder.Path, "model.safetensors"), new Dictionary<string, int>
+        {
+            ["language_model.shared.weight"] = t5Vocab, ["language_model.lm_head.weight"] = t5Vocab,
+            ["qformer.embeddings.word_embeddings.weight"] = bertVocab,
+        });
+        string configPath = Path.Combine(folder.Path, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!;
+        config["text_config"]!["vocab_size"] = t5Vocab;
+        config["qformer_config"]!["vocab_size"] = bertVocab;
+        File.WriteAllText(configPath, config.ToJsonString());
+        return folder;
+    }
+}
