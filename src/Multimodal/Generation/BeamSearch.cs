@@ -61,119 +61,147 @@ internal static class BeamSearch
 {
     public static GenerationOutput Run(GenerationRequest request)
     {
-        var options = request.Options;
-        int nb = options.NumBeams;
         using var outer = NewDisposeScope();
-        int batch = (int)request.PromptEmbeds.shape[0];
-        int rowsTotal = batch * nb;
-        var device = request.PromptEmbeds.device;
-        using var cache = options.UseCache ? request.Model.NewCache() : null;
-        var embeds = request.PromptEmbeds.repeat_interleave(nb, 0);                     // (B·nb, T, E)
-        var mask = request.PromptMask.repeat_interleave(nb, 0);                         // (B·nb, T)
-        var promptIds = request.PromptIds?.repeat_interleave(nb, 0);                    // (B·nb, T) or null
-        var beamScores = zeros(batch, nb, ScalarType.Float32, device);
-        beamScores[.., 1..] = -1e9;                                                    // only beam 0 is live at first
-        beamScores = beamScores.view(-1);
-        var tokens = empty(rowsTotal, 0, ScalarType.Int64, device);
-        var hypotheses = Enumerable.Range(0, batch)
-            .Select(_ => new BeamHypotheses(nb, options.LengthPenalty, options.EarlyStopping, request.MaxNewTokens)).ToArray();
-        var done = new bool[batch];
-        var stepScores = new List<Tensor>();
-        var stepLogits = new List<Tensor>();
-        int keep = Math.Max(2, 1 + request.Eos.Length) * nb;
+        using var cache = request.Options.UseCache ? request.Model.NewCache() : null;
+        var run = new Running(request, cache);
         for (int step = 0; step < request.MaxNewTokens; step++)
         {
             request.Cancel.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
-            var logits = request.NextLogits(embeds, mask, tokens, cache, promptIds);
-            var processed = LogitsProcessors.Apply(GenerationRequest.PenaltyIds(promptIds, tokens), logits.log_softmax(-1), options,
-                request.Eos, request.MinNewTokens, generated: step, minTokensToKeep: 2);
+            if (run.Step(step)) break;
+        }
+        return run.Output();
+    }
+
+    /// <summary>One beam search's state: B·nb running rows (row b·nb + j is beam j of request row b).</summary>
+    private sealed class Running
+    {
+        private readonly GenerationRequest _request;
+        private readonly KvCache? _cache;
+        private readonly int _batch, _nb, _keep;
+        private readonly Device _device;
+        private readonly Tensor _embeds;
+        private readonly Tensor? _promptIds;
+        private Tensor _mask, _beamScores, _tokens;
+        private readonly BeamHypotheses[] _hypotheses;
+        private readonly bool[] _done;
+        private readonly List<Tensor> _stepScores = [], _stepLogits = [];
+
+        public Running(GenerationRequest request, KvCache? cache)
+        {
+            (_request, _cache) = (request, cache);
+            var options = request.Options;
+            _nb = options.NumBeams;
+            _batch = (int)request.PromptEmbeds.shape[0];
+            _device = request.PromptEmbeds.device;
+            // Candidates per row: enough that nb of them do not end, whatever the number of end ids.
+            _keep = Math.Max(2, 1 + request.Eos.Length) * _nb;
+            _embeds = request.PromptEmbeds.repeat_interleave(_nb, 0);                   // (B·nb, T, E)
+            _mask = request.PromptMask.repeat_interleave(_nb, 0);                       // (B·nb, T)
+            _promptIds = request.PromptIds?.repeat_interleave(_nb, 0);                  // (B·nb, T) or null
+            var beamScores = zeros(_batch, _nb, ScalarType.Float32, _device);
+            beamScores[.., 1..] = -1e9;                                                // only beam 0 is live at first
+            _beamScores = beamScores.view(-1);
+            _tokens = empty(_batch * _nb, 0, ScalarType.Int64, _device);
+            _hypotheses = Enumerable.Range(0, _batch)
+                .Select(_ => new BeamHypotheses(_nb, options.LengthPenalty, options.EarlyStopping, request.MaxNewTokens)).ToArray();
+            _done = new bool[_batch];
+        }
+
+        /// <summary>One step: scores every continuation, keeps nb per row; true when every row is done.</summary>
+        public bool Step(int step)
+        {
+            var options = _request.Options;
+            var logits = _request.NextLogits(_embeds, _mask, _tokens, _cache, _promptIds);
+            var processed = LogitsProcessors.Apply(GenerationRequest.PenaltyIds(_promptIds, _tokens), logits.log_softmax(-1), options,
+                _request.Eos, _request.MinNewTokens, generated: step, minTokensToKeep: 2);
             if (options.OutputScores)
             {
-                stepScores.Add(processed.cpu().MoveToOuterDisposeScope());
-                stepLogits.Add(logits.cpu().MoveToOuterDisposeScope());
+                _stepScores.Add(processed.cpu().MoveToOuterDisposeScope());
+                _stepLogits.Add(logits.cpu().MoveToOuterDisposeScope());
             }
             long vocab = processed.shape[1];
-            var total = processed.Plus(beamScores.unsqueeze(1)).view(batch, nb * vocab);
-            var (topScores, topIndex) = total.topk(keep, 1, largest: true, sorted: true);
-            var candScores = topScores.cpu().data<float>().ToArray();
-            var candIndex = topIndex.cpu().data<long>().ToArray();
-            var tokenRows = tokens.cpu();
-            int currentLength = step + 1;
+            var total = processed.Plus(_beamScores.unsqueeze(1)).view(_batch, _nb * vocab);
+            var (topScores, topIndex) = total.topk(_keep, 1, largest: true, sorted: true);
+            var (nextScores, nextTokens, nextRows) = Select(topScores.cpu().data<float>().ToArray(), topIndex.cpu().data<long>().ToArray(), vocab, step + 1);
 
-            var nextScores = new float[rowsTotal];
-            var nextTokens = new long[rowsTotal];
-            var nextRows = new long[rowsTotal];
-            for (int b = 0; b < batch; b++)
+            var rowIndex = tensor(nextRows, device: _device);
+            _beamScores = tensor(nextScores, device: _device).MoveToOuterDisposeScope();
+            _tokens = cat([_tokens.index_select(0, rowIndex), tensor(nextTokens, device: _device).unsqueeze(1)], 1).MoveToOuterDisposeScope();
+            _mask = cat([_mask, ones(_batch * _nb, 1, ScalarType.Int64, _device)], 1).MoveToOuterDisposeScope();
+            _cache?.Reorder(rowIndex);
+            _request.OnTokens?.Invoke(Enumerable.Range(0, _batch).Select(b => nextTokens[b * _nb]).ToArray(), _done.Select(d => !d).ToArray());
+            return _done.All(d => d);
+        }
+
+        // BeamSearchScorer.process: per row, the best candidates in order; one ending in an end id within the top nb
+        // becomes a finished hypothesis, the others fill the nb beams. Returns each new beam's score, token and source row.
+        private (float[] Scores, long[] Tokens, long[] Rows) Select(float[] candScores, long[] candIndex, long vocab, int currentLength)
+        {
+            int rowsTotal = _batch * _nb;
+            var (nextScores, nextTokens, nextRows) = (new float[rowsTotal], new long[rowsTotal], new long[rowsTotal]);
+            var tokenRows = _tokens.cpu();
+            for (int b = 0; b < _batch; b++)
             {
-                if (done[b])
+                if (_done[b])
                 {
                     // A finished row keeps running on pad tokens (its result is already decided).
-                    for (int j = 0; j < nb; j++) { nextTokens[b * nb + j] = request.Pad; nextRows[b * nb + j] = b * nb; }
+                    for (int j = 0; j < _nb; j++) (nextTokens[b * _nb + j], nextRows[b * _nb + j]) = (_request.Pad, b * _nb);
                     continue;
                 }
                 int filled = 0;
-                for (int rank = 0; rank < keep && filled < nb; rank++)
+                for (int rank = 0; rank < _keep && filled < _nb; rank++)
                 {
-                    long flat = candIndex[b * keep + rank];
+                    long flat = candIndex[b * _keep + rank];
                     long token = flat % vocab;
-                    int source = b * nb + (int)(flat / vocab);
-                    float score = candScores[b * keep + rank];
-                    if (request.Eos.Contains(token))
+                    int source = b * _nb + (int)(flat / vocab);
+                    float score = candScores[b * _keep + rank];
+                    if (_request.Eos.Contains(token))
                     {
-                        if (rank >= nb) continue;
-                        hypotheses[b].Add(tokenRows[source].data<long>().ToArray(), score, currentLength, ended: true);
+                        if (rank < _nb) _hypotheses[b].Add(tokenRows[source].data<long>().ToArray(), score, currentLength, ended: true);
+                        continue;
                     }
-                    else
-                    {
-                        nextScores[b * nb + filled] = score;
-                        nextTokens[b * nb + filled] = token;
-                        nextRows[b * nb + filled] = source;
-                        filled++;
-                    }
+                    (nextScores[b * _nb + filled], nextTokens[b * _nb + filled], nextRows[b * _nb + filled]) = (score, token, source);
+                    filled++;
                 }
-                if (filled < nb) throw new InvalidOperationException($"beam search found only {filled} of {nb} continuations for row {b}.");
-                done[b] = hypotheses[b].IsDone(candScores[b * keep], currentLength);
+                if (filled < _nb) throw new InvalidOperationException($"beam search found only {filled} of {_nb} continuations for row {b}.");
+                _done[b] = _hypotheses[b].IsDone(candScores[b * _keep], currentLength);
             }
-
-            var rowIndex = tensor(nextRows, device: device);
-            beamScores = tensor(nextScores, device: device).MoveToOuterDisposeScope();
-            tokens = cat([tokens.index_select(0, rowIndex), tensor(nextTokens, device: device).unsqueeze(1)], 1).MoveToOuterDisposeScope();
-            mask = cat([mask, ones(rowsTotal, 1, ScalarType.Int64, device)], 1).MoveToOuterDisposeScope();
-            cache?.Reorder(rowIndex);
-            request.OnTokens?.Invoke(Enumerable.Range(0, batch).Select(b => nextTokens[b * nb]).ToArray(), done.Select(d => !d).ToArray());
-            if (done.All(d => d)) break;
+            return (nextScores, nextTokens, nextRows);
         }
 
-        // Finalize: open beams of unfinished rows join their row's hypotheses; the best one wins.
-        var finalTokens = tokens.cpu();
-        var finalScores = beamScores.cpu().data<float>().ToArray();
-        var best = new long[batch][];
-        var bestScores = new double[batch];
-        var reasons = new FinishReason[batch];
-        for (int b = 0; b < batch; b++)
+        /// <summary>BeamSearchScorer.finalize: open beams of unfinished rows join their row's hypotheses; the best one wins,
+        /// with an end id appended where it is shorter than the longest.</summary>
+        public GenerationOutput Output()
         {
-            if (!done[b])
-                for (int j = 0; j < nb; j++)
-                    hypotheses[b].Add(finalTokens[b * nb + j].data<long>().ToArray(), finalScores[b * nb + j], (int)finalTokens.shape[1], ended: false);
-            // Python's sorted(...).pop(): the last of the highest scores.
-            var winner = hypotheses[b].Beams.Select((h, i) => (h, i)).OrderBy(x => x.h.Score).ThenBy(x => x.i).Last().h;
-            best[b] = winner.Tokens;
-            bestScores[b] = winner.Score;
-            reasons[b] = winner.Ended ? FinishReason.EndOfSequence : FinishReason.Length;
+            var finalTokens = _tokens.cpu();
+            var finalScores = _beamScores.cpu().data<float>().ToArray();
+            var best = new long[_batch][];
+            var bestScores = new double[_batch];
+            var reasons = new FinishReason[_batch];
+            for (int b = 0; b < _batch; b++)
+            {
+                if (!_done[b])
+                    for (int j = 0; j < _nb; j++)
+                        _hypotheses[b].Add(finalTokens[b * _nb + j].data<long>().ToArray(), finalScores[b * _nb + j], (int)finalTokens.shape[1], ended: false);
+                // Python's sorted(...).pop(): the last of the highest scores.
+                var winner = _hypotheses[b].Beams.Select((h, i) => (h, i)).OrderBy(x => x.h.Score).ThenBy(x => x.i).Last().h;
+                (best[b], bestScores[b]) = (winner.Tokens, winner.Score);
+                reasons[b] = winner.Ended ? FinishReason.EndOfSequence : FinishReason.Length;
+            }
+            int longest = Math.Min(best.Max(t => t.Length) + 1, _request.MaxNewTokens);
+            // Upstream fills with pad only when lengths differ; otherwise every row is exactly `longest` long.
+            var sequences = best.Select(t =>
+            {
+                var row = Enumerable.Repeat(_request.Pad, longest).ToArray();
+                t.AsSpan(0, Math.Min(t.Length, longest)).CopyTo(row);
+                if (t.Length < longest) row[t.Length] = _request.Eos[0];
+                return row;
+            }).ToArray();
+            var (allScores, allLogits) = (GenerationRequest.Stack(_stepScores), GenerationRequest.Stack(_stepLogits));
+            // The end id counts as generated, as in the greedy path.
+            var produced = best.Select((t, b) => Math.Min(t.Length + (reasons[b] == FinishReason.EndOfSequence ? 1 : 0), longest)).ToArray();
+            return new GenerationOutput(sequences, bestScores, allScores, reasons, produced) { StepLogits = allLogits };
         }
-        int longest = Math.Min(best.Max(t => t.Length) + 1, request.MaxNewTokens);
-        var sequences = best.Select(t =>
-        {
-            var row = Enumerable.Repeat(request.Pad, longest).ToArray();
-            t.AsSpan(0, Math.Min(t.Length, longest)).CopyTo(row);
-            if (t.Length < longest) row[t.Length] = request.Eos[0];
-            return row;
-        }).ToArray();
-        // Upstream fills with pad only when lengths differ; otherwise every row is exactly `longest` long.
-        var (allScores, allLogits) = (GenerationRequest.Stack(stepScores), GenerationRequest.Stack(stepLogits));
-        // The end id counts as generated, as in the greedy path.
-        var produced = best.Select((t, b) => Math.Min(t.Length + (reasons[b] == FinishReason.EndOfSequence ? 1 : 0), longest)).ToArray();
-        return new GenerationOutput(sequences, bestScores, allScores, reasons, produced) { StepLogits = allLogits };
     }
 }

@@ -12,112 +12,164 @@ internal static class GreedySearch
 {
     public static GenerationOutput Run(GenerationRequest request)
     {
-        var options = request.Options;
         using var outer = NewDisposeScope();
-        int batch = (int)request.PromptEmbeds.shape[0];
-        var device = request.PromptEmbeds.device;
-        using var cache = options.UseCache ? request.Model.NewCache() : null;
-        TorchSharp.torch.Generator? generator = options.DoSample && options.Seed is ulong seed ? new TorchSharp.torch.Generator(seed, device) : null;
-        bool compact = request.RowCancel is not null && !options.OutputScores;
-        var eos = tensor(request.Eos, device: device);
-        // Running state, one row per entry of `active` (the request rows still in the batch).
-        var active = Enumerable.Range(0, batch).ToArray();
-        var promptEmbeds = request.PromptEmbeds;
-        var promptIds = request.PromptIds;
-        var tokens = empty(batch, 0, ScalarType.Int64, device);
-        var mask = request.PromptMask;
-        var unfinished = ones(batch, ScalarType.Bool, device);
-        var logProbSum = zeros(batch, ScalarType.Float64, device);
-        var counted = zeros(batch, ScalarType.Float64, device);
-        // Per request row.
-        var rows = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
-        var reasons = Enumerable.Repeat(FinishReason.Length, batch).ToArray();
-        var produced = new int[batch];
-        var scoresPerRow = new double[batch];
-        var stepScores = new List<Tensor>();
-        var stepLogits = new List<Tensor>();
+        using var cache = request.Options.UseCache ? request.Model.NewCache() : null;
+        var run = new Running(request, cache);
         for (int step = 0; step < request.MaxNewTokens; step++)
         {
             request.Cancel.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
-            var logits = request.NextLogits(promptEmbeds, mask, tokens, cache, promptIds);
-            var scores = LogitsProcessors.Apply(GenerationRequest.PenaltyIds(promptIds, tokens), logits, options, request.Eos, request.MinNewTokens, generated: step);
-            if (options.OutputScores)
-            {
-                stepScores.Add(scores.cpu().MoveToOuterDisposeScope());
-                stepLogits.Add(logits.cpu().MoveToOuterDisposeScope());
-            }
-            var logProbs = scores.log_softmax(-1);
-            var next = options.DoSample
-                ? multinomial(scores.softmax(-1), 1, generator: generator).squeeze(1)
-                : scores.argmax(-1);
-            var chosen = logProbs.gather(1, next.unsqueeze(1)).squeeze(1).to(ScalarType.Float64);
-            logProbSum = logProbSum.Plus(where(unfinished, chosen, zeros_like(chosen))).MoveToOuterDisposeScope();
-            counted = counted.Plus(unfinished.to(ScalarType.Float64)).MoveToOuterDisposeScope();
-            next = where(unfinished, next, Scalars.Full(next.shape, request.Pad, next.dtype, next.device));
-            tokens = cat([tokens, next.unsqueeze(1)], 1).MoveToOuterDisposeScope();
-            mask = cat([mask, ones(active.Length, 1, ScalarType.Int64, device)], 1).MoveToOuterDisposeScope();
-
-            var ids = next.cpu().data<long>().ToArray();
-            var ended = unfinished.logical_and(next.unsqueeze(1).eq(eos.unsqueeze(0)).any(1)).cpu().data<bool>().ToArray();
-            var stillOpen = unfinished.cpu().data<bool>().ToArray();
-            for (int i = 0; i < active.Length; i++)
-            {
-                int r = active[i];
-                rows[r].Add(ids[i]);
-                if (!stillOpen[i]) continue;
-                produced[r]++;
-                if (ended[i]) reasons[r] = FinishReason.EndOfSequence;
-                else if (request.HitsStopString(rows[r]))
-                {
-                    ended[i] = true;
-                    reasons[r] = FinishReason.StopString;
-                }
-                else if (request.RowCancel?[r].IsCancellationRequested == true)
-                {
-                    ended[i] = true;
-                    reasons[r] = FinishReason.Cancelled;
-                }
-            }
-            request.OnTokens?.Invoke(Spread(ids, active, batch, request.Pad), Spread(stillOpen, active, batch, false));
-            unfinished = unfinished.logical_and(tensor(ended, device: device).logical_not()).MoveToOuterDisposeScope();
-            if (!unfinished.any().item<bool>()) break;
+            var (ended, stillOpen) = run.Step(step);
+            if (!run.AnyOpen) break;
             if (request.RowCancel is null || !ended.Any(e => e)) continue;
-
-            var leaving = logProbSum.div(counted.AtLeast(1)).cpu().data<double>().ToArray();
-            for (int i = 0; i < active.Length; i++)
-            {
-                if (!ended[i]) continue;
-                int r = active[i];
-                scoresPerRow[r] = leaving[i];
-                request.OnRowEnded?.Invoke(r, new GenerationOutput([rows[r].ToArray()], [leaving[i]], null, [reasons[r]], [produced[r]]));
-            }
-            if (!compact) continue;
-            var keep = Enumerable.Range(0, active.Length).Where(i => stillOpen[i] && !ended[i]).ToArray();
-            var keepRows = tensor(keep.Select(i => (long)i).ToArray(), device: device);
-            if (!request.Model.SelectRows(keepRows))
-            {
-                compact = false;
-                continue;
-            }
-            cache?.Reorder(keepRows);
-            Tensor Keep(Tensor t) => t.index_select(0, keepRows).MoveToOuterDisposeScope();
-            (tokens, mask, unfinished, logProbSum, counted, promptEmbeds) = (Keep(tokens), Keep(mask), Keep(unfinished), Keep(logProbSum), Keep(counted), Keep(promptEmbeds));
-            if (promptIds is not null) promptIds = Keep(promptIds);
-            active = keep.Select(i => active[i]).ToArray();
+            run.HandOutEnded(ended);
+            run.Compact(ended, stillOpen);
         }
-        var final = logProbSum.div(counted.AtLeast(1)).cpu().data<double>().ToArray();
-        for (int i = 0; i < active.Length; i++) scoresPerRow[active[i]] = final[i];
-        var (allScores, allLogits) = (GenerationRequest.Stack(stepScores), GenerationRequest.Stack(stepLogits));
-        return new GenerationOutput(rows.Select(r => r.ToArray()).ToArray(), scoresPerRow, allScores, reasons, produced) { StepLogits = allLogits };
+        return run.Output();
     }
 
-    // The running batch's per-row values spread over every request row (rows that left get `missing`).
-    private static T[] Spread<T>(T[] values, int[] active, int batch, T missing)
+    /// <summary>One generation's state. Tensors are over the running batch (one row per entry of <c>_active</c>, the
+    /// request rows still in it); arrays are over request rows. Tensors replaced during a step move to the scope
+    /// around the step loop.</summary>
+    private sealed class Running
     {
-        if (active.Length == batch) return values;
-        var all = Enumerable.Repeat(missing, batch).ToArray();
-        for (int i = 0; i < active.Length; i++) all[active[i]] = values[i];
-        return all;
+        private readonly GenerationRequest _request;
+        private readonly KvCache? _cache;
+        private readonly TorchSharp.torch.Generator? _generator;
+        private readonly Tensor _eos;
+        private readonly Device _device;
+        private bool _compact;
+        private int[] _active;
+        private Tensor _promptEmbeds, _mask, _tokens, _unfinished, _logProbSum, _counted;
+        private Tensor? _promptIds;
+        private readonly List<long>[] _rows;
+        private readonly FinishReason[] _reasons;
+        private readonly int[] _produced;
+        private readonly double[] _scores;
+        private readonly List<Tensor> _stepScores = [], _stepLogits = [];
+
+        public Running(GenerationRequest request, KvCache? cache)
+        {
+            (_request, _cache) = (request, cache);
+            var options = request.Options;
+            int batch = (int)request.PromptEmbeds.shape[0];
+            _device = request.PromptEmbeds.device;
+            _generator = options.DoSample && options.Seed is ulong seed ? new TorchSharp.torch.Generator(seed, _device) : null;
+            _compact = request.RowCancel is not null && !options.OutputScores;
+            _eos = tensor(request.Eos, device: _device);
+            _active = Enumerable.Range(0, batch).ToArray();
+            (_promptEmbeds, _promptIds, _mask) = (request.PromptEmbeds, request.PromptIds, request.PromptMask);
+            _tokens = empty(batch, 0, ScalarType.Int64, _device);
+            _unfinished = ones(batch, ScalarType.Bool, _device);
+            _logProbSum = zeros(batch, ScalarType.Float64, _device);
+            _counted = zeros(batch, ScalarType.Float64, _device);
+            _rows = Enumerable.Range(0, batch).Select(_ => new List<long>()).ToArray();
+            _reasons = Enumerable.Repeat(FinishReason.Length, batch).ToArray();
+            _produced = new int[batch];
+            _scores = new double[batch];
+        }
+
+        public bool AnyOpen => _unfinished.any().item<bool>();
+
+        /// <summary>Chooses and records one token per running row; returns which rows ended now and which were open.</summary>
+        public (bool[] Ended, bool[] StillOpen) Step(int step)
+        {
+            var next = Choose(step);
+            var ids = next.cpu().data<long>().ToArray();
+            var ended = _unfinished.logical_and(next.unsqueeze(1).eq(_eos.unsqueeze(0)).any(1)).cpu().data<bool>().ToArray();
+            var stillOpen = _unfinished.cpu().data<bool>().ToArray();
+            Record(ids, ended, stillOpen);
+            int batch = _rows.Length;
+            _request.OnTokens?.Invoke(Spread(ids, batch, _request.Pad), Spread(stillOpen, batch, false));
+            _unfinished = _unfinished.logical_and(tensor(ended, device: _device).logical_not()).MoveToOuterDisposeScope();
+            return (ended, stillOpen);
+        }
+
+        // Logits → processors → the next token (ended rows get the pad); the running log-probability sums grow.
+        private Tensor Choose(int step)
+        {
+            var options = _request.Options;
+            var logits = _request.NextLogits(_promptEmbeds, _mask, _tokens, _cache, _promptIds);
+            var scores = LogitsProcessors.Apply(GenerationRequest.PenaltyIds(_promptIds, _tokens), logits, options, _request.Eos,
+                _request.MinNewTokens, generated: step);
+            if (options.OutputScores)
+            {
+                _stepScores.Add(scores.cpu().MoveToOuterDisposeScope());
+                _stepLogits.Add(logits.cpu().MoveToOuterDisposeScope());
+            }
+            var next = options.DoSample ? multinomial(scores.softmax(-1), 1, generator: _generator).squeeze(1) : scores.argmax(-1);
+            var chosen = scores.log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1).to(ScalarType.Float64);
+            _logProbSum = _logProbSum.Plus(where(_unfinished, chosen, zeros_like(chosen))).MoveToOuterDisposeScope();
+            _counted = _counted.Plus(_unfinished.to(ScalarType.Float64)).MoveToOuterDisposeScope();
+            next = where(_unfinished, next, Scalars.Full(next.shape, _request.Pad, next.dtype, next.device));
+            _tokens = cat([_tokens, next.unsqueeze(1)], 1).MoveToOuterDisposeScope();
+            _mask = cat([_mask, ones(_active.Length, 1, ScalarType.Int64, _device)], 1).MoveToOuterDisposeScope();
+            return next;
+        }
+
+        // Appends the ids to their request rows and decides why an open row ends: its end id, a stop string, or its
+        // request's cancellation (marked in `ended`).
+        private void Record(long[] ids, bool[] ended, bool[] stillOpen)
+        {
+            for (int i = 0; i < _active.Length; i++)
+            {
+                int r = _active[i];
+                _rows[r].Add(ids[i]);
+                if (!stillOpen[i]) continue;
+                _produced[r]++;
+                if (ended[i]) _reasons[r] = FinishReason.EndOfSequence;
+                else if (_request.HitsStopString(_rows[r])) (ended[i], _reasons[r]) = (true, FinishReason.StopString);
+                else if (_request.RowCancel?[r].IsCancellationRequested == true) (ended[i], _reasons[r]) = (true, FinishReason.Cancelled);
+            }
+        }
+
+        /// <summary>Answers each row that ended now, alone, before the batch ends.</summary>
+        public void HandOutEnded(bool[] ended)
+        {
+            var leaving = _logProbSum.div(_counted.AtLeast(1)).cpu().data<double>().ToArray();
+            for (int i = 0; i < _active.Length; i++)
+            {
+                if (!ended[i]) continue;
+                int r = _active[i];
+                _scores[r] = leaving[i];
+                _request.OnRowEnded?.Invoke(r, new GenerationOutput([_rows[r].ToArray()], [leaving[i]], null, [_reasons[r]], [_produced[r]]));
+            }
+        }
+
+        /// <summary>Narrows the running batch to the rows still open, where the model allows it.</summary>
+        public void Compact(bool[] ended, bool[] stillOpen)
+        {
+            if (!_compact) return;
+            var keep = Enumerable.Range(0, _active.Length).Where(i => stillOpen[i] && !ended[i]).ToArray();
+            var keepRows = tensor(keep.Select(i => (long)i).ToArray(), device: _device);
+            if (!_request.Model.SelectRows(keepRows))
+            {
+                _compact = false;
+                return;
+            }
+            _cache?.Reorder(keepRows);
+            Tensor Keep(Tensor t) => t.index_select(0, keepRows).MoveToOuterDisposeScope();
+            (_tokens, _mask, _unfinished, _logProbSum, _counted, _promptEmbeds) =
+                (Keep(_tokens), Keep(_mask), Keep(_unfinished), Keep(_logProbSum), Keep(_counted), Keep(_promptEmbeds));
+            if (_promptIds is not null) _promptIds = Keep(_promptIds);
+            _active = keep.Select(i => _active[i]).ToArray();
+        }
+
+        public GenerationOutput Output()
+        {
+            var final = _logProbSum.div(_counted.AtLeast(1)).cpu().data<double>().ToArray();
+            for (int i = 0; i < _active.Length; i++) _scores[_active[i]] = final[i];
+            var (allScores, allLogits) = (GenerationRequest.Stack(_stepScores), GenerationRequest.Stack(_stepLogits));
+            return new GenerationOutput(_rows.Select(r => r.ToArray()).ToArray(), _scores, allScores, _reasons, _produced) { StepLogits = allLogits };
+        }
+
+        // The running batch's per-row values spread over every request row (rows that left get `missing`).
+        private T[] Spread<T>(T[] values, int batch, T missing)
+        {
+            if (_active.Length == batch) return values;
+            var all = Enumerable.Repeat(missing, batch).ToArray();
+            for (int i = 0; i < _active.Length; i++) all[_active[i]] = values[i];
+            return all;
+        }
     }
 }
