@@ -119,7 +119,7 @@ public static class CaptionBatch
                 {
                     ["id"] = item.Id,
                     ["caption"] = caption.Text,
-                    ["finish_reason"] = caption.FinishReason == FinishReason.Length ? "length" : "stop",
+                    ["finish_reason"] = OpenAiProtocol.FinishReason(caption.FinishReason.ToChatFinishReason()),
                     ["new_tokens"] = caption.OutputTokens,
                     ["seconds"] = Math.Round(result.Seconds, 4),
                 }.ToJsonString()).Append('\n');

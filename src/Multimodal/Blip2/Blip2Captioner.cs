@@ -92,7 +92,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     private SingleImageBatcher Batcher()
     {
         lock (_batcherLock)
-            return _batcher ??= new(Batching!, _gate, o => o.WithDefaults(Model.GenerationConfig), Generate);
+            return _batcher ??= new(Batching!, _gate, Processor.Tokenizer, Call, Generate);
     }
 
     /// <summary>Captions a decoded image with these options (<c>CaptionAsync(image, options)</c>).</summary>
@@ -111,7 +111,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     /// what it would be alone, up to float rounding.</summary>
     public Task<IReadOnlyList<TextResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts,
         GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        _gate.RunAsync(() => Generate(images, prompts, options ?? new GenerationOptions(), null, cancellationToken, null, null), cancellationToken);
+        _gate.RunAsync(() => Generate(images, prompts, Call(options, cancellationToken)), cancellationToken);
 
     /// <summary>Streams a caption as it is generated, in decoded pieces (a character split across tokens
     /// comes out whole). Greedy or sampling only. Stopping the enumeration stops the generation.</summary>
@@ -146,25 +146,20 @@ public sealed class Blip2Captioner : IVisionLanguageModel
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
         if (Batching is not null) return Batcher().StreamAsync(Processor.Tokenizer, image, prompt, options, cancellationToken);
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
-            (onTokens, token) => Generate([image], [prompt], options, onTokens, token, null, null)[0], cancellationToken);
+            (onTokens, token) => Generate([image], [prompt], Call(options, token) with { OnTokens = onTokens })[0], cancellationToken);
     }
 
-    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationOptions options,
-        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel,
-        Action<int, TextResult>? onRowResult)
+    // The one place a call's options meet the checkpoint's defaults (and are validated).
+    private GenerationCall Call(GenerationOptions? options, CancellationToken cancellationToken) =>
+        GenerationCall.Resolve(options, Model.GenerationConfig, cancellationToken) with { Decode = ids => Processor.Tokenizer.Decode(ids) };
+
+    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationCall call)
     {
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, prompts);
-        int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
-        var inputTokens = inputs.AttentionMask.sum(1).data<long>().ToArray().Select(p => queries + (int)p).ToList();
-        Action<int, GenerationOutput>? onRowEnded = onRowResult is null ? null
-            : (row, alone) => onRowResult(row, TextResult.FromBatch(alone, Processor.Tokenizer, [inputTokens[row]], beams: false)[0]);
-        using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, options, Decode, onTokens, cancellationToken,
-            rowCancel, onRowEnded);
-        return TextResult.FromBatch(output, Processor.Tokenizer, inputTokens, beams: options.WithDefaults(Model.GenerationConfig).NumBeams > 1);
+        using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, call);
+        return TextResult.FromBatch(output, Processor.Tokenizer, beams: call.Options.NumBeams > 1);
     }
-
-    private string Decode(IReadOnlyList<long> ids) => Processor.Tokenizer.Decode(ids);
 
     Task<TextResult> IVisionLanguageModel.CaptionAsync(DecodedImage image, GenerationOptions? options, CancellationToken cancellationToken) =>
         CaptionAsync(image, "", options, cancellationToken);

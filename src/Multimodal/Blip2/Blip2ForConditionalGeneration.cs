@@ -146,22 +146,17 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// <param name="cancellationToken">checked before every step.</param>
     public GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
         Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken) =>
-        Generate(pixelValues, inputIds, attentionMask, options, decode, onTokens, cancellationToken, null);
+        Generate(pixelValues, inputIds, attentionMask,
+            GenerationCall.Resolve(options, GenerationConfig, cancellationToken) with { Decode = decode, OnTokens = onTokens });
 
-    /// <summary>Generation whose rows are separate requests (dynamic batching): a row whose token in
-    /// <paramref name="rowCancel"/> is cancelled ends, ended rows leave the running batch, and
-    /// <paramref name="onRowEnded"/> gets each row that ends before the batch, alone.</summary>
-    internal GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationOptions options,
-        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
-        IReadOnlyList<CancellationToken>? rowCancel, Action<int, GenerationOutput>? onRowEnded = null)
+    /// <summary>Generation of one resolved call (see <see cref="GenerationCall"/>: its rows may be separate requests).</summary>
+    internal GenerationOutput Generate(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask, GenerationCall call)
     {
-        options = options.WithDefaults(GenerationConfig);
-        options.Validate();
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var (embeds, mask) = LanguageInputs(pixelValues, inputIds, attentionMask);
         long bos = LanguageModels.For(Config.TextConfig).Tokens(Config.TextConfig).Bos ?? 0;   // decoder-only: BOS goes in front of the new tokens
-        return _bridge.Generate(embeds, mask, options, bos, decode, onTokens, cancellationToken, rowCancel, onRowEnded);
+        return _bridge.Generate(embeds, mask, call, bos);
     }
 
     /// <summary>Logits of a decoder-only BLIP-2 with autograd enabled (no inference mode): for training or

@@ -101,13 +101,10 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     /// <summary>Generation as the wrappers' <c>generate</c>: the language model is driven by the prompt embeddings;
     /// a decoder-only model's new tokens get <paramref name="prependedId"/> in front; T5's start from
     /// <c>decoder_start_token_id</c>.</summary>
-    /// <remarks><paramref name="rowCancel"/>: one token per row when the rows are separate requests (see
-    /// <see cref="GenerationRequest.RowCancel"/>).</remarks>
-    public GenerationOutput Generate(Tensor embeds, Tensor mask, GenerationOptions options, long prependedId,
-        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
-        IReadOnlyList<CancellationToken>? rowCancel = null, Action<int, GenerationOutput>? onRowEnded = null)
+    public GenerationOutput Generate(Tensor embeds, Tensor mask, GenerationCall call, long prependedId)
     {
-        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, options, decode, onTokens, cancellationToken, rowCancel, onRowEnded);
+        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, call);
+        var options = call.Options;
         bool legacy = imageTokenIndex is null;
         int prompt = (int)embeds.shape[1];
         // The wrappers shift max_length by Q − 1 and min_length by Q in the original layout; transformers then
@@ -120,20 +117,19 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         long pad = options.PadTokenId ?? tokens.Pad ?? tokens.Eos ?? eos.FirstOrDefault();
         var request = new GenerationRequest
         {
-            Model = LanguageModel, PromptEmbeds = embeds, PromptMask = mask, Options = options,
-            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
-            RowCancel = rowCancel, OnRowEnded = Prepending(onRowEnded, prependedId),
+            Model = LanguageModel, PromptEmbeds = embeds, PromptMask = mask, Call = call.Prefixing(_ => [prependedId]),
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad,
         };
         var output = Generation.Generator.Generate(request);
         return output with { Sequences = output.Sequences.Select(row => row.Prepend(prependedId).ToArray()).ToArray() };
     }
 
     // Encoder-decoder: the encoder runs once; the decoder starts from decoder_start_token_id, which the
-    // output keeps and the repetition penalty sees; max/min_length count decoder ids (start included).
-    private GenerationOutput GenerateEncoderDecoder(T5ForConditionalGeneration t5, Tensor embeds, Tensor mask, GenerationOptions options,
-        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
-        IReadOnlyList<CancellationToken>? rowCancel, Action<int, GenerationOutput>? onRowEnded)
+    // output keeps and the repetition penalty sees; max/min_length count decoder ids (start included). The input
+    // tokens are the encoder's (queries and prompt).
+    private GenerationOutput GenerateEncoderDecoder(T5ForConditionalGeneration t5, Tensor embeds, Tensor mask, GenerationCall call)
     {
+        var options = call.Options;
         var config = t5.Config;
         long start = config.DecoderStartTokenId ?? config.PadTokenId;
         var (maxNew, minNew) = options.ResolveLimits(maxLengthCounts: 1, minLengthCounts: 1);   // the start token
@@ -144,16 +140,11 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         var startIds = Scalars.Full([embeds.shape[0], 1], start, ScalarType.Int64, device);
         var request = new GenerationRequest
         {
-            Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds, Options = options,
-            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
-            RowCancel = rowCancel, OnRowEnded = Prepending(onRowEnded, start),
+            Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds,
+            Call = call.Prefixing(_ => [start]), InputTokens = mask.sum(1).cpu().data<long>().ToArray().Select(n => (int)n).ToArray(),
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad,
         };
         var output = Generation.Generator.Generate(request);
         return output with { Sequences = output.Sequences.Select(row => row.Prepend(start).ToArray()).ToArray() };
     }
-
-    // A row handed out early gets the id its full output will start with, as the whole batch's rows do.
-    private static Action<int, GenerationOutput>? Prepending(Action<int, GenerationOutput>? onRowEnded, long first) =>
-        onRowEnded is null ? null : (row, output) =>
-            onRowEnded(row, output with { Sequences = output.Sequences.Select(ids => ids.Prepend(first).ToArray()).ToArray() });
 }

@@ -69,7 +69,7 @@ public abstract class VisionChatClient : IChatClient
         var result = await GenerateAsync(turns, ChatInput.Options(options), cancellationToken).ConfigureAwait(false);
         return new ChatResponse(new ChatMessage(ChatRole.Assistant, result.Text))
         {
-            FinishReason = FinishReasonOf(result),
+            FinishReason = result.FinishReason.ToChatFinishReason(),
             Usage = UsageOf(result),
             ModelId = _metadata.DefaultModelId,
             CreatedAt = DateTimeOffset.UtcNow,
@@ -93,7 +93,7 @@ public abstract class VisionChatClient : IChatClient
             {
                 yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(UsageOf(result))])
                 {
-                    FinishReason = FinishReasonOf(result), ModelId = _metadata.DefaultModelId, ResponseId = id,
+                    FinishReason = result.FinishReason.ToChatFinishReason(), ModelId = _metadata.DefaultModelId, ResponseId = id,
                 };
             }
             else if (text.Length > 0)
@@ -112,9 +112,6 @@ public abstract class VisionChatClient : IChatClient
 
     /// <summary>Does nothing: the façade the client was made from owns the model.</summary>
     public void Dispose() => GC.SuppressFinalize(this);
-
-    private static ChatFinishReason FinishReasonOf(TextResult result) =>
-        result.FinishReason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
 
     private static UsageDetails UsageOf(TextResult result) => new()
     {

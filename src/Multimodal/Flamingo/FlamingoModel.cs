@@ -177,9 +177,13 @@ public sealed class FlamingoModel : nn.Module
     /// <summary><see cref="Generate(Tensor, Tensor, Tensor?, GenerationOptions?, CancellationToken)"/> with
     /// a decoder for stop strings and a per-step callback.</summary>
     public GenerationOutput Generate(Tensor visionX, Tensor langX, Tensor? attentionMask, GenerationOptions options,
-        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+        Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken) =>
+        Generate(visionX, langX, attentionMask, GenerationCall.Resolve(options, null, cancellationToken) with { Decode = decode, OnTokens = onTokens });
+
+    /// <summary>Generation of one resolved call (see <see cref="GenerationCall"/>).</summary>
+    internal GenerationOutput Generate(Tensor visionX, Tensor langX, Tensor? attentionMask, GenerationCall call)
     {
-        options.Validate();
+        var options = call.Options;
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var (_, _, media) = EncodeVision(visionX);
@@ -194,8 +198,8 @@ public sealed class FlamingoModel : nn.Module
         using var session = new FlamingoSession(this, media, generating: true);
         var request = new GenerationRequest
         {
-            Model = session, PromptEmbeds = Host.EmbedTokens(ids), PromptMask = mask, PromptIds = ids, Options = options,
-            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+            Model = session, PromptEmbeds = Host.EmbedTokens(ids), PromptMask = mask, PromptIds = ids, Call = call,
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad,
         };
         var output = Generation.Generator.Generate(request);
         var promptRows = ids.cpu();

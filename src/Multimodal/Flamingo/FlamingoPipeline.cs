@@ -92,7 +92,7 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
         using var output = Model.Generate(visionX, tensor(ids).unsqueeze(0), null, options ?? new GenerationOptions(),
             Decode, onTokens, cancellationToken);
         var row = output.Sequences[0];
-        return new TextResult(Tokenizer.Decode(row.Skip(ids.Length)).Trim(), row, output.Scores[0], output.FinishReasons[0], ids.Length, output.NewTokens[0]);
+        return new TextResult(Tokenizer.Decode(row.Skip(ids.Length)).Trim(), row, output.Scores[0], output.FinishReasons[0], output.InputTokens[0], output.NewTokens[0]);
     }
 
     private string Decode(IReadOnlyList<long> ids) => Tokenizer.Decode(ids);

@@ -18,6 +18,15 @@ public enum FinishReason
     Cancelled,
 }
 
+/// <summary>The one mapping of <see cref="FinishReason"/> to the standard abstractions' reason, which the chat clients, the
+/// server's responses and batch captioning all report.</summary>
+public static class FinishReasons
+{
+    /// <summary><see cref="FinishReason.Length"/> → length (the text may be cut); every other end → stop.</summary>
+    public static Microsoft.Extensions.AI.ChatFinishReason ToChatFinishReason(this FinishReason reason) =>
+        reason == FinishReason.Length ? Microsoft.Extensions.AI.ChatFinishReason.Length : Microsoft.Extensions.AI.ChatFinishReason.Stop;
+}
+
 /// <summary>The result of one generation call.</summary>
 /// <param name="Sequences">(B, L) ids: what upstream's <c>generate()</c> returns (for BLIP-2 with a
 /// decoder-only LM: BOS then the new tokens, rows that ended early padded with the pad id).</param>
@@ -35,6 +44,10 @@ public sealed record GenerationOutput(long[][] Sequences, double[] Scores, Tenso
     /// <summary>(B, steps, V) raw logits of every step (before the logits processors; for beam search one row
     /// per beam, B·beams), when <see cref="GenerationOptions.OutputScores"/>; owned by the output.</summary>
     public Tensor? StepLogits { get; init; }
+
+    /// <summary>Per row, the positions the language model read before the first new token (image queries or image tokens
+    /// and prompt tokens, padding not counted): the one count every result and usage report uses.</summary>
+    public int[] InputTokens { get; init; } = [];
 
     /// <summary>The sequences as a (B, L) int64 CPU tensor.</summary>
     public Tensor ToTensor()
@@ -67,9 +80,8 @@ public sealed record TextResult(string Text, IReadOnlyList<long> Ids, double Sco
     /// goes (beam search pads as upstream does, and batches of beams are never formed dynamically).</summary>
     /// <param name="output">the generation.</param>
     /// <param name="tokenizer">decodes the ids.</param>
-    /// <param name="inputTokens">per row, the positions the language model read before the first new token.</param>
     /// <param name="beams">whether the generation was a beam search.</param>
-    internal static IReadOnlyList<TextResult> FromBatch(GenerationOutput output, Processing.ITextTokenizer tokenizer, IReadOnlyList<int> inputTokens, bool beams)
+    internal static IReadOnlyList<TextResult> FromBatch(GenerationOutput output, Processing.ITextTokenizer tokenizer, bool beams)
     {
         // The longest row ran every step: what precedes its new tokens (BOS, a decoder start, a left-padded prompt) is
         // the same length in every row.
@@ -77,7 +89,7 @@ public sealed record TextResult(string Text, IReadOnlyList<long> Ids, double Sco
         return output.Sequences.Select((ids, i) =>
         {
             IReadOnlyList<long> row = beams ? ids : ids[..(prefix + output.NewTokens[i])];
-            return new TextResult(tokenizer.Decode(row).Trim(), row, output.Scores[i], output.FinishReasons[i], inputTokens[i], output.NewTokens[i]);
+            return new TextResult(tokenizer.Decode(row).Trim(), row, output.Scores[i], output.FinishReasons[i], output.InputTokens[i], output.NewTokens[i]);
         }).ToList();
     }
 }

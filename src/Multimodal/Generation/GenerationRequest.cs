@@ -19,8 +19,15 @@ internal sealed record GenerationRequest
     /// when the prompt is embeddings only (BLIP-2).</summary>
     public Tensor? PromptIds { get; init; }
 
-    /// <summary>The caller's options (validated).</summary>
-    public required GenerationOptions Options { get; init; }
+    /// <summary>The call: resolved options, decoder, observer hooks and cancellation.</summary>
+    public required GenerationCall Call { get; init; }
+
+    /// <summary>Per row, the positions the language model read before the first new token (the prompt mask's real
+    /// positions unless the caller counts otherwise: T5's are the encoder's).</summary>
+    public int[]? InputTokens { get; init; }
+
+    /// <summary><see cref="GenerationCall.Options"/>.</summary>
+    public GenerationOptions Options => Call.Options;
 
     /// <summary>Resolved limit of new tokens.</summary>
     public required int MaxNewTokens { get; init; }
@@ -34,24 +41,23 @@ internal sealed record GenerationRequest
     /// <summary>Id written after a row has ended.</summary>
     public required long Pad { get; init; }
 
-    /// <summary>Decodes a row's new tokens to text (needed for stop strings), or null.</summary>
-    public Func<IReadOnlyList<long>, string>? Decode { get; init; }
+    /// <summary><see cref="GenerationCall.Decode"/>.</summary>
+    public Func<IReadOnlyList<long>, string>? Decode => Call.Decode;
 
-    /// <summary>Called after each step with the new token of every row (pad for ended rows), or null.</summary>
-    public Action<long[], bool[]>? OnTokens { get; init; }
+    /// <summary><see cref="GenerationCall.OnTokens"/>.</summary>
+    public Action<long[], bool[]>? OnTokens => Call.OnTokens;
 
-    /// <summary>Checked before each step.</summary>
-    public CancellationToken Cancel { get; init; }
+    /// <summary><see cref="GenerationCall.Cancel"/>.</summary>
+    public CancellationToken Cancel => Call.Cancel;
 
-    /// <summary>Rows that are independent requests (dynamic batching): when set, a row whose token is cancelled ends
-    /// with <see cref="FinishReason.Cancelled"/>, and greedy search drops ended rows from the running batch (their
-    /// cache, mask and tokens) when the model can select rows and no per-step scores are kept, so the rows left
-    /// run as a smaller batch. Null: upstream's behaviour, ended rows run on with the pad id.</summary>
-    public IReadOnlyList<CancellationToken>? RowCancel { get; init; }
+    /// <summary><see cref="GenerationCall.RowCancel"/>.</summary>
+    public IReadOnlyList<CancellationToken>? RowCancel => Call.RowCancel;
 
-    /// <summary>With <see cref="RowCancel"/>: called as soon as a row ends before the batch does, with that row alone (a
-    /// one-row output), so its request can be answered without waiting for its batch-mates; null: none.</summary>
-    public Action<int, GenerationOutput>? OnRowEnded { get; init; }
+    /// <summary><see cref="GenerationCall.OnRowEnded"/>.</summary>
+    public Action<int, GenerationOutput>? OnRowEnded => Call.OnRowEnded;
+
+    /// <summary>The input-token count of every row (see <see cref="InputTokens"/>).</summary>
+    public int[] CountInputTokens() => InputTokens ?? PromptMask.sum(1).cpu().data<long>().ToArray().Select(n => (int)n).ToArray();
 
     /// <summary>(N, V) float32 logits for the next position. The first step feeds the prompt; later
     /// steps feed only the last token when the cache holds the rest, or everything again without it.</summary>

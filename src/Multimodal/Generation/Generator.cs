@@ -8,12 +8,12 @@ internal static class Generator
     /// <summary>Runs one generation under inference mode; returns the new tokens of every row.</summary>
     public static GenerationOutput Generate(GenerationRequest request)
     {
-        request.Options.Validate();
         if (request.Options.StopStrings.Count > 0 && request.Decode is null)
             throw new ArgumentException("StopStrings need a tokenizer to decode with.");
         if (request.MaxNewTokens <= 0)
             throw new ArgumentException($"No new tokens can be generated (limit {request.MaxNewTokens}).");
         using var inference = inference_mode();
-        return request.Options.NumBeams > 1 ? BeamSearch.Run(request) : GreedySearch.Run(request);
+        var output = request.Options.NumBeams > 1 ? BeamSearch.Run(request) : GreedySearch.Run(request);
+        return output with { InputTokens = request.CountInputTokens() };
     }
 }

@@ -47,10 +47,12 @@ internal static class GreedySearch
         private readonly int[] _produced;
         private readonly double[] _scores;
         private readonly List<Tensor> _stepScores = [], _stepLogits = [];
+        private readonly int[] _inputTokens;
 
         public Running(GenerationRequest request, KvCache? cache)
         {
             (_request, _cache) = (request, cache);
+            _inputTokens = request.CountInputTokens();
             var options = request.Options;
             int batch = (int)request.PromptEmbeds.shape[0];
             _device = request.PromptEmbeds.device;
@@ -132,7 +134,10 @@ internal static class GreedySearch
                 if (!ended[i]) continue;
                 int r = _active[i];
                 _scores[r] = leaving[i];
-                _request.OnRowEnded?.Invoke(r, new GenerationOutput([_rows[r].ToArray()], [leaving[i]], null, [_reasons[r]], [_produced[r]]));
+                _request.OnRowEnded?.Invoke(r, new GenerationOutput([_rows[r].ToArray()], [leaving[i]], null, [_reasons[r]], [_produced[r]])
+                {
+                    InputTokens = [_inputTokens[r]],
+                });
             }
         }
 

@@ -2,11 +2,9 @@ using Multimodal.Processing;
 
 namespace Multimodal.Generation;
 
-/// <summary>A batched generation over single-image calls: one prompt per image, left-padded rows, each row's own
-/// cancellation, and an early answer for each row that ends before the batch (see <see cref="DynamicBatcher{TItem, TResult}"/>).</summary>
-internal delegate IReadOnlyList<TextResult> SingleImageGeneration(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts,
-    GenerationOptions options, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken,
-    IReadOnlyList<CancellationToken>? rowCancel, Action<int, TextResult>? onRowResult);
+/// <summary>A façade's batched generation: one prompt per image, left-padded rows; the call carries each row's own
+/// cancellation and the early answer of each row that ends before the batch.</summary>
+internal delegate IReadOnlyList<TextResult> SingleImageGeneration(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationCall call);
 
 /// <summary>Dynamic batching for a single-image façade (BLIP-2, InstructBLIP): concurrent calls with equal options join one
 /// batch through the façade's gate, whole or streamed; beam searches run alone (their padding is upstream's per batch).</summary>
@@ -19,17 +17,19 @@ internal sealed class SingleImageBatcher : IDisposable
     }
 
     private readonly DynamicBatcher<Call, TextResult> _batcher;
-    private readonly Func<GenerationOptions, GenerationOptions> _resolve;
+    private readonly Func<GenerationOptions, CancellationToken, GenerationCall> _resolve;
 
     /// <param name="options">batch size and wait.</param>
     /// <param name="gate">the façade's gate: a batch is one call through it.</param>
-    /// <param name="resolve">the façade's option defaults (the checkpoint's generation_config).</param>
+    /// <param name="tokenizer">decodes rows answered early.</param>
+    /// <param name="resolve">the façade's call for a call's options (the checkpoint's generation_config applied).</param>
     /// <param name="generate">the façade's batched generation.</param>
-    public SingleImageBatcher(BatchingOptions options, CallGate gate, Func<GenerationOptions, GenerationOptions> resolve, SingleImageGeneration generate)
+    public SingleImageBatcher(BatchingOptions options, CallGate gate, ITextTokenizer tokenizer,
+        Func<GenerationOptions, CancellationToken, GenerationCall> resolve, SingleImageGeneration generate)
     {
         _resolve = resolve;
         _batcher = new(options,
-            call => resolve(call.Options).NumBeams > 1 ? new object() : call.Options,   // a key equal to nothing: alone
+            call => resolve(call.Options, default).Options.NumBeams > 1 ? new object() : call.Options,   // a key equal to nothing: alone
             run => gate.RunAsync(() =>
             {
                 var calls = run.Items;
@@ -44,8 +44,12 @@ internal sealed class SingleImageBatcher : IDisposable
                             }
                     }
                     : null;
-                return generate(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), calls[0].Options, onTokens,
-                    run.Cancel, run.RowCancel, run.CompleteRow);
+                var call = resolve(calls[0].Options, run.Cancel) with
+                {
+                    OnTokens = onTokens, RowCancel = run.RowCancel,
+                    OnRowEnded = (row, alone) => run.CompleteRow(row, TextResult.FromBatch(alone, tokenizer, beams: false)[0]),
+                };
+                return generate(calls.Select(c => c.Image).ToList(), calls.Select(c => c.Prompt).ToList(), call);
             }, run.Cancel),
             call => !call.Streamed);
     }
@@ -56,7 +60,7 @@ internal sealed class SingleImageBatcher : IDisposable
     /// <summary>One call's result.</summary>
     public Task<TextResult> RunAsync(DecodedImage image, string prompt, GenerationOptions options, CancellationToken cancellationToken)
     {
-        _resolve(options).Validate();   // a bad option fails its own call, not a batch
+        _resolve(options, default);   // a bad option fails its own call, not a batch
         return _batcher.RunAsync(new Call(image, prompt, options, null), cancellationToken);
     }
 
@@ -65,7 +69,7 @@ internal sealed class SingleImageBatcher : IDisposable
         CancellationToken cancellationToken) =>
         GenerationStream.JoinBatchAsync(tokenizer, (onToken, token) =>
         {
-            _resolve(options).Validate();
+            _resolve(options, default);
             return _batcher.RunAsync(new Call(image, prompt, options, onToken), token);
         }, cancellationToken);
 

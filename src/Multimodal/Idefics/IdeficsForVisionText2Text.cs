@@ -272,10 +272,14 @@ public sealed class IdeficsForVisionText2Text : nn.Module
     /// attends the image the last prompt token attends, output = prompt + new tokens.</summary>
     public GenerationOutput Generate(Tensor inputIds, Tensor attentionMask, Tensor pixelValues, Tensor imageAttentionMask,
         GenerationOptions? options = null, Func<IReadOnlyList<long>, string>? decode = null, Action<long[], bool[]>? onTokens = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default) =>
+        Generate(inputIds, attentionMask, pixelValues, imageAttentionMask,
+            GenerationCall.Resolve(options, GenerationConfig, cancellationToken) with { Decode = decode, OnTokens = onTokens });
+
+    /// <summary>Generation of one resolved call (see <see cref="GenerationCall"/>).</summary>
+    internal GenerationOutput Generate(Tensor inputIds, Tensor attentionMask, Tensor pixelValues, Tensor imageAttentionMask, GenerationCall call)
     {
-        options = (options ?? new GenerationOptions()).WithDefaults(GenerationConfig);
-        options.Validate();
+        var options = call.Options;
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var (_, _, images) = EncodeImages(pixelValues);
@@ -288,8 +292,8 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         using var session = new IdeficsSession(this, images, imageAttentionMask.to(ScalarType.Int64, Device));
         var request = new GenerationRequest
         {
-            Model = session, PromptEmbeds = _model.Embed(ids), PromptMask = mask, PromptIds = ids, Options = options,
-            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad, Decode = decode, OnTokens = onTokens, Cancel = cancellationToken,
+            Model = session, PromptEmbeds = _model.Embed(ids), PromptMask = mask, PromptIds = ids, Call = call,
+            MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad,
         };
         var output = Generation.Generator.Generate(request);
         var promptRows = ids.cpu();

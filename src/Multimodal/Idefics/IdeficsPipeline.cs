@@ -6,7 +6,7 @@ using Multimodal.Processing;
 namespace Multimodal.Idefics;
 
 /// <summary>IDEFICS end to end: interleaved prompt → IDEFICS' image processor and prompt layout (with its
-/// image attention mask) → <see cref="IdeficsForVisionText2Text.Generate"/> → text.</summary>
+/// image attention mask) → <see cref="IdeficsForVisionText2Text.Generate(Tensor, Tensor, Tensor, Tensor, GenerationOptions?, Func{IReadOnlyList{long}, string}?, Action{long[], bool[]}?, CancellationToken)"/> → text.</summary>
 public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSentencePieceTokenizer tokenizer, IdeficsImageProcessor imageProcessor) : InterleavedPipeline, IVisionLanguageModel
 {
 
@@ -71,7 +71,7 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
         using var output = Model.Generate(tensor(ids).unsqueeze(0), ones(1, ids.Length, ScalarType.Int64), pixels, mask,
             options, t => Tokenizer.Decode(t), onTokens, cancellationToken);
         var row = output.Sequences[0];
-        return new TextResult(Tokenizer.Decode(row.Skip(ids.Length)).Trim(), row, output.Scores[0], output.FinishReasons[0], ids.Length, output.NewTokens[0]);
+        return new TextResult(Tokenizer.Decode(row.Skip(ids.Length)).Trim(), row, output.Scores[0], output.FinishReasons[0], output.InputTokens[0], output.NewTokens[0]);
     }
 
     private protected override void DisposeModel() => Model.Dispose();

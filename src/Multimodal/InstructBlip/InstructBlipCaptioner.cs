@@ -67,7 +67,7 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     private SingleImageBatcher Batcher()
     {
         lock (_batcherLock)
-            return _batcher ??= new(Batching!, _gate, o => o.WithDefaults(Model.GenerationConfig), Generate);
+            return _batcher ??= new(Batching!, _gate, Processor.Tokenizer, Call, Generate);
     }
 
     /// <summary>This captioner as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the captioner keeps owning the model).</summary>
@@ -102,7 +102,7 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     /// <summary>Answers a batch (one instruction per image); each row gets what it gets alone.</summary>
     public Task<IReadOnlyList<TextResult>> AskAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions,
         GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        _gate.RunAsync(() => Generate(images, instructions, options ?? new GenerationOptions(), null, cancellationToken, null, null), cancellationToken);
+        _gate.RunAsync(() => Generate(images, instructions, Call(options, cancellationToken)), cancellationToken);
 
     /// <summary>Streams text pieces and, last, a chunk with the whole <see cref="TextResult"/>. Greedy or sampling only;
     /// stopping the enumeration stops the generation.</summary>
@@ -113,22 +113,19 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
         if (Batching is not null) return Batcher().StreamAsync(Processor.Tokenizer, image, instruction, options, cancellationToken);
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
-            (onTokens, token) => Generate([image], [instruction], options, onTokens, token, null, null)[0], cancellationToken);
+            (onTokens, token) => Generate([image], [instruction], Call(options, token) with { OnTokens = onTokens })[0], cancellationToken);
     }
 
-    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions, GenerationOptions options,
-        Action<long[], bool[]>? onTokens, CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel,
-        Action<int, TextResult>? onRowResult)
+    // The one place a call's options meet the checkpoint's defaults (and are validated).
+    private GenerationCall Call(GenerationOptions? options, CancellationToken cancellationToken) =>
+        GenerationCall.Resolve(options, Model.GenerationConfig, cancellationToken) with { Decode = ids => Processor.Tokenizer.Decode(ids) };
+
+    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions, GenerationCall call)
     {
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, instructions);
-        int queries = Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0;
-        var inputTokens = inputs.AttentionMask.sum(1).data<long>().ToArray().Select(p => queries + (int)p).ToList();
-        Action<int, GenerationOutput>? onRowEnded = onRowResult is null ? null
-            : (row, alone) => onRowResult(row, TextResult.FromBatch(alone, Processor.Tokenizer, [inputTokens[row]], beams: false)[0]);
-        using var output = Model.Generate(inputs.PixelValues, inputs.QformerInputIds, inputs.QformerAttentionMask, inputs.InputIds, inputs.AttentionMask,
-            options, ids => Processor.Tokenizer.Decode(ids), onTokens, cancellationToken, rowCancel, onRowEnded);
-        return TextResult.FromBatch(output, Processor.Tokenizer, inputTokens, beams: options.WithDefaults(Model.GenerationConfig).NumBeams > 1);
+        using var output = Model.Generate(inputs.PixelValues, inputs.QformerInputIds, inputs.QformerAttentionMask, inputs.InputIds, inputs.AttentionMask, call);
+        return TextResult.FromBatch(output, Processor.Tokenizer, beams: call.Options.NumBeams > 1);
     }
 
     /// <summary>Waits for the call in progress, then frees the model.</summary>

@@ -140,17 +140,13 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
     public GenerationOutput Generate(Tensor pixelValues, Tensor qformerInputIds, Tensor? qformerAttentionMask, Tensor inputIds, Tensor? attentionMask,
         GenerationOptions options, Func<IReadOnlyList<long>, string>? decode = null, Action<long[], bool[]>? onTokens = null,
         CancellationToken cancellationToken = default) =>
-        Generate(pixelValues, qformerInputIds, qformerAttentionMask, inputIds, attentionMask, options, decode, onTokens, cancellationToken, null, null);
+        Generate(pixelValues, qformerInputIds, qformerAttentionMask, inputIds, attentionMask,
+            GenerationCall.Resolve(options, GenerationConfig, cancellationToken) with { Decode = decode, OnTokens = onTokens });
 
-    /// <summary>Generation whose rows are separate requests (dynamic batching): a row whose token in
-    /// <paramref name="rowCancel"/> is cancelled ends, and <paramref name="onRowEnded"/> gets each row that ends before the
-    /// batch, alone.</summary>
+    /// <summary>Generation of one resolved call (see <see cref="GenerationCall"/>: its rows may be separate requests).</summary>
     internal GenerationOutput Generate(Tensor pixelValues, Tensor qformerInputIds, Tensor? qformerAttentionMask, Tensor inputIds, Tensor? attentionMask,
-        GenerationOptions options, Func<IReadOnlyList<long>, string>? decode, Action<long[], bool[]>? onTokens,
-        CancellationToken cancellationToken, IReadOnlyList<CancellationToken>? rowCancel, Action<int, GenerationOutput>? onRowEnded)
+        GenerationCall call)
     {
-        options = options.WithDefaults(GenerationConfig);
-        options.Validate();
         long prepended = _bridge.T5 is not null ? 0 : Config.PrependedTokenId
             ?? throw new InvalidOperationException("text_config.architectures is missing: InstructBLIP's generate() takes the id it prepends from it.");
         using var inference = inference_mode();
@@ -159,7 +155,7 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
         var (_, qHidden) = RunQFormer(vision.LastHiddenState, qformerInputIds, qformerAttentionMask);
         var projected = _languageProjection.forward(qHidden.narrow(1, 0, Config.NumQueryTokens));
         var (embeds, mask) = _bridge.BuildInputs(projected, inputIds, attentionMask);
-        return _bridge.Generate(embeds, mask, options, prepended, decode, onTokens, cancellationToken, rowCancel, onRowEnded);
+        return _bridge.Generate(embeds, mask, call, prepended);
     }
 
     private VisionOutput EncodeImage(Tensor pixelValues)

@@ -75,7 +75,7 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         var mask = ones(2, 6, ScalarType.Int64);
         var request = new GenerationRequest
         {
-            Model = counting, PromptEmbeds = embeds, PromptMask = mask, Options = new GenerationOptions(), MaxNewTokens = 8, Eos = [-1], Pad = 1,
+            Model = counting, PromptEmbeds = embeds, PromptMask = mask, Call = GenerationCall.Resolve(null, null), MaxNewTokens = 8, Eos = [-1], Pad = 1,
         };
         using var result = Multimodal.Generation.Generator.Generate(request);
         output.WriteLine("positions fed per step: " + string.Join(", ", counting.Lengths));
@@ -182,7 +182,7 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         using var upstream = Run(options);
         using var scope = NewDisposeScope();
         using var separate = _model.Generate(_reference.Read("pixel_values"), _reference.Read("input_ids"), _reference.Read("attention_mask"),
-            options.WithDefaults(_model.GenerationConfig), null, null, default, [CancellationToken.None, CancellationToken.None]);
+            GenerationCall.Resolve(options, _model.GenerationConfig) with { RowCancel = [CancellationToken.None, CancellationToken.None] });
         for (int r = 0; r < 2; r++)
         {
             output.WriteLine($"row {r}: upstream {string.Join(" ", upstream.Sequences[r])} / as separate requests {string.Join(" ", separate.Sequences[r])}");
@@ -201,10 +201,11 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         using var inference = inference_mode();
         var embeds = randn(3, 6, 32);
         var mask = ones(3, 6, ScalarType.Int64);
-        GenerationRequest Request(ICausalLanguageModel model, IReadOnlyList<CancellationToken>? rows, Action<long[], bool[]>? onTokens) => new()
+        GenerationRequest Request(ICausalLanguageModel model, IReadOnlyList<CancellationToken>? rows, Action<long[], bool[]>? onTokens,
+            Action<int, GenerationOutput>? onRowEnded = null) => new()
         {
-            Model = model, PromptEmbeds = embeds, PromptMask = mask, Options = new GenerationOptions(), MaxNewTokens = 8, Eos = [-1], Pad = 1,
-            RowCancel = rows, OnTokens = onTokens,
+            Model = model, PromptEmbeds = embeds, PromptMask = mask, MaxNewTokens = 8, Eos = [-1], Pad = 1,
+            Call = GenerationCall.Resolve(null, null) with { RowCancel = rows, OnTokens = onTokens, OnRowEnded = onRowEnded },
         };
         using var whole = Multimodal.Generation.Generator.Generate(Request(_model.LanguageModel, null, null));
 
@@ -217,7 +218,7 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         {
             opened.Add(string.Concat(open.Select(o => o ? '1' : '0')));
             if (++steps == 3) cancelRow1.Cancel();   // a client hanging up during step 3
-        }) with { OnRowEnded = (row, alone) => early.Add((row, steps, alone)) });
+        }, (row, alone) => early.Add((row, steps, alone))));
         output.WriteLine($"rows per forward: {string.Join(", ", counting.Rows)}; open rows per step: {string.Join(" ", opened)}");
         Assert.Equal([3L, 3, 3, 3, 2, 2, 2, 2], counting.Rows);
         Assert.Equal(FinishReason.Cancelled, result.FinishReasons[1]);
@@ -245,12 +246,15 @@ public sealed class GeneratorBehaviourTests(ITestOutputHelper output) : IDisposa
         using var reference = FixtureCase.Get("blip2-t5").OpenReference();
         using var scope = NewDisposeScope();
         var (pixels, ids, mask) = (reference.Read("pixel_values"), reference.Read("input_ids"), reference.Read("attention_mask"));
-        var options = new GenerationOptions { MaxNewTokens = 10 }.WithDefaults(t5.GenerationConfig);
+        var options = new GenerationOptions { MaxNewTokens = 10 };
         using var whole = t5.Generate(pixels, ids, mask, options);
         using var cancelRow0 = new CancellationTokenSource();
         int steps = 0;
         var rowCancel = new[] { cancelRow0.Token }.Concat(Enumerable.Repeat(CancellationToken.None, (int)pixels.shape[0] - 1)).ToArray();
-        using var separate = t5.Generate(pixels, ids, mask, options, null, (_, _) => { if (++steps == 2) cancelRow0.Cancel(); }, default, rowCancel);
+        using var separate = t5.Generate(pixels, ids, mask, GenerationCall.Resolve(options, t5.GenerationConfig) with
+        {
+            OnTokens = (_, _) => { if (++steps == 2) cancelRow0.Cancel(); }, RowCancel = rowCancel,
+        });
         output.WriteLine($"row 0: whole {string.Join(" ", whole.Sequences[0])} / cancelled {string.Join(" ", separate.Sequences[0])}");
         Assert.Equal(FinishReason.Cancelled, separate.FinishReasons[0]);
         Assert.True(separate.Sequences[0].Length < whole.Sequences[0].Length, "row 0 should have left the batch, not run on padded");
