@@ -11,7 +11,7 @@ namespace Multimodal;
 /// <summary>What every generative family's façade offers (<see cref="Blip2Captioner"/>, <see cref="InstructBlipCaptioner"/>,
 /// <c>FlamingoPipeline</c>, <c>IdeficsPipeline</c>), so code can load any of them with
 /// <see cref="VisionLanguageModel.FromPretrained"/> and use it the same way. The interleaved families also take a whole
-/// interleaved prompt (<see cref="Generation.InterleavedPipeline.GenerateAsync"/>).</summary>
+/// interleaved prompt (<see cref="Generation.InterleavedPipeline.GenerateAsync(InterleavedPrompt, GenerationOptions?, CancellationToken)"/>).</summary>
 public interface IVisionLanguageModel : IDisposable
 {
     /// <summary>The language model's tokenizer (what prompts are counted and streams decoded with).</summary>
@@ -90,8 +90,7 @@ public static class VisionLanguageModel
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
-    /// <param name="batching">BLIP-2 and InstructBLIP: dynamic batching of concurrent requests (see <see cref="BatchingOptions"/>);
-    /// the interleaved families run their requests one at a time.</param>
+    /// <param name="batching">dynamic batching of concurrent requests (see <see cref="BatchingOptions"/>), for every family.</param>
     /// <exception cref="ConfigException">config.json is missing, names no family, or holds a retrieval model (the message says
     /// which class loads it).</exception>
     public static IVisionLanguageModel FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
@@ -102,8 +101,8 @@ public static class VisionLanguageModel
         {
             ModelFamily.Blip2 => Blip2Captioner.FromPretrained(resolved, device, dtype, progress, batching: batching),
             ModelFamily.InstructBlip => InstructBlipCaptioner.FromPretrained(resolved, device, dtype, progress, batching: batching),
-            ModelFamily.Idefics => Idefics.IdeficsPipeline.FromPretrained(resolved, device, dtype, progress),
-            ModelFamily.OpenFlamingo => Flamingo.FlamingoPipeline.FromPretrained(resolved, device, dtype, progress),
+            ModelFamily.Idefics => Idefics.IdeficsPipeline.FromPretrained(resolved, device, dtype, progress, batching: batching),
+            ModelFamily.OpenFlamingo => Flamingo.FlamingoPipeline.FromPretrained(resolved, device, dtype, progress, batching: batching),
             _ => throw new ConfigException(Path.Combine(resolved, "config.json"),
                 "this is a BLIP-2 retrieval model (Blip2ForImageTextRetrieval): it gives embeddings and match scores, not text; load it with Blip2Retriever."),
         };

@@ -20,7 +20,7 @@ namespace Multimodal.Blip2;
 public sealed class Blip2Captioner : IVisionLanguageModel
 {
     private readonly CallGate _gate = new();
-    private SingleImageBatcher? _batcher;
+    private FacadeBatcher<(DecodedImage Image, string Prompt)>? _batcher;
     private readonly object _batcherLock = new();
 
     /// <summary>The model.</summary>
@@ -86,13 +86,14 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     public async Task<TextResult> CaptionAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         if (Batching is null) return (await CaptionAsync([image], [prompt], options, cancellationToken).ConfigureAwait(false))[0];
-        return await Batcher().RunAsync(image, prompt, options ?? new GenerationOptions(), cancellationToken).ConfigureAwait(false);
+        return await Batcher().RunAsync((image, prompt), options ?? new GenerationOptions(), cancellationToken).ConfigureAwait(false);
     }
 
-    private SingleImageBatcher Batcher()
+    private FacadeBatcher<(DecodedImage Image, string Prompt)> Batcher()
     {
         lock (_batcherLock)
-            return _batcher ??= new(Batching!, _gate, Processor.Tokenizer, Call, Generate);
+            return _batcher ??= new(Batching!, _gate, Call,
+                (rows, call, onRowResult) => Generate(rows.Select(r => r.Image).ToList(), rows.Select(r => r.Prompt).ToList(), call, onRowResult));
     }
 
     /// <summary>Captions a decoded image with these options (<c>CaptionAsync(image, options)</c>).</summary>
@@ -144,7 +145,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
         options ??= new GenerationOptions();
         if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
-        if (Batching is not null) return Batcher().StreamAsync(Processor.Tokenizer, image, prompt, options, cancellationToken);
+        if (Batching is not null) return Batcher().StreamAsync(Processor.Tokenizer, (image, prompt), options, cancellationToken);
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
             (onTokens, token) => Generate([image], [prompt], Call(options, token) with { OnTokens = onTokens })[0], cancellationToken);
     }
@@ -153,8 +154,11 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     private GenerationCall Call(GenerationOptions? options, CancellationToken cancellationToken) =>
         GenerationCall.Resolve(options, Model.GenerationConfig, cancellationToken) with { Decode = ids => Processor.Tokenizer.Decode(ids) };
 
-    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationCall call)
+    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationCall call,
+        Action<int, TextResult>? onRowResult = null)
     {
+        if (onRowResult is not null)
+            call = call with { OnRowEnded = (row, alone) => onRowResult(row, TextResult.FromBatch(alone, Processor.Tokenizer, beams: false)[0]) };
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, prompts);
         using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, call);

@@ -196,13 +196,14 @@ public sealed class FlamingoModel : nn.Module
         var eos = (options.EosTokenIds ?? [Config.EocTokenId]).ToArray();
         long pad = options.PadTokenId ?? Config.PadTokenId ?? eos[0];
         using var session = new FlamingoSession(this, media, generating: true);
+        var promptRows = ids.cpu();
         var request = new GenerationRequest
         {
-            Model = session, PromptEmbeds = Host.EmbedTokens(ids), PromptMask = mask, PromptIds = ids, Call = call,
+            Model = session, PromptEmbeds = Host.EmbedTokens(ids), PromptMask = mask, PromptIds = ids,
+            Call = call.Prefixing(row => promptRows[row].data<long>().ToArray()),
             MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad,
         };
         var output = Generation.Generator.Generate(request);
-        var promptRows = ids.cpu();
         var sequences = output.Sequences.Select((row, i) => promptRows[i].data<long>().ToArray().Concat(row).ToArray()).ToArray();
         return output with { Sequences = sequences };
     }

@@ -23,15 +23,22 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     /// <summary>Loads a Flamingo folder (config.json, weights, and the language model's <c>tokenizer.json</c> or
     /// <c>tokenizer.model</c>), or a hub id in the local Hugging Face cache at <paramref name="revision"/>.</summary>
     /// <exception cref="ConfigException">the tokenizer's ids for OpenFlamingo's tokens are not the config's.</exception>
+    /// <param name="folder">the folder, or a hub id in the local Hugging Face cache.</param>
+    /// <param name="device">CPU (default) or CUDA.</param>
+    /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
+    /// <param name="progress">receives a report after each weight tensor.</param>
+    /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="batching">dynamic batching of concurrent calls (see <see cref="InterleavedPipeline.Batching"/>); null: none.</param>
     public static FlamingoPipeline FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
     {
+        batching?.Validate();
         folder = HubCache.Resolve(folder, revision);
         return Ownership.DisposeOnFailure(FlamingoModel.FromPretrained(folder, device, dtype, progress), model =>
         {
             var tokenizer = OpenTokenizer(folder);
             CheckTokenIds(tokenizer, model.Config, folder);
-            return new FlamingoPipeline(model, tokenizer, new OpenClipImageProcessor(model.Config.ClipModelCfg.Vision.ImageSize));
+            return new FlamingoPipeline(model, tokenizer, new OpenClipImageProcessor(model.Config.ClipModelCfg.Vision.ImageSize)) { Batching = batching };
         });
     }
 
@@ -73,26 +80,39 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     private protected override InterleavedPrompt SingleImagePrompt(DecodedImage image, string? question) =>
         InterleavedPrompt.FewShot([], image, question is null ? "An image of" : $"Question:{question} Short answer:");
 
-    private protected override int BeamsOf(GenerationOptions options) => options.NumBeams;
+    // OpenFlamingo publishes no generation config: the options alone decide.
+    private protected override GenerationCall Call(GenerationOptions? options, CancellationToken cancellationToken) =>
+        GenerationCall.Resolve(options, null, cancellationToken) with { Decode = Decode };
 
-    private protected override TextResult Generate(InterleavedPrompt prompt, GenerationOptions? options, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    private protected override IReadOnlyList<TextResult> Generate(IReadOnlyList<InterleavedPrompt> prompts, GenerationCall call,
+        Action<int, TextResult>? onRowResult)
     {
-        var images = prompt.Images;
-        if (images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
+        int images = prompts.Count > 0 ? prompts[0].Images.Count : throw new ArgumentException("No prompt was given.", nameof(prompts));
+        var rows = prompts.Select(Tokenize).ToList();
+        if (prompts.Any(p => p.Images.Count != images))
+            throw new ArgumentException("Every prompt of a batch needs the same number of images (OpenFlamingo's vision_x is one tensor).", nameof(prompts));
+        using var scope = NewDisposeScope();
+        var (ids, mask, padding) = LeftPad(rows, Model.Config.PadTokenId ?? Model.Config.EocTokenId);
+        int width = (int)ids.shape[1];
+        if (onRowResult is not null)
+            call = call with { OnRowEnded = (row, alone) => onRowResult(row, RowResult(alone, 0, width, padding[row], Tokenizer)) };
+        var pixels = ImageProcessor.Preprocess(prompts.SelectMany(p => p.Images).ToList());        // (B·T, 3, H, W)
+        var visionX = pixels.view(prompts.Count, images, 1, pixels.shape[1], pixels.shape[2], pixels.shape[3]);
+        using var output = Model.Generate(visionX, ids, mask, call);
+        return Enumerable.Range(0, prompts.Count).Select(r => RowResult(output, r, width, padding[r], Tokenizer)).ToList();
+    }
+
+    // OpenFlamingo tokenizes with the tokenizer's defaults: LLaMA's puts <s> before the first <image>; GPT-NeoX's adds nothing.
+    private long[] Tokenize(InterleavedPrompt prompt)
+    {
+        if (prompt.Images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
         string text = prompt.ToOpenFlamingoText();
         TextLimit.Check(text, Model.Config.LangEncoderConfig?.ContextLength ?? TextLimit.DefaultPositions, Tokenizer);
-        using var scope = NewDisposeScope();
-        // OpenFlamingo tokenizes with the tokenizer's defaults: LLaMA's puts <s> before the first <image>; GPT-NeoX's adds nothing.
         var ids = Tokenizer.Encode(text, addSpecialTokens: true).ToArray();
         int media = ids.Count(id => id == Model.Config.MediaTokenId);
-        if (media != images.Count)
-            throw new ArgumentException($"The prompt's text holds {media} <image> tokens for {images.Count} images.", nameof(prompt));
-        var pixels = ImageProcessor.Preprocess(images);                                 // (T, 3, H, W)
-        var visionX = pixels.view(1, images.Count, 1, pixels.shape[1], pixels.shape[2], pixels.shape[3]);
-        using var output = Model.Generate(visionX, tensor(ids).unsqueeze(0), null, options ?? new GenerationOptions(),
-            Decode, onTokens, cancellationToken);
-        var row = output.Sequences[0];
-        return new TextResult(Tokenizer.Decode(row.Skip(ids.Length)).Trim(), row, output.Scores[0], output.FinishReasons[0], output.InputTokens[0], output.NewTokens[0]);
+        if (media != prompt.Images.Count)
+            throw new ArgumentException($"The prompt's text holds {media} <image> tokens for {prompt.Images.Count} images.", nameof(prompt));
+        return ids;
     }
 
     private string Decode(IReadOnlyList<long> ids) => Tokenizer.Decode(ids);

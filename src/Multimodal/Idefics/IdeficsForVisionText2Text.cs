@@ -290,13 +290,14 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         var eos = (options.EosTokenIds ?? [Config.EosTokenId]).ToArray();
         long pad = options.PadTokenId ?? Config.PadTokenId;
         using var session = new IdeficsSession(this, images, imageAttentionMask.to(ScalarType.Int64, Device));
+        var promptRows = ids.cpu();
         var request = new GenerationRequest
         {
-            Model = session, PromptEmbeds = _model.Embed(ids), PromptMask = mask, PromptIds = ids, Call = call,
+            Model = session, PromptEmbeds = _model.Embed(ids), PromptMask = mask, PromptIds = ids,
+            Call = call.Prefixing(row => promptRows[row].data<long>().ToArray()),
             MaxNewTokens = maxNew, MinNewTokens = minNew, Eos = eos, Pad = pad,
         };
         var output = Generation.Generator.Generate(request);
-        var promptRows = ids.cpu();
         return output with { Sequences = output.Sequences.Select((row, i) => promptRows[i].data<long>().ToArray().Concat(row).ToArray()).ToArray() };
     }
 

@@ -21,15 +21,22 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
 
     /// <summary>Loads an IDEFICS folder: config, weights, <c>tokenizer.model</c>, <c>preprocessor_config.json</c>; or a
     /// hub id (HuggingFaceM4/idefics-9b-instruct) in the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    /// <param name="folder">the folder, or a hub id in the local Hugging Face cache.</param>
+    /// <param name="device">CPU (default) or CUDA.</param>
+    /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
+    /// <param name="progress">receives a report after each weight tensor.</param>
+    /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="batching">dynamic batching of concurrent calls (see <see cref="InterleavedPipeline.Batching"/>); null: none.</param>
     public static IdeficsPipeline FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
     {
+        batching?.Validate();
         folder = HubCache.Resolve(folder, revision);
         return Ownership.DisposeOnFailure(IdeficsForVisionText2Text.FromPretrained(folder, device, dtype, progress), model =>
         {
             var tokenizer = LlamaSentencePieceTokenizer.FromModel(Path.Combine(folder, "tokenizer.model"),
                 ["<fake_token_around_image>", "<image>", "<end_of_utterance>"]);
-            return new IdeficsPipeline(model, tokenizer, IdeficsImageProcessor.FromFolder(folder));
+            return new IdeficsPipeline(model, tokenizer, IdeficsImageProcessor.FromFolder(folder)) { Batching = batching };
         });
     }
 
@@ -54,24 +61,39 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
         IdeficsChatClient.Prompt([new Chat.ChatTurn(Microsoft.Extensions.AI.ChatRole.User,
             [new ImagePart(image), new TextPart(question ?? "Describe the image.")])]);
 
-    private protected override int BeamsOf(GenerationOptions options) => options.WithDefaults(Model.GenerationConfig).NumBeams;
+    private protected override GenerationCall Call(GenerationOptions? options, CancellationToken cancellationToken) =>
+        GenerationCall.Resolve(options, Model.GenerationConfig, cancellationToken) with { Decode = t => Tokenizer.Decode(t) };
 
-    private protected override TextResult Generate(InterleavedPrompt prompt, GenerationOptions? options, Action<long[], bool[]>? onTokens, CancellationToken cancellationToken)
+    private protected override IReadOnlyList<TextResult> Generate(IReadOnlyList<InterleavedPrompt> prompts, GenerationCall call,
+        Action<int, TextResult>? onRowResult)
     {
-        var images = prompt.Images;
-        if (images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompt));
-        TextLimit.Check(string.Concat(prompt.Parts.OfType<TextPart>().Select(p => p.Text)), Positions, Tokenizer);
-        using var scope = NewDisposeScope();
+        int images = prompts.Count > 0 ? prompts[0].Images.Count : throw new ArgumentException("No prompt was given.", nameof(prompts));
+        if (prompts.Any(p => p.Images.Count != images))
+            throw new ArgumentException("Every prompt of a batch needs the same number of images.", nameof(prompts));
         long fake = Tokenizer.Encode("<fake_token_around_image>", false)[0], image = Tokenizer.Encode("<image>", false)[0];
-        var ids = IdeficsPromptLayout.Ids(prompt, t => Tokenizer.Encode(t, addSpecialTokens: false), Tokenizer.BosTokenId, fake, image);
-        var rows = IdeficsPromptLayout.ImageAttentionMask(ids, image, Model.Config.EosTokenId, images.Count);
-        var mask = tensor(Enumerable.Range(0, ids.Length).SelectMany(t => Enumerable.Range(0, images.Count).Select(k => rows[t, k])).ToArray(),
-            [1, ids.Length, images.Count]);
-        var pixels = ImageProcessor.Preprocess(images).unsqueeze(0);                      // (1, N, 3, H, W)
-        using var output = Model.Generate(tensor(ids).unsqueeze(0), ones(1, ids.Length, ScalarType.Int64), pixels, mask,
-            options, t => Tokenizer.Decode(t), onTokens, cancellationToken);
-        var row = output.Sequences[0];
-        return new TextResult(Tokenizer.Decode(row.Skip(ids.Length)).Trim(), row, output.Scores[0], output.FinishReasons[0], output.InputTokens[0], output.NewTokens[0]);
+        var rows = prompts.Select(prompt =>
+        {
+            if (prompt.Images.Count == 0) throw new ArgumentException("The prompt has no image.", nameof(prompts));
+            TextLimit.Check(string.Concat(prompt.Parts.OfType<TextPart>().Select(p => p.Text)), Positions, Tokenizer);
+            return IdeficsPromptLayout.Ids(prompt, t => Tokenizer.Encode(t, addSpecialTokens: false), Tokenizer.BosTokenId, fake, image);
+        }).ToList();
+        using var scope = NewDisposeScope();
+        var (ids, mask, padding) = LeftPad(rows, Model.Config.PadTokenId);
+        int width = (int)ids.shape[1];
+        // Each row's image attention (position × image), its padding attending nothing.
+        var attention = new long[prompts.Count * width * images];
+        for (int r = 0; r < rows.Count; r++)
+        {
+            var one = IdeficsPromptLayout.ImageAttentionMask(rows[r], image, Model.Config.EosTokenId, images);
+            for (int t = 0; t < rows[r].Length; t++)
+                for (int k = 0; k < images; k++) attention[((long)r * width + padding[r] + t) * images + k] = one[t, k];
+        }
+        if (onRowResult is not null)
+            call = call with { OnRowEnded = (row, alone) => onRowResult(row, RowResult(alone, 0, width, padding[row], Tokenizer)) };
+        var pixels = ImageProcessor.Preprocess(prompts.SelectMany(p => p.Images).ToList());
+        var pixelValues = pixels.view(prompts.Count, images, pixels.shape[1], pixels.shape[2], pixels.shape[3]);   // (B, N, 3, H, W)
+        using var output = Model.Generate(ids, mask, pixelValues, tensor(attention, [prompts.Count, width, images]), call);
+        return Enumerable.Range(0, prompts.Count).Select(r => RowResult(output, r, width, padding[r], Tokenizer)).ToList();
     }
 
     private protected override void DisposeModel() => Model.Dispose();

@@ -19,7 +19,7 @@ namespace Multimodal.InstructBlip;
 public sealed class InstructBlipCaptioner : IVisionLanguageModel
 {
     private readonly CallGate _gate = new();
-    private SingleImageBatcher? _batcher;
+    private FacadeBatcher<(DecodedImage Image, string Prompt)>? _batcher;
     private readonly object _batcherLock = new();
 
     /// <summary>The model.</summary>
@@ -64,10 +64,11 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
             model => new InstructBlipCaptioner(model, InstructBlipProcessor.FromFolder(resolved, model.Config)) { Batching = batching });
     }
 
-    private SingleImageBatcher Batcher()
+    private FacadeBatcher<(DecodedImage Image, string Prompt)> Batcher()
     {
         lock (_batcherLock)
-            return _batcher ??= new(Batching!, _gate, Processor.Tokenizer, Call, Generate);
+            return _batcher ??= new(Batching!, _gate, Call,
+                (rows, call, onRowResult) => Generate(rows.Select(r => r.Image).ToList(), rows.Select(r => r.Prompt).ToList(), call, onRowResult));
     }
 
     /// <summary>This captioner as a <see cref="Microsoft.Extensions.AI.IChatClient"/> (the captioner keeps owning the model).</summary>
@@ -97,7 +98,7 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     public async Task<TextResult> AskAsync(DecodedImage image, string instruction, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         Batching is null
             ? (await AskAsync([image], [instruction], options, cancellationToken).ConfigureAwait(false))[0]
-            : await Batcher().RunAsync(image, instruction, options ?? new GenerationOptions(), cancellationToken).ConfigureAwait(false);
+            : await Batcher().RunAsync((image, instruction), options ?? new GenerationOptions(), cancellationToken).ConfigureAwait(false);
 
     /// <summary>Answers a batch (one instruction per image); each row gets what it gets alone.</summary>
     public Task<IReadOnlyList<TextResult>> AskAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions,
@@ -111,7 +112,7 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
         options ??= new GenerationOptions();
         if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
-        if (Batching is not null) return Batcher().StreamAsync(Processor.Tokenizer, image, instruction, options, cancellationToken);
+        if (Batching is not null) return Batcher().StreamAsync(Processor.Tokenizer, (image, instruction), options, cancellationToken);
         return GenerationStream.RunAsync(_gate, Processor.Tokenizer,
             (onTokens, token) => Generate([image], [instruction], Call(options, token) with { OnTokens = onTokens })[0], cancellationToken);
     }
@@ -120,8 +121,11 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     private GenerationCall Call(GenerationOptions? options, CancellationToken cancellationToken) =>
         GenerationCall.Resolve(options, Model.GenerationConfig, cancellationToken) with { Decode = ids => Processor.Tokenizer.Decode(ids) };
 
-    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions, GenerationCall call)
+    private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> instructions, GenerationCall call,
+        Action<int, TextResult>? onRowResult = null)
     {
+        if (onRowResult is not null)
+            call = call with { OnRowEnded = (row, alone) => onRowResult(row, TextResult.FromBatch(alone, Processor.Tokenizer, beams: false)[0]) };
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, instructions);
         using var output = Model.Generate(inputs.PixelValues, inputs.QformerInputIds, inputs.QformerAttentionMask, inputs.InputIds, inputs.AttentionMask, call);

@@ -161,4 +161,58 @@ public sealed class DynamicBatchingTests(ITestOutputHelper output)
             Assert.Equal(alone[i].InputTokens, together[i].InputTokens);
         }
     }
+
+    // OpenFlamingo (over MPT, and over LLaMA with its BOS) and IDEFICS: prompts of different lengths are left-padded in
+    // one batch; prompts with another image count wait for a batch of their own; streamed or not, each equals its call alone.
+    [Theory]
+    [InlineData("openflamingo")]
+    [InlineData("openflamingo-llama")]
+    [InlineData("idefics")]
+    public async Task Interleaved_families_batch_concurrent_calls_and_each_gets_what_it_gets_alone(string family)
+    {
+        using var folder = family switch
+        {
+            "openflamingo" => OpenFlamingoWithFiftySymbols(),
+            "openflamingo-llama" => FlamingoLlamaFolder.Create(),
+            _ => IdeficsFolder.Create(),
+        };
+        string[] texts = family == "openflamingo" ? ["AB", "ABCAB", "C", "BBA"] : ["An image of", "A photo of two", "What", "Question: what is it? Answer:"];
+        var calls = Enumerable.Range(0, 8).Select(i =>
+        {
+            var prompt = i == 5
+                ? InterleavedPrompt.FewShot([(Scenes[1], texts[0] + ".")], Scenes[2], texts[1])    // two images: a batch of its own
+                : InterleavedPrompt.FewShot([], Scenes[i % Scenes.Length], texts[i % texts.Length]);
+            return (Prompt: prompt, Options: new GenerationOptions { MaxNewTokens = i % 2 == 0 ? 6 : 4 });
+        }).ToArray();
+        List<TextResult> alone = [];
+        using (var sequential = (InterleavedPipeline)Multimodal.VisionLanguageModel.FromPretrained(folder.Path))
+            foreach (var (prompt, options) in calls) alone.Add(await sequential.GenerateAsync(prompt, options));
+        using var batched = (InterleavedPipeline)Multimodal.VisionLanguageModel.FromPretrained(folder.Path,
+            batching: new BatchingOptions(MaxBatchSize: 8, MaxWait: TimeSpan.FromMilliseconds(300)));
+        var together = await Task.WhenAll(calls.Select((c, i) => Task.Run(async () =>
+        {
+            if (i % 2 == 1) return await batched.GenerateAsync(c.Prompt, c.Options);
+            TextResult? result = null;
+            await foreach (var chunk in batched.StreamAsync(c.Prompt, c.Options)) result = chunk.Result ?? result;
+            return result!;
+        })));
+        output.WriteLine($"{family}: {calls.Length} concurrent calls, largest batch {batched.LargestBatch}");
+        Assert.True(batched.LargestBatch > 1, "nothing was batched");
+        for (int i = 0; i < calls.Length; i++)
+        {
+            output.WriteLine($"  {string.Join(" ", alone[i].Ids)} | {string.Join(" ", together[i].Ids)} ({together[i].FinishReason})");
+            Assert.Equal(alone[i].Ids, together[i].Ids);
+            Assert.Equal(alone[i].Text, together[i].Text);
+            Assert.Equal(alone[i].FinishReason, together[i].FinishReason);
+            Assert.Equal(alone[i].InputTokens, together[i].InputTokens);
+            Assert.Equal(alone[i].OutputTokens, together[i].OutputTokens);
+        }
+    }
+
+    private static TempDir OpenFlamingoWithFiftySymbols()
+    {
+        var folder = TempDir.CopyOf(FixtureCase.Get("openflamingo").Path);
+        FlamingoTokenizer.WriteFiftySymbols(folder.Path);
+        return folder;
+    }
 }
