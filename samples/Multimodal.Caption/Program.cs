@@ -122,7 +122,7 @@ root.SetAction(async (parse, cancellationToken) =>
             {
                 bool first = true;
                 result = null!;
-                await foreach (var chunk in blip2.StreamAsync(image, text, rowOptions, cancellationToken))
+                await foreach (var chunk in blip2.StreamRawPromptAsync(image, text, rowOptions, cancellationToken))
                 {
                     if (chunk.Result is { } done) result = done;
                     if (chunk.Text.Length == 0) continue;

@@ -29,6 +29,21 @@ public interface IVisionLanguageModel : IDisposable
     /// <summary>Streams the caption (<paramref name="question"/> null) or the answer; the last chunk carries the whole result.</summary>
     IAsyncEnumerable<TextChunk> StreamAsync(DecodedImage image, string? question, GenerationOptions? options = null, CancellationToken cancellationToken = default);
 
+    /// <summary>Captions a batch of images (left-padded rows; each gets what it gets alone).</summary>
+    Task<IReadOnlyList<TextResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, GenerationOptions? options = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Answers one question per image, as one batch.</summary>
+    Task<IReadOnlyList<TextResult>> AskAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> questions, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default);
+
+    /// <summary>Streams the caption as decoded text pieces (a character split across tokens comes out whole).</summary>
+    IAsyncEnumerable<string> CaptionStreamAsync(DecodedImage image, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerationStream.TextAsync(StreamAsync(image, null, options, cancellationToken), cancellationToken);
+
+    /// <summary>Streams the answer as decoded text pieces.</summary>
+    IAsyncEnumerable<string> AskStreamAsync(DecodedImage image, string question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerationStream.TextAsync(StreamAsync(image, question, options, cancellationToken), cancellationToken);
+
     /// <summary>The model as a <see cref="IChatClient"/> (the façade keeps owning the model).</summary>
     IChatClient AsChatClient(string? modelId = null);
 }

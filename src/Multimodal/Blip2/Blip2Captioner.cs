@@ -118,7 +118,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     /// comes out whole). Greedy or sampling only. Stopping the enumeration stops the generation.</summary>
     public IAsyncEnumerable<string> CaptionStreamAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null,
         CancellationToken cancellationToken = default) =>
-        GenerationStream.TextAsync(StreamAsync(image, prompt, options, cancellationToken), cancellationToken);
+        GenerationStream.TextAsync(StreamRawPromptAsync(image, prompt, options, cancellationToken), cancellationToken);
 
     /// <summary>Streams the caption of an image file.</summary>
     public IAsyncEnumerable<string> CaptionStreamAsync(string imagePath, string prompt = "", GenerationOptions? options = null,
@@ -138,10 +138,19 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     public int? MaxNewTokensFor(string prompt) =>
         Model.NewTokenBudget((Model.Config.ImageTokenIndex is null ? Model.Config.NumQueryTokens : 0) + Processor.PromptPositions(prompt));
 
-    /// <summary>Streams text pieces and, last, a chunk with the whole <see cref="TextResult"/> (finish reason,
-    /// token counts). Greedy or sampling only; stopping the enumeration stops the generation.</summary>
-    public IAsyncEnumerable<TextChunk> StreamAsync(DecodedImage image, string prompt = "", GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    /// <summary>Streams the caption (<paramref name="question"/> null) or the answer ("Question: {q} Answer:") in text
+    /// pieces and, last, a chunk with the whole <see cref="TextResult"/>. Greedy or sampling only; stopping the enumeration
+    /// stops the generation.</summary>
+    public IAsyncEnumerable<TextChunk> StreamAsync(DecodedImage image, string? question = null, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        StreamRawPromptAsync(image, question is null ? "" : QuestionPrompt(question), options, cancellationToken);
+
+    /// <summary><see cref="StreamAsync(DecodedImage, string?, GenerationOptions?, CancellationToken)"/> with the text the
+    /// model continues given as is (<paramref name="rawPrompt"/>: "a photo of", or a whole "Question: … Answer:").</summary>
+    public IAsyncEnumerable<TextChunk> StreamRawPromptAsync(DecodedImage image, string rawPrompt, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default)
     {
+        string prompt = rawPrompt;
         options ??= new GenerationOptions();
         if (options.WithDefaults(Model.GenerationConfig).NumBeams > 1)
             throw new NotSupportedException("Streaming needs greedy search or sampling: beam search only knows its result at the end.");
@@ -168,10 +177,14 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     Task<TextResult> IVisionLanguageModel.CaptionAsync(DecodedImage image, GenerationOptions? options, CancellationToken cancellationToken) =>
         CaptionAsync(image, "", options, cancellationToken);
 
-    IAsyncEnumerable<TextChunk> IVisionLanguageModel.StreamAsync(DecodedImage image, string? question, GenerationOptions? options, CancellationToken cancellationToken) =>
-        StreamAsync(image, question is null ? "" : QuestionPrompt(question), options, cancellationToken);
-
     Microsoft.Extensions.AI.IChatClient IVisionLanguageModel.AsChatClient(string? modelId) => AsChatClient(modelId);
+
+    Task<IReadOnlyList<TextResult>> IVisionLanguageModel.CaptionAsync(IReadOnlyList<DecodedImage> images, GenerationOptions? options,
+        CancellationToken cancellationToken) => CaptionAsync(images, images.Select(_ => "").ToList(), options, cancellationToken);
+
+    Task<IReadOnlyList<TextResult>> IVisionLanguageModel.AskAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> questions,
+        GenerationOptions? options, CancellationToken cancellationToken) =>
+        CaptionAsync(images, questions.Select(QuestionPrompt).ToList(), options, cancellationToken);
 
     ITextTokenizer IVisionLanguageModel.Tokenizer => Processor.Tokenizer;
 

@@ -35,7 +35,7 @@ public sealed class Blip2ChatClient : VisionChatClient
     private protected override IAsyncEnumerable<TextChunk> StreamAsync(IReadOnlyList<ChatTurn> turns, GenerationOptions options, CancellationToken cancellationToken)
     {
         var (image, prompt) = Prompt(turns);
-        return _captioner.StreamAsync(image, prompt, options, cancellationToken);
+        return _captioner.StreamRawPromptAsync(image, prompt, options, cancellationToken);
     }
 
     /// <summary>The image and the prompt a conversation asks for.</summary>

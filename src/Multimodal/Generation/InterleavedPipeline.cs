@@ -85,6 +85,20 @@ public abstract class InterleavedPipeline : IDisposable
     public Task<TextResult> AskAsync(DecodedImage image, string question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         GenerateAsync(SingleImagePrompt(image, question ?? throw new ArgumentNullException(nameof(question))), options, cancellationToken);
 
+    /// <summary>Captions a batch of images with the family's captioning prompt.</summary>
+    public Task<IReadOnlyList<TextResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        GenerateAsync(images.Select(image => SingleImagePrompt(image, null)).ToList(), options, cancellationToken);
+
+    /// <summary>Answers one question per image, as one batch.</summary>
+    public Task<IReadOnlyList<TextResult>> AskAsync(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> questions,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        if (images.Count != questions.Count)
+            throw new ArgumentException($"{images.Count} images for {questions.Count} questions: give one question per image.", nameof(questions));
+        return GenerateAsync(images.Select((image, i) => SingleImagePrompt(image, questions[i])).ToList(), options, cancellationToken);
+    }
+
     /// <summary>Streams the caption (<paramref name="question"/> null) or the answer; the last chunk carries the whole result.</summary>
     public IAsyncEnumerable<TextChunk> StreamAsync(DecodedImage image, string? question, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
         StreamAsync(SingleImagePrompt(image, question), options, cancellationToken);

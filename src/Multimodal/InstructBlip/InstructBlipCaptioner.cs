@@ -86,6 +86,11 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
 
     Microsoft.Extensions.AI.IChatClient IVisionLanguageModel.AsChatClient(string? modelId) => AsChatClient(modelId);
 
+    /// <summary>Captions a batch of images (the instruction <see cref="CaptionInstruction"/>).</summary>
+    public Task<IReadOnlyList<TextResult>> CaptionAsync(IReadOnlyList<DecodedImage> images, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        AskAsync(images, images.Select(_ => CaptionInstruction).ToList(), options, cancellationToken);
+
     ITextTokenizer IVisionLanguageModel.Tokenizer => Processor.Tokenizer;
 
     int? IVisionLanguageModel.ContextLength => Model.Config.TextConfig.ContextLength;

@@ -70,7 +70,7 @@ public sealed class DynamicBatchingTests(ITestOutputHelper output)
             if (i % 2 == 1) return (Text: (string?)null, Result: await batched.CaptionAsync(c.Image, c.Prompt, c.Options));
             var text = new System.Text.StringBuilder();
             TextResult? result = null;
-            await foreach (var chunk in batched.StreamAsync(c.Image, c.Prompt, c.Options))
+            await foreach (var chunk in batched.StreamRawPromptAsync(c.Image, c.Prompt, c.Options))
             {
                 text.Append(chunk.Text);
                 result = chunk.Result ?? result;
@@ -143,22 +143,35 @@ public sealed class DynamicBatchingTests(ITestOutputHelper output)
             foreach (var (image, instruction, options) in calls) alone.Add(await sequential.AskAsync(image, instruction, options));
         using var batched = Multimodal.InstructBlip.InstructBlipCaptioner.FromPretrained(folder.Path,
             batching: new BatchingOptions(MaxBatchSize: 8, MaxWait: TimeSpan.FromMilliseconds(300)));
-        var together = await Task.WhenAll(calls.Select((c, i) => Task.Run(async () =>
+        var together = await Concurrently(calls.Length, i => i % 2 == 1,
+            i => batched.AskAsync(calls[i].Image, calls[i].Instruction, calls[i].Options),
+            i => batched.StreamAsync(calls[i].Image, calls[i].Instruction, calls[i].Options));
+        EachAsAlone($"InstructBLIP-{language}", batched.LargestBatch, alone, together);
+    }
+
+    // Runs every call at once: some whole, the others streamed (their result is the stream's last chunk).
+    private static Task<TextResult[]> Concurrently(int count, Func<int, bool> whole, Func<int, Task<TextResult>> run,
+        Func<int, IAsyncEnumerable<TextChunk>> stream) =>
+        Task.WhenAll(Enumerable.Range(0, count).Select(i => Task.Run(async () =>
         {
-            if (i % 2 == 1) return await batched.AskAsync(c.Image, c.Instruction, c.Options);
+            if (whole(i)) return await run(i);
             TextResult? result = null;
-            await foreach (var chunk in batched.StreamAsync(c.Image, c.Instruction, c.Options)) result = chunk.Result ?? result;
+            await foreach (var chunk in stream(i)) result = chunk.Result ?? result;
             return result!;
         })));
-        output.WriteLine($"InstructBLIP-{language}: {calls.Length} concurrent calls, largest batch {batched.LargestBatch}");
-        Assert.True(batched.LargestBatch > 1, "nothing was batched");
-        for (int i = 0; i < calls.Length; i++)
+
+    private void EachAsAlone(string what, int largestBatch, IReadOnlyList<TextResult> alone, IReadOnlyList<TextResult> together)
+    {
+        output.WriteLine($"{what}: {alone.Count} concurrent calls, largest batch {largestBatch}");
+        Assert.True(largestBatch > 1, "nothing was batched");
+        for (int i = 0; i < alone.Count; i++)
         {
-            output.WriteLine($"  {string.Join(" ", alone[i].Ids)} | {string.Join(" ", together[i].Ids)}");
+            output.WriteLine($"  {string.Join(" ", alone[i].Ids)} | {string.Join(" ", together[i].Ids)} ({together[i].FinishReason})");
             Assert.Equal(alone[i].Ids, together[i].Ids);
             Assert.Equal(alone[i].Text, together[i].Text);
             Assert.Equal(alone[i].FinishReason, together[i].FinishReason);
             Assert.Equal(alone[i].InputTokens, together[i].InputTokens);
+            Assert.Equal(alone[i].OutputTokens, together[i].OutputTokens);
         }
     }
 
@@ -189,24 +202,9 @@ public sealed class DynamicBatchingTests(ITestOutputHelper output)
             foreach (var (prompt, options) in calls) alone.Add(await sequential.GenerateAsync(prompt, options));
         using var batched = (InterleavedPipeline)Multimodal.VisionLanguageModel.FromPretrained(folder.Path,
             batching: new BatchingOptions(MaxBatchSize: 8, MaxWait: TimeSpan.FromMilliseconds(300)));
-        var together = await Task.WhenAll(calls.Select((c, i) => Task.Run(async () =>
-        {
-            if (i % 2 == 1) return await batched.GenerateAsync(c.Prompt, c.Options);
-            TextResult? result = null;
-            await foreach (var chunk in batched.StreamAsync(c.Prompt, c.Options)) result = chunk.Result ?? result;
-            return result!;
-        })));
-        output.WriteLine($"{family}: {calls.Length} concurrent calls, largest batch {batched.LargestBatch}");
-        Assert.True(batched.LargestBatch > 1, "nothing was batched");
-        for (int i = 0; i < calls.Length; i++)
-        {
-            output.WriteLine($"  {string.Join(" ", alone[i].Ids)} | {string.Join(" ", together[i].Ids)} ({together[i].FinishReason})");
-            Assert.Equal(alone[i].Ids, together[i].Ids);
-            Assert.Equal(alone[i].Text, together[i].Text);
-            Assert.Equal(alone[i].FinishReason, together[i].FinishReason);
-            Assert.Equal(alone[i].InputTokens, together[i].InputTokens);
-            Assert.Equal(alone[i].OutputTokens, together[i].OutputTokens);
-        }
+        var together = await Concurrently(calls.Length, i => i % 2 == 1,
+            i => batched.GenerateAsync(calls[i].Prompt, calls[i].Options), i => batched.StreamAsync(calls[i].Prompt, calls[i].Options));
+        EachAsAlone(family, batched.LargestBatch, alone, together);
     }
 
     private static TempDir OpenFlamingoWithFiftySymbols()

@@ -187,7 +187,7 @@ public sealed class ModelConcurrencyTests(ITestOutputHelper output)
                         int seen = 0;
                         try
                         {
-                            await foreach (var chunk in blip2.StreamAsync(image, "", new GenerationOptions { MaxNewTokens = 10, MinNewTokens = 10 }, cancel.Token))
+                            await foreach (var chunk in blip2.StreamRawPromptAsync(image, "", new GenerationOptions { MaxNewTokens = 10, MinNewTokens = 10 }, cancel.Token))
                                 if (chunk.Text.Length > 0 && ++seen == 3) cancel.Cancel();
                         }
                         catch (OperationCanceledException)

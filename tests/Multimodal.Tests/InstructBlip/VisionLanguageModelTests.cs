@@ -69,6 +69,42 @@ public sealed class VisionLanguageModelTests(ITestOutputHelper output)
         }
     }
 
+    // One façade shape: every family captions and answers alone and in batches, whole and streamed as text, the same.
+    [Theory]
+    [InlineData("blip2")]
+    [InlineData("instructblip-t5")]
+    [InlineData("idefics")]
+    [InlineData("openflamingo-llama")]
+    public async Task Every_family_gives_the_same_answer_alone_batched_and_streamed(string family)
+    {
+        using var folder = family switch
+        {
+            "blip2" => TempDir.CopyOf(Repo.ShapesModel),
+            "instructblip-t5" => InstructBlipT5Folder.Create(),
+            "idefics" => IdeficsFolder.Create(),
+            _ => FlamingoLlamaFolder.Create(),
+        };
+        using var model = VisionLanguageModel.FromPretrained(folder.Path);
+        var images = new[] { "scene1.png", "scene2.png" }.Select(f => ImageDecoder.Decode(Path.Combine(Repo.Root, "samples", "images", f))).ToList();
+        var options = new Multimodal.Generation.GenerationOptions { MaxNewTokens = 5 };
+        var alone = new List<string>();
+        foreach (var image in images) alone.Add((await model.CaptionAsync(image, options)).Text);
+        var batched = await model.CaptionAsync(images, options);
+        Assert.Equal(alone, batched.Select(r => r.Text));
+        var streamed = new System.Text.StringBuilder();
+        await foreach (var piece in model.CaptionStreamAsync(images[1], options)) streamed.Append(piece);
+        Assert.Equal(alone[1], streamed.ToString().Trim());
+
+        string[] questions = ["what", "which shape"];
+        var answers = await model.AskAsync(images, questions, options);
+        for (int i = 0; i < images.Count; i++)
+            Assert.Equal((await model.AskAsync(images[i], questions[i], options)).Ids, answers[i].Ids);
+        var answerStream = new System.Text.StringBuilder();
+        await foreach (var piece in model.AskStreamAsync(images[0], questions[0], options)) answerStream.Append(piece);
+        Assert.Equal(answers[0].Text, answerStream.ToString().Trim());
+        output.WriteLine($"{family}: captions [{string.Join(" | ", alone)}], answers [{string.Join(" | ", answers.Select(a => a.Text))}]");
+    }
+
     [Fact]
     public void A_retrieval_model_and_unknown_model_types_are_refused_naming_what_loads_them()
     {
