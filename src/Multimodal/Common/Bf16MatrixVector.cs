@@ -11,13 +11,19 @@ namespace Multimodal.Common;
 /// widened (exact) bfloat16 values rounded to bfloat16 (round to nearest even), then plus the bias and rounded again,
 /// as libtorch's kernel does up to the order of the float32 sums.</summary>
 /// <remarks>Used only where it was measured to win: CPU, bfloat16 input and weight, one row, a contiguous
-/// weight, autograd off, and <see cref="OpenMpTeam.KernelsEnabled"/>. The rows are split over libtorch's own OpenMP team
+/// weight, autograd off, and <see cref="CpuKernelOptions"/>. The rows are split over libtorch's own OpenMP team
 /// (<see cref="OpenMpTeam"/>): threads of our own would compete for the cores with that team's workers, which
 /// spin for milliseconds after every libtorch operation, and cut the kernel to 6 GB/s inside a decode step.</remarks>
 internal static unsafe class Bf16MatrixVector
 {
-    /// <summary>Whether this machine runs the kernel (see <see cref="OpenMpTeam.KernelsEnabled"/>).</summary>
-    internal static bool Available { get; } = OpenMpTeam.KernelsEnabled;
+    /// <summary>Whether the kernel runs: this machine supports it and <see cref="CpuKernelOptions.Current"/> allows it.</summary>
+    internal static bool Available => CpuKernelOptions.Supported && CpuKernelOptions.Current is { Enabled: true, Bf16SingleRow: true };
+
+    [ThreadStatic] private static long _calls;
+
+    /// <summary>Products this thread has computed here (tests prove the kernel path ran; per thread, so concurrent
+    /// tests do not count).</summary>
+    internal static long Calls => _calls;
 
     /// <summary>Whether <see cref="Linear"/> takes this product: otherwise the caller uses libtorch (which also
     /// names any mismatch in shape, dtype or device).</summary>
@@ -35,6 +41,7 @@ internal static unsafe class Bf16MatrixVector
     public static bool TryLinear(Tensor input, Tensor weight, Tensor? bias, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
     {
         result = Applies(input, weight, bias) ? Compute(input, weight, bias) : null;
+        if (result is not null) _calls++;
         return result is not null;
     }
 

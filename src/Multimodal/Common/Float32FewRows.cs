@@ -11,14 +11,20 @@ namespace Multimodal.Common;
 /// measurements). Each output is a float32 dot product plus the bias, as libtorch's, up to the order of the sums.</summary>
 /// <remarks>Used only where it was measured to win: CPU, float32 input, weight and bias, 5–8 rows (at 4 rows
 /// libtorch is as fast, below that faster), contiguous data, autograd off, and
-/// <see cref="OpenMpTeam.KernelsEnabled"/>. The rows of the weight are split over libtorch's OpenMP team, as for
+/// <see cref="CpuKernelOptions"/>. The rows of the weight are split over libtorch's OpenMP team, as for
 /// <see cref="Bf16MatrixVector"/>.</remarks>
 internal static unsafe class Float32FewRows
 {
     private const int MinRows = 5, MaxRows = 8;
 
-    /// <summary>Whether this machine runs the kernel (see <see cref="OpenMpTeam.KernelsEnabled"/>).</summary>
-    internal static bool Available { get; } = OpenMpTeam.KernelsEnabled;
+    /// <summary>Whether the kernel runs: this machine supports it and <see cref="CpuKernelOptions.Current"/> allows it.</summary>
+    internal static bool Available => CpuKernelOptions.Supported && CpuKernelOptions.Current is { Enabled: true, Float32FewRows: true };
+
+    [ThreadStatic] private static long _calls;
+
+    /// <summary>Products this thread has computed here (tests prove the kernel path ran; per thread, so concurrent
+    /// tests do not count).</summary>
+    internal static long Calls => _calls;
 
     /// <summary>Whether <see cref="Linear"/> takes this product: otherwise the caller uses libtorch.</summary>
     public static bool Applies(Tensor input, Tensor weight, Tensor? bias) =>
@@ -36,6 +42,7 @@ internal static unsafe class Float32FewRows
     public static bool TryLinear(Tensor input, Tensor weight, Tensor? bias, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
     {
         result = Applies(input, weight, bias) ? Compute(input, weight, bias) : null;
+        if (result is not null) _calls++;
         return result is not null;
     }
 

@@ -1,6 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Multimodal.Common;
 
@@ -20,11 +18,6 @@ internal static unsafe class OpenMpTeam
 
     /// <summary>The libgomp in use (libtorch's), or null.</summary>
     internal static string? LibraryPath { get; }
-
-    /// <summary>Whether our own CPU kernels (<see cref="Bf16MatrixVector"/>, <see cref="Float32FewRows"/>) run: they
-    /// need AVX-512 and this team, and <c>MULTIMODAL_CPU_KERNELS=0</c> sends everything to libtorch (for comparison).</summary>
-    public static bool KernelsEnabled => Available && Vector512.IsHardwareAccelerated && Avx512F.IsSupported
-        && Environment.GetEnvironmentVariable("MULTIMODAL_CPU_KERNELS") != "0";
 
     static OpenMpTeam()
     {

@@ -71,7 +71,7 @@ internal sealed class GatedCrossAttentionBlock : nn.Module
 {
     [ComponentName(Name = "attn")] private readonly MaskedCrossAttention _attn;
     [ComponentName(Name = "attn_gate")] private readonly Parameter _attnGate;
-    [ComponentName(Name = "ff")] private readonly Sequential _ff;
+    [ComponentName(Name = "ff")] private readonly FlamingoFeedForward _ff;
     [ComponentName(Name = "ff_gate")] private readonly Parameter _ffGate;
 
     public GatedCrossAttentionBlock(GatedCrossAttentionConfig config, Device? device = null, ScalarType? dtype = null)
@@ -79,7 +79,7 @@ internal sealed class GatedCrossAttentionBlock : nn.Module
     {
         _attn = new MaskedCrossAttention(config, device, dtype);
         _attnGate = new Parameter(zeros(1, dtype: dtype, device: device), requires_grad: false);
-        _ff = FlamingoFeedForward.Create(config.Dim, config.FfMult, device, dtype);
+        _ff = new FlamingoFeedForward(config.Dim, config.FfMult, device, dtype);
         _ffGate = new Parameter(zeros(1, dtype: dtype, device: device), requires_grad: false);
         RegisterComponents();
     }

@@ -4,14 +4,28 @@ using Multimodal.Common;
 namespace Multimodal.Flamingo;
 
 /// <summary>Flamingo's feed-forward block as open_flamingo 2.0.1 <c>helpers.FeedForward</c> builds it:
-/// <c>Sequential(LayerNorm, Linear, GELU, Linear)</c>, so its keys read <c>0.*</c>, <c>1.weight</c>, <c>3.weight</c>.</summary>
-internal static class FlamingoFeedForward
+/// <c>Sequential(LayerNorm, Linear, GELU, Linear)</c>, so its keys read <c>0.*</c>, <c>1.weight</c>, <c>3.weight</c>. A
+/// module rather than a <c>Sequential</c> so its linears take the same kernel routing as the language model's (the gated
+/// blocks' run at every decode step).</summary>
+internal sealed class FlamingoFeedForward : nn.Module<Tensor, Tensor>
 {
-    public static Sequential Create(int dim, int mult, Device? device, ScalarType? dtype) => nn.Sequential(
-        ("0", nn.LayerNorm(dim, 1e-5, device: device, dtype: dtype)),
-        ("1", Uninitialized.Linear(dim, dim * mult, hasBias: false, device: device, dtype: dtype)),
-        ("2", nn.GELU()),
-        ("3", Uninitialized.Linear(dim * mult, dim, hasBias: false, device: device, dtype: dtype)));
+    [ComponentName(Name = "0")] private readonly LayerNorm _norm;
+    [ComponentName(Name = "1")] private readonly Linear _up;
+    [ComponentName(Name = "3")] private readonly Linear _down;
+
+    public FlamingoFeedForward(int dim, int mult, Device? device, ScalarType? dtype) : base(nameof(FlamingoFeedForward))
+    {
+        _norm = nn.LayerNorm(dim, 1e-5, device: device, dtype: dtype);
+        _up = Uninitialized.Linear(dim, dim * mult, hasBias: false, device: device, dtype: dtype);
+        _down = Uninitialized.Linear(dim * mult, dim, hasBias: false, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return _down.Apply(nn.functional.gelu(_up.Apply(_norm.forward(x)))).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary>open_flamingo 2.0.1 <c>PerceiverAttention</c> (helpers.py, after lucidrains' flamingo-pytorch):
@@ -70,7 +84,7 @@ internal sealed class PerceiverResampler : nn.Module<Tensor, Tensor>
         for (int i = 0; i < config.Depth; i++)
             _layers.Add(new ModuleList<nn.Module>(
                 new PerceiverAttention(config.Dim, config.DimHead, config.Heads, device, dtype),
-                FlamingoFeedForward.Create(config.Dim, config.FfMult, device, dtype)));
+                new FlamingoFeedForward(config.Dim, config.FfMult, device, dtype)));
         _norm = nn.LayerNorm(config.Dim, 1e-5, device: device, dtype: dtype);
         RegisterComponents();
     }
@@ -84,7 +98,7 @@ internal sealed class PerceiverResampler : nn.Module<Tensor, Tensor>
         foreach (var layer in _layers)
         {
             latents = ((PerceiverAttention)layer[0]).Forward(x, latents).Plus(latents);
-            latents = ((Sequential)layer[1]).forward(latents).Plus(latents);
+            latents = ((FlamingoFeedForward)layer[1]).forward(latents).Plus(latents);
         }
         return _norm.forward(latents).MoveToOuterDisposeScope();
     }

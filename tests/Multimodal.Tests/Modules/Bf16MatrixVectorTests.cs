@@ -15,7 +15,7 @@ namespace Multimodal.Tests.Modules;
 /// it is meant for; and models decode the same ids with it as with libtorch.</summary>
 public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
 {
-    [Theory]
+    [SkippableTheory]
     [InlineData(1, 1, false)]
     [InlineData(5, 31, true)]
     [InlineData(4, 32, false)]
@@ -25,7 +25,7 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
     [InlineData(3, 4099, true)]
     public void Each_output_is_the_dot_product_rounded_to_bf16_then_plus_the_bias_rounded_again(int n, int k, bool withBias)
     {
-        if (!Available()) return;
+        SkipUnlessAvailable();
         using var scope = NewDisposeScope();
         var generator = new TorchSharp.torch.Generator((ulong)(n * 7919 + k));
         var weight = randn(n, k, generator: generator).mul(0.05).to(ScalarType.BFloat16);
@@ -60,7 +60,7 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
         Assert.True(apart <= 0, $"an output is further from libtorch's than both bounds allow ({apart:E2})");
     }
 
-    [Fact]
+    [SkippableFact]
     public void Nan_and_infinity_propagate_and_rounding_is_to_nearest_even()
     {
         Assert.Equal(0x3F80, Bf16MatrixVector.ToBf16(1f));
@@ -70,7 +70,7 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
         Assert.Equal(0x7F80, Bf16MatrixVector.ToBf16(float.PositiveInfinity));
         Assert.Equal(0x7F80, Bf16MatrixVector.ToBf16(float.MaxValue));                                 // rounds past the largest bf16
         Assert.True(float.IsNaN(BitConverter.Int32BitsToSingle(Bf16MatrixVector.ToBf16(float.NaN) << 16)));
-        if (!Available()) return;
+        SkipUnlessAvailable();
         using var scope = NewDisposeScope();
         var weight = ones(3, 64, ScalarType.BFloat16);
         var x = ones(64, ScalarType.BFloat16);
@@ -80,10 +80,10 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
         using (inference_mode()) Assert.True(Bf16MatrixVector.Linear(x, weight, null).isposinf().all().item<bool>());
     }
 
-    [Fact]
+    [SkippableFact]
     public void Views_into_larger_tensors_read_from_their_own_offset()
     {
-        if (!Available()) return;
+        SkipUnlessAvailable();
         using var scope = NewDisposeScope();
         var generator = new TorchSharp.torch.Generator(5);
         var weights = randn(300, 96, generator: generator).to(ScalarType.BFloat16);
@@ -97,10 +97,10 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
         Assert.True(ours.eq(copies).all().item<bool>(), "a view gave other outputs than its copy");
     }
 
-    [Fact]
+    [SkippableFact]
     public void Concurrent_callers_get_the_same_outputs_as_one_caller()
     {
-        if (!Available()) return;
+        SkipUnlessAvailable();
         using var scope = NewDisposeScope();
         var generator = new TorchSharp.torch.Generator(11);
         var weight = randn(2051, 1536, generator: generator).to(ScalarType.BFloat16);
@@ -130,14 +130,13 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
         Assert.Equal(0, mismatches);
     }
 
-    [Fact]
+    [SkippableFact]
     public void It_takes_only_single_bf16_rows_on_the_cpu_without_autograd()
     {
         using var scope = NewDisposeScope();
         var weight = zeros(8, 64, ScalarType.BFloat16);
         using (inference_mode())
         {
-            Assert.Equal(Available(), Bf16MatrixVector.Applies(zeros(1, 1, 64, ScalarType.BFloat16), weight, zeros(8, ScalarType.BFloat16)));
             Assert.False(Bf16MatrixVector.Applies(zeros(2, 64, ScalarType.BFloat16), weight, null));           // two rows: libtorch's GEMM
             Assert.False(Bf16MatrixVector.Applies(zeros(1, 64), weight, null));                                 // float32 input
             Assert.False(Bf16MatrixVector.Applies(zeros(1, 64, ScalarType.BFloat16), zeros(8, 64), null));      // float32 weight
@@ -147,11 +146,28 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
             Assert.False(Bf16MatrixVector.Applies(zeros(1, 64, ScalarType.BFloat16), weight, zeros(8)));                          // float32 bias
         }
         Assert.False(Bf16MatrixVector.Applies(zeros(1, 64, ScalarType.BFloat16), weight, null));               // autograd on
+        SkipUnlessAvailable();
+        using (inference_mode())
+            Assert.True(Bf16MatrixVector.Applies(zeros(1, 1, 64, ScalarType.BFloat16), weight, zeros(8, ScalarType.BFloat16)));
     }
 
-    [Fact]
+    // Losing the libgomp lookup (a TorchSharp upgrade, another OpenMP runtime) would silently send every product to
+    // libtorch; on a machine with the instructions, that fails here.
+    [SkippableFact]
+    public void The_kernels_run_wherever_the_cpu_has_the_instructions()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux() && System.Runtime.Intrinsics.X86.Avx512F.IsSupported, "no AVX-512 on this machine (or not Linux)");
+        Skip.If(Environment.GetEnvironmentVariable(CpuKernelOptions.Variable) == "0", $"{CpuKernelOptions.Variable}=0 turns the kernels off");
+        output.WriteLine($"libgomp: {OpenMpTeam.LibraryPath ?? "(none)"}");
+        Assert.True(OpenMpTeam.Available, "libtorch's libgomp was not found: the kernels cannot run on its OpenMP team");
+        Assert.True(CpuKernelOptions.Supported);
+        Assert.True(Bf16MatrixVector.Available && Float32FewRows.Available, "a kernel is off although this machine supports it");
+    }
+
+    [SkippableFact]
     public void The_trained_model_decodes_the_same_ids_in_bf16_with_and_without_the_kernel_and_as_in_float32()
     {
+        SkipUnlessAvailable();
         using var bf16 = Blip2Captioner.FromPretrained(Repo.ShapesModel, dtype: ScalarType.BFloat16);
         using var fp32 = Blip2Captioner.FromPretrained(Repo.ShapesModel);
         var scenes = Directory.GetFiles(Path.Combine(Repo.Root, "samples", "images"), "scene*.png").Order().ToList();
@@ -167,9 +183,13 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
         }
         for (int i = 0; i < scenes.Count; i++)
         {
+            long calls = Bf16MatrixVector.Calls;
             var withKernel = Ids(bf16, i);
+            Assert.True(Bf16MatrixVector.Calls > calls, "the bf16 decode never reached the kernel: this compared libtorch with itself");
+            calls = Bf16MatrixVector.Calls;
             long[] withLibtorch;
             using (LinearExtensions.LibtorchOnlyOnThisThread()) withLibtorch = Ids(bf16, i);
+            Assert.Equal(calls, Bf16MatrixVector.Calls);
             var float32 = Ids(fp32, i);
             output.WriteLine($"{Path.GetFileName(scenes[i])}: \"{bf16.Processor.Tokenizer.Decode(withKernel)}\" ({withKernel.Length} ids)");
             Assert.Equal(withLibtorch, withKernel);
@@ -180,9 +200,8 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
     // Half a bf16 ulp (8 significant bits) of a value of this magnitude.
     private static Tensor HalfUlp(Tensor magnitude) => magnitude.clamp_min(1e-30).log2().floor().sub(8).exp2();
 
-    private bool Available()
-    {
-        if (!Bf16MatrixVector.Available) output.WriteLine("no AVX-512 or libgomp here (or MULTIMODAL_CPU_KERNELS=0): the kernel is not used, only its selection is tested");
-        return Bf16MatrixVector.Available;
-    }
+    private static void SkipUnlessAvailable() =>
+        Skip.IfNot(Bf16MatrixVector.Available, CpuKernelOptions.Supported
+            ? $"the kernel is switched off ({CpuKernelOptions.Variable}=0 or CpuKernelOptions.Current)"
+            : "this machine cannot run the kernel (no AVX-512, or libtorch's libgomp not found)");
 }

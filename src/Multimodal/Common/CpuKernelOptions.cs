@@ -1,0 +1,35 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Multimodal.Common;
+
+/// <summary>The switches of this library's CPU kernels, in one place: the products a decode step sends to our own kernels
+/// instead of libtorch (one bfloat16 row, 5–8 float32 rows). Every language model's and Flamingo block's linears take the
+/// same routing, so these switches decide for all of them.</summary>
+public sealed record CpuKernelOptions
+{
+    /// <summary>The environment variable that turns every kernel off when set to 0 (to compare with libtorch).</summary>
+    public const string Variable = "MULTIMODAL_CPU_KERNELS";
+
+    private static CpuKernelOptions _current = new();
+
+    /// <summary>Whether any kernel runs (default: unless <see cref="Variable"/> is 0).</summary>
+    public bool Enabled { get; init; } = Environment.GetEnvironmentVariable(Variable) != "0";
+
+    /// <summary>One bfloat16 row (a bf16 model's decode step) through our matrix–vector kernel.</summary>
+    public bool Bf16SingleRow { get; init; } = true;
+
+    /// <summary>5–8 float32 rows (a batched decode step) through our few-rows kernel.</summary>
+    public bool Float32FewRows { get; init; } = true;
+
+    /// <summary>The switches in force for the process (replace the record to change them; calls already running keep theirs).</summary>
+    public static CpuKernelOptions Current
+    {
+        get => Volatile.Read(ref _current);
+        set => Volatile.Write(ref _current, value ?? throw new ArgumentNullException(nameof(value)));
+    }
+
+    /// <summary>Whether this machine can run the kernels at all: AVX-512, and libtorch's own OpenMP runtime (Linux), whose
+    /// team they run on.</summary>
+    public static bool Supported => OpenMpTeam.Available && Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+}
