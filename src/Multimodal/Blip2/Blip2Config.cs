@@ -11,19 +11,19 @@ namespace Multimodal.Blip2;
 /// <see cref="Normalize"/>.</summary>
 public sealed record Blip2Config : PretrainedConfig
 {
-    /// <summary>"blip-2".</summary>
+    /// <summary><c>model_type</c> (default "blip-2"): "blip-2".</summary>
     public string ModelType { get; init; } = "blip-2";
 
-    /// <summary>The image encoder.</summary>
+    /// <summary><c>vision_config</c>: The image encoder.</summary>
     public Blip2VisionConfig VisionConfig { get; init; } = new();
 
-    /// <summary>The Q-Former.</summary>
+    /// <summary><c>qformer_config</c>: The Q-Former.</summary>
     public QFormerConfig QformerConfig { get; init; } = new();
 
     /// <summary>The language model; <c>model_type</c> picks the record (OPT when absent).</summary>
     public TextConfig TextConfig { get; init; } = LanguageModels.DefaultConfig("opt");
 
-    /// <summary>Learned query tokens.</summary>
+    /// <summary><c>num_query_tokens</c> (default 32): Learned query tokens.</summary>
     public int NumQueryTokens { get; init; } = 32;
 
     /// <summary>Width of the ITC projections (retrieval models).</summary>
@@ -34,10 +34,10 @@ public sealed record Blip2Config : PretrainedConfig
     /// concatenated in front of the prompt.</summary>
     public int? ImageTokenIndex { get; init; }
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_factor</c> (default 1.0): used in training only; inference reads it and ignores it.</summary>
     public double InitializerFactor { get; init; } = 1.0;
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_range</c> (default 0.02): used in training only; inference reads it and ignores it.</summary>
     public double InitializerRange { get; init; } = 0.02;
 
     /// <summary>Derived from the text config's type by <see cref="Normalize"/>.</summary>

@@ -9,13 +9,13 @@ namespace Multimodal.Flamingo;
 /// <summary>open_flamingo 2.0.1 <c>PerceiverResampler</c> constructor arguments; defaults are upstream's.</summary>
 public sealed record PerceiverConfig
 {
-    /// <summary>Width (the vision width).</summary>
+    /// <summary><c>dim</c> (default 1024): Width (the vision width).</summary>
     public int Dim { get; init; } = 1024;
-    /// <summary>Layers (6 in published checkpoints).</summary>
+    /// <summary><c>depth</c> (default 6): Layers (6 in published checkpoints).</summary>
     public int Depth { get; init; } = 6;
-    /// <summary>Head width.</summary>
+    /// <summary><c>dim_head</c> (default 64): Head width.</summary>
     public int DimHead { get; init; } = 64;
-    /// <summary>Heads.</summary>
+    /// <summary><c>heads</c> (default 8): Heads.</summary>
     public int Heads { get; init; } = 8;
     /// <summary>Latents per image (64 in published checkpoints).</summary>
     public int NumLatents { get; init; } = 64;
@@ -23,22 +23,22 @@ public sealed record PerceiverConfig
     public int? MaxNumMedia { get; init; }
     /// <summary>Frame embeddings (unused by OpenFlamingo v2).</summary>
     public int? MaxNumFrames { get; init; }
-    /// <summary>FFN width / width.</summary>
+    /// <summary><c>ff_mult</c> (default 4): FFN width / width.</summary>
     public int FfMult { get; init; } = 4;
 }
 
 /// <summary>open_flamingo 2.0.1 <c>GatedCrossAttentionBlock</c> constructor arguments; defaults are upstream's.</summary>
 public sealed record GatedCrossAttentionConfig
 {
-    /// <summary>Text width.</summary>
+    /// <summary><c>dim</c> (default 2048): Text width.</summary>
     public int Dim { get; init; } = 2048;
-    /// <summary>Visual width.</summary>
+    /// <summary><c>dim_visual</c> (default 1024): Visual width.</summary>
     public int DimVisual { get; init; } = 1024;
     /// <summary>Head width (64 whatever the model width).</summary>
     public int DimHead { get; init; } = 64;
-    /// <summary>Heads (8 whatever the model width).</summary>
+    /// <summary><c>heads</c> (default 8): Heads (8 whatever the model width).</summary>
     public int Heads { get; init; } = 8;
-    /// <summary>FFN width / width.</summary>
+    /// <summary><c>ff_mult</c> (default 4): FFN width / width.</summary>
     public int FfMult { get; init; } = 4;
     /// <summary>Tokens see only the last image at or before them.</summary>
     public bool OnlyAttendImmediateMedia { get; init; } = true;
@@ -49,11 +49,11 @@ public sealed record OpenClipModelConfig
 {
     /// <summary>CLIP embedding width (the output of <c>visual.proj</c>).</summary>
     public int EmbedDim { get; init; } = 512;
-    /// <summary>QuickGELU (OpenAI-trained towers).</summary>
+    /// <summary><c>quick_gelu</c> (default false): QuickGELU (OpenAI-trained towers).</summary>
     public bool QuickGelu { get; init; }
-    /// <summary>The vision tower.</summary>
+    /// <summary><c>vision_cfg</c>: The vision tower.</summary>
     public OpenClipVisionConfig VisionCfg { get; init; } = new();
-    /// <summary>The text tower (not used by Flamingo).</summary>
+    /// <summary><c>text_cfg</c> (default null): The text tower (not used by Flamingo).</summary>
     public JsonElement? TextCfg { get; init; }
 
     /// <summary>The vision settings with the model-level values folded in.</summary>
@@ -70,9 +70,9 @@ public sealed record FlamingoConfig
     [JsonPropertyName("_comment")] public string? Comment { get; init; }
     /// <summary>open_flamingo version the weights were made with.</summary>
     public string? OpenFlamingoVersion { get; init; }
-    /// <summary>open_clip model name, e.g. "ViT-L-14".</summary>
+    /// <summary><c>clip_vision_encoder_path</c> (default null): open_clip model name, e.g. "ViT-L-14".</summary>
     public string? ClipVisionEncoderPath { get; init; }
-    /// <summary>The open_clip model config.</summary>
+    /// <summary><c>clip_model_cfg</c>: The open_clip model config.</summary>
     public OpenClipModelConfig ClipModelCfg { get; init; } = new();
     /// <summary>Flamingo reads the patch tokens (always true).</summary>
     public bool VisionEncoderOutputTokens { get; init; } = true;
@@ -90,15 +90,15 @@ public sealed record FlamingoConfig
     public int MediaTokenId { get; init; }
     /// <summary><c>&lt;PAD&gt;</c>.</summary>
     public int? PadTokenId { get; init; }
-    /// <summary>Vision width.</summary>
+    /// <summary><c>vis_dim</c> (default 0): Vision width.</summary>
     public int VisDim { get; init; }
-    /// <summary>Language model width.</summary>
+    /// <summary><c>lang_dim</c> (default 0): Language model width.</summary>
     public int LangDim { get; init; }
     /// <summary>A gated block before decoder layer i when (i + 1) % n == 0.</summary>
     public int CrossAttnEveryNLayers { get; init; } = 1;
-    /// <summary>The perceiver.</summary>
+    /// <summary><c>perceiver</c>: The perceiver.</summary>
     public PerceiverConfig Perceiver { get; init; } = new();
-    /// <summary>The gated cross-attention blocks.</summary>
+    /// <summary><c>gated_cross_attn</c>: The gated cross-attention blocks.</summary>
     public GatedCrossAttentionConfig GatedCrossAttn { get; init; } = new();
 
     /// <summary>Reads a Flamingo <c>config.json</c>.</summary>

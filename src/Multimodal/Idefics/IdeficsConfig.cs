@@ -6,31 +6,31 @@ namespace Multimodal.Idefics;
 /// <summary>transformers v4.44.2 <c>IdeficsVisionConfig</c>; initializers are upstream's defaults.</summary>
 public sealed record IdeficsVisionConfig : PretrainedConfig
 {
-    /// <summary>"idefics".</summary>
+    /// <summary><c>model_type</c> (default "idefics"): "idefics".</summary>
     public string ModelType { get; init; } = "idefics";
-    /// <summary>Width.</summary>
+    /// <summary><c>embed_dim</c> (default 768): Width.</summary>
     public int EmbedDim { get; init; } = 768;
-    /// <summary>Input resolution.</summary>
+    /// <summary><c>image_size</c> (default 224): Input resolution.</summary>
     public int ImageSize { get; init; } = 224;
-    /// <summary>MLP width.</summary>
+    /// <summary><c>intermediate_size</c> (default 5120): MLP width.</summary>
     public int IntermediateSize { get; init; } = 5120;
-    /// <summary>Patch size.</summary>
+    /// <summary><c>patch_size</c> (default 14): Patch size.</summary>
     public int PatchSize { get; init; } = 14;
-    /// <summary>Layers.</summary>
+    /// <summary><c>num_hidden_layers</c> (default 32): Layers.</summary>
     public int NumHiddenLayers { get; init; } = 32;
-    /// <summary>Heads.</summary>
+    /// <summary><c>num_attention_heads</c> (default 16): Heads.</summary>
     public int NumAttentionHeads { get; init; } = 16;
-    /// <summary>Channels.</summary>
+    /// <summary><c>num_channels</c> (default 3): Channels.</summary>
     public int NumChannels { get; init; } = 3;
-    /// <summary>MLP activation.</summary>
+    /// <summary><c>hidden_act</c> (default "gelu"): MLP activation.</summary>
     public string HiddenAct { get; init; } = "gelu";
-    /// <summary>LayerNorm epsilon.</summary>
+    /// <summary><c>layer_norm_eps</c> (default 1e-5): LayerNorm epsilon.</summary>
     public double LayerNormEps { get; init; } = 1e-5;
-    /// <summary>Training only.</summary>
+    /// <summary><c>attention_dropout</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double AttentionDropout { get; init; }
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_range</c> (default 0.02): used in training only; inference reads it and ignores it.</summary>
     public double InitializerRange { get; init; } = 0.02;
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_factor</c> (default 1.0): used in training only; inference reads it and ignores it.</summary>
     public double InitializerFactor { get; init; } = 1.0;
 
     /// <summary>The CLIP tower this describes (no projection: IDEFICS feeds the perceiver the tokens).</summary>
@@ -41,19 +41,19 @@ public sealed record IdeficsVisionConfig : PretrainedConfig
 /// <summary>transformers v4.44.2 <c>IdeficsPerceiverConfig</c>; initializers are upstream's defaults.</summary>
 public sealed record IdeficsPerceiverConfig : PretrainedConfig
 {
-    /// <summary>"idefics".</summary>
+    /// <summary><c>model_type</c> (default "idefics"): "idefics".</summary>
     public string ModelType { get; init; } = "idefics";
-    /// <summary>Whether the perceiver is used.</summary>
+    /// <summary><c>use_resampler</c> (default false): Whether the perceiver is used.</summary>
     public bool UseResampler { get; init; }
-    /// <summary>Latents.</summary>
+    /// <summary><c>resampler_n_latents</c> (default 64): Latents.</summary>
     public int ResamplerNLatents { get; init; } = 64;
-    /// <summary>Layers.</summary>
+    /// <summary><c>resampler_depth</c> (default 6): Layers.</summary>
     public int ResamplerDepth { get; init; } = 6;
-    /// <summary>Heads.</summary>
+    /// <summary><c>resampler_n_heads</c> (default 16): Heads.</summary>
     public int ResamplerNHeads { get; init; } = 16;
-    /// <summary>Head width.</summary>
+    /// <summary><c>resampler_head_dim</c> (default 96): Head width.</summary>
     public int ResamplerHeadDim { get; init; } = 96;
-    /// <summary>LayerNorm on q and k per head.</summary>
+    /// <summary><c>qk_layer_norms_perceiver</c> (default false): LayerNorm on q and k per head.</summary>
     public bool QkLayerNormsPerceiver { get; init; }
 }
 
@@ -61,63 +61,63 @@ public sealed record IdeficsPerceiverConfig : PretrainedConfig
 /// gated cross-attention, a CLIP vision tower and a perceiver; initializers are upstream's defaults.</summary>
 public sealed record IdeficsConfig : PretrainedConfig
 {
-    /// <summary>"idefics".</summary>
+    /// <summary><c>model_type</c> (default "idefics"): "idefics".</summary>
     public string ModelType { get; init; } = "idefics";
     /// <summary>Text vocabulary (ids at and above it use the decoupled additional embeddings).</summary>
     public int VocabSize { get; init; } = 32000;
     /// <summary>Added tokens (<c>&lt;fake_token_around_image&gt;</c>, <c>&lt;image&gt;</c>).</summary>
     public int AdditionalVocabSize { get; init; }
-    /// <summary>Width.</summary>
+    /// <summary><c>hidden_size</c> (default 4096): Width.</summary>
     public int HiddenSize { get; init; } = 4096;
-    /// <summary>MLP width.</summary>
+    /// <summary><c>intermediate_size</c> (default 11008): MLP width.</summary>
     public int IntermediateSize { get; init; } = 11008;
-    /// <summary>Decoder layers.</summary>
+    /// <summary><c>num_hidden_layers</c> (default 32): Decoder layers.</summary>
     public int NumHiddenLayers { get; init; } = 32;
-    /// <summary>Heads.</summary>
+    /// <summary><c>num_attention_heads</c> (default 32): Heads.</summary>
     public int NumAttentionHeads { get; init; } = 32;
-    /// <summary>Training only.</summary>
+    /// <summary><c>dropout</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double Dropout { get; init; }
-    /// <summary>MLP activation.</summary>
+    /// <summary><c>hidden_act</c> (default "silu"): MLP activation.</summary>
     public string HiddenAct { get; init; } = "silu";
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_range</c> (default 0.02): used in training only; inference reads it and ignores it.</summary>
     public double InitializerRange { get; init; } = 0.02;
-    /// <summary>Gate initialisation (training only).</summary>
+    /// <summary><c>alpha_initializer</c> (default "zeros"): Gate initialisation (training only).</summary>
     public string AlphaInitializer { get; init; } = "zeros";
-    /// <summary>Training only.</summary>
+    /// <summary><c>alphas_initializer_range</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double AlphasInitializerRange { get; init; }
     /// <summary>"float" (one gate value) or "vector" (one per channel).</summary>
     public string AlphaType { get; init; } = "float";
-    /// <summary>RMSNorm epsilon.</summary>
+    /// <summary><c>rms_norm_eps</c> (default 1e-6): RMSNorm epsilon.</summary>
     public double RmsNormEps { get; init; } = 1e-6;
     /// <summary>Whether generation uses the KV cache by default.</summary>
     public bool UseCache { get; init; } = true;
-    /// <summary>Padding id.</summary>
+    /// <summary><c>pad_token_id</c> (default 0): Padding id.</summary>
     public int PadTokenId { get; init; }
-    /// <summary>Begin-of-sequence id.</summary>
+    /// <summary><c>bos_token_id</c> (default 1): Begin-of-sequence id.</summary>
     public int BosTokenId { get; init; } = 1;
-    /// <summary>End-of-sequence id.</summary>
+    /// <summary><c>eos_token_id</c> (default 2): End-of-sequence id.</summary>
     public int EosTokenId { get; init; } = 2;
-    /// <summary>Untied head in every published IDEFICS.</summary>
+    /// <summary><c>tie_word_embeddings</c> (default false): Untied head in every published IDEFICS.</summary>
     public bool TieWordEmbeddings { get; init; }
     /// <summary>A gated block before decoder layer i when i % interval == 0.</summary>
     public int CrossLayerInterval { get; init; } = 1;
     /// <summary>RMSNorm on q and k in the gated cross-attention.</summary>
     public bool QkLayerNorms { get; init; }
-    /// <summary>Training only.</summary>
+    /// <summary><c>freeze_text_layers</c> (default true): used in training only; inference reads it and ignores it.</summary>
     public bool FreezeTextLayers { get; init; } = true;
-    /// <summary>Training only.</summary>
+    /// <summary><c>freeze_text_module_exceptions</c> (default []): used in training only; inference reads it and ignores it.</summary>
     public IReadOnlyList<string> FreezeTextModuleExceptions { get; init; } = [];
-    /// <summary>Training only.</summary>
+    /// <summary><c>freeze_lm_head</c> (default false): used in training only; inference reads it and ignores it.</summary>
     public bool FreezeLmHead { get; init; }
-    /// <summary>Training only.</summary>
+    /// <summary><c>freeze_vision_layers</c> (default true): used in training only; inference reads it and ignores it.</summary>
     public bool FreezeVisionLayers { get; init; } = true;
-    /// <summary>Training only.</summary>
+    /// <summary><c>freeze_vision_module_exceptions</c> (default []): used in training only; inference reads it and ignores it.</summary>
     public IReadOnlyList<string> FreezeVisionModuleExceptions { get; init; } = [];
     /// <summary>Whether the perceiver resamples the image features.</summary>
     public bool UseResampler { get; init; }
-    /// <summary>The vision tower.</summary>
+    /// <summary><c>vision_config</c>: The vision tower.</summary>
     public IdeficsVisionConfig VisionConfig { get; init; } = new();
-    /// <summary>The perceiver.</summary>
+    /// <summary><c>perceiver_config</c>: The perceiver.</summary>
     public IdeficsPerceiverConfig PerceiverConfig { get; init; } = new();
 
     /// <inheritdoc/>

@@ -11,24 +11,24 @@ namespace Multimodal.InstructBlip;
 /// defaults. The vision and Q-Former settings are BLIP-2's (same keys, other <c>model_type</c> names).</summary>
 public sealed record InstructBlipConfig : PretrainedConfig
 {
-    /// <summary>"instructblip".</summary>
+    /// <summary><c>model_type</c> (default "instructblip"): "instructblip".</summary>
     public string ModelType { get; init; } = "instructblip";
-    /// <summary>The EVA ViT.</summary>
+    /// <summary><c>vision_config</c>: The EVA ViT.</summary>
     public Blip2VisionConfig VisionConfig { get; init; } = new();
     /// <summary>The Q-Former (it always reads the instruction).</summary>
     public QFormerConfig QformerConfig { get; init; } = new();
     /// <summary>The language model: LLaMA (Vicuna) or T5 (Flan-T5), the two InstructBLIP is published with
     /// (upstream's class defaults to OPT, which no checkpoint uses; it is refused).</summary>
     public TextConfig TextConfig { get; init; } = LanguageModels.DefaultConfig("opt");
-    /// <summary>Query tokens.</summary>
+    /// <summary><c>num_query_tokens</c> (default 32): Query tokens.</summary>
     public int NumQueryTokens { get; init; } = 32;
     /// <summary>Processor-expanded layout's image token, or null (queries in front of the prompt).</summary>
     public int? ImageTokenIndex { get; init; }
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_factor</c> (default 1.0): used in training only; inference reads it and ignores it.</summary>
     public double InitializerFactor { get; init; } = 1.0;
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_range</c> (default 0.02): used in training only; inference reads it and ignores it.</summary>
     public double InitializerRange { get; init; } = 0.02;
-    /// <summary>Derived from the text config.</summary>
+    /// <summary><c>use_decoder_only_language_model</c> (default true): Derived from the text config.</summary>
     public bool UseDecoderOnlyLanguageModel { get; init; } = true;
     /// <summary>Written by save_pretrained; the text config decides.</summary>
     public bool TieWordEmbeddings { get; init; }

@@ -14,16 +14,16 @@ public sealed record BlipImageProcessorConfig
     /// <summary>Output size; BLIP resizes to exactly this, without keeping the aspect ratio.</summary>
     public JsonElement? Size { get; init; }
 
-    /// <summary>Pillow filter number (3 = bicubic).</summary>
+    /// <summary><c>resample</c>: Pillow filter number (3 = bicubic).</summary>
     public int Resample { get; init; } = (int)ResampleFilter.Bicubic;
 
     /// <summary>Multiply by <see cref="RescaleFactor"/>.</summary>
     public bool DoRescale { get; init; } = true;
 
-    /// <summary>1/255 by default.</summary>
+    /// <summary><c>rescale_factor</c> (default 1 / 255.0): 1/255 by default.</summary>
     public double RescaleFactor { get; init; } = 1 / 255.0;
 
-    /// <summary>Subtract the mean and divide by the std.</summary>
+    /// <summary><c>do_normalize</c> (default true): Subtract the mean and divide by the std.</summary>
     public bool DoNormalize { get; init; } = true;
 
     /// <summary>Per-channel mean (OpenAI CLIP's by default).</summary>
@@ -32,7 +32,7 @@ public sealed record BlipImageProcessorConfig
     /// <summary>Per-channel std (OpenAI CLIP's by default).</summary>
     public double[] ImageStd { get; init; } = [0.26862954, 0.26130258, 0.27577711];
 
-    /// <summary>Convert to RGB first (alpha dropped).</summary>
+    /// <summary><c>do_convert_rgb</c> (default true): Convert to RGB first (alpha dropped).</summary>
     public bool DoConvertRgb { get; init; } = true;
 
     /// <summary>Other keys of the file.</summary>

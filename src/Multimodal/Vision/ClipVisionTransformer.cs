@@ -24,17 +24,17 @@ internal sealed record ClipVisionSettings(int ImageSize, int PatchSize, int Chan
 /// config, e.g. ViT-L-14's: width 1024, 24 layers, head width 64, patch 14, image 224).</summary>
 public sealed record OpenClipVisionConfig
 {
-    /// <summary>Input resolution.</summary>
+    /// <summary><c>image_size</c> (default 224): Input resolution.</summary>
     public int ImageSize { get; init; } = 224;
-    /// <summary>Transformer layers.</summary>
+    /// <summary><c>layers</c> (default 12): Transformer layers.</summary>
     public int Layers { get; init; } = 12;
-    /// <summary>Width.</summary>
+    /// <summary><c>width</c> (default 768): Width.</summary>
     public int Width { get; init; } = 768;
-    /// <summary>Width of one attention head.</summary>
+    /// <summary><c>head_width</c> (default 64): Width of one attention head.</summary>
     public int HeadWidth { get; init; } = 64;
-    /// <summary>MLP width / width.</summary>
+    /// <summary><c>mlp_ratio</c> (default 4.0): MLP width / width.</summary>
     public double MlpRatio { get; init; } = 4.0;
-    /// <summary>Patch size.</summary>
+    /// <summary><c>patch_size</c> (default 16): Patch size.</summary>
     public int PatchSize { get; init; } = 16;
     /// <summary>Output width of <c>proj</c> (the CLIP embedding); set from <c>embed_dim</c>.</summary>
     [JsonIgnore] public int OutputDim { get; init; } = 512;

@@ -13,32 +13,32 @@ public sealed record LlamaConfig : TextConfig
     public override string ModelType { get; init; } = "llama";
     /// <inheritdoc/>
     [JsonIgnore] public override bool IsDecoderOnly => true;
-    /// <summary>Vocabulary size.</summary>
+    /// <summary><c>vocab_size</c> (default 32000): Vocabulary size.</summary>
     public int VocabSize { get; init; } = 32000;
-    /// <summary>Width.</summary>
+    /// <summary><c>hidden_size</c> (default 4096): Width.</summary>
     public int HiddenSize { get; init; } = 4096;
-    /// <summary>MLP width.</summary>
+    /// <summary><c>intermediate_size</c> (default 11008): MLP width.</summary>
     public int IntermediateSize { get; init; } = 11008;
-    /// <summary>Layers.</summary>
+    /// <summary><c>num_hidden_layers</c> (default 32): Layers.</summary>
     public int NumHiddenLayers { get; init; } = 32;
-    /// <summary>Query heads.</summary>
+    /// <summary><c>num_attention_heads</c> (default 32): Query heads.</summary>
     public int NumAttentionHeads { get; init; } = 32;
     /// <summary>Key/value heads (grouped-query attention when fewer); null means <see cref="NumAttentionHeads"/>.</summary>
     public int? NumKeyValueHeads { get; init; }
-    /// <summary>Head width; null means width / heads.</summary>
+    /// <summary><c>head_dim</c> (default null): Head width; null means width / heads.</summary>
     public int? HeadDim { get; init; }
-    /// <summary>MLP activation.</summary>
+    /// <summary><c>hidden_act</c> (default "silu"): MLP activation.</summary>
     public string HiddenAct { get; init; } = "silu";
     /// <summary>Positions the model was trained for (RoPE has no table; informational).</summary>
     public int MaxPositionEmbeddings { get; init; } = 2048;
 
     /// <inheritdoc/>
     [System.Text.Json.Serialization.JsonIgnore] public override int? ContextLength => MaxPositionEmbeddings;
-    /// <summary>RMSNorm epsilon.</summary>
+    /// <summary><c>rms_norm_eps</c> (default 1e-6): RMSNorm epsilon.</summary>
     public double RmsNormEps { get; init; } = 1e-6;
-    /// <summary>RoPE base.</summary>
+    /// <summary><c>rope_theta</c> (default 10000.0): RoPE base.</summary>
     public double RopeTheta { get; init; } = 10000.0;
-    /// <summary>RoPE scaling; only null is supported.</summary>
+    /// <summary><c>rope_scaling</c> (default null): RoPE scaling; only null is supported.</summary>
     public JsonElement? RopeScaling { get; init; }
     /// <summary>Biases on q/k/v/o; only false is supported.</summary>
     public bool AttentionBias { get; init; }
@@ -46,17 +46,17 @@ public sealed record LlamaConfig : TextConfig
     public bool MlpBias { get; init; }
     /// <summary>Tensor-parallel slicing used in pretraining; only 1 changes nothing.</summary>
     public int PretrainingTp { get; init; } = 1;
-    /// <summary>Training only.</summary>
+    /// <summary><c>attention_dropout</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double AttentionDropout { get; init; }
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_range</c> (default 0.02): used in training only; inference reads it and ignores it.</summary>
     public double InitializerRange { get; init; } = 0.02;
-    /// <summary>Head shares the token embeddings.</summary>
+    /// <summary><c>tie_word_embeddings</c> (default false): Head shares the token embeddings.</summary>
     public bool TieWordEmbeddings { get; init; }
-    /// <summary>Begin-of-sequence id.</summary>
+    /// <summary><c>bos_token_id</c> (default 1): Begin-of-sequence id.</summary>
     public int BosTokenId { get; init; } = 1;
-    /// <summary>End-of-sequence id.</summary>
+    /// <summary><c>eos_token_id</c> (default 2): End-of-sequence id.</summary>
     public int EosTokenId { get; init; } = 2;
-    /// <summary>Padding id.</summary>
+    /// <summary><c>pad_token_id</c> (default null): Padding id.</summary>
     public int? PadTokenId { get; init; }
 
     /// <summary>Checks the sizes (named by their config keys under <paramref name="prefix"/>) and refuses what is not

@@ -14,25 +14,25 @@ public sealed record MosaicGptConfig : TextConfig
     /// <inheritdoc/>
     [JsonIgnore] public override bool IsDecoderOnly => true;
 
-    /// <summary>Width.</summary>
+    /// <summary><c>d_model</c> (default 2048): Width.</summary>
     public int DModel { get; init; } = 2048;
-    /// <summary>Heads.</summary>
+    /// <summary><c>n_heads</c> (default 16): Heads.</summary>
     public int NHeads { get; init; } = 16;
-    /// <summary>Layers.</summary>
+    /// <summary><c>n_layers</c> (default 24): Layers.</summary>
     public int NLayers { get; init; } = 24;
     /// <summary>MLP width / width (MPT's <c>expansion_ratio</c>).</summary>
     public int MlpRatio { get; init; } = 4;
-    /// <summary>ALiBi table length.</summary>
+    /// <summary><c>max_seq_len</c> (default 2048): ALiBi table length.</summary>
     public int MaxSeqLen { get; init; } = 2048;
-    /// <summary>Vocabulary.</summary>
+    /// <summary><c>vocab_size</c> (default 50432): Vocabulary.</summary>
     public int VocabSize { get; init; } = 50432;
     /// <summary>Must be true: only the ALiBi variant is supported.</summary>
     public bool Alibi { get; init; } = true;
-    /// <summary>ALiBi's maximum bias exponent.</summary>
+    /// <summary><c>alibi_bias_max</c> (default 8): ALiBi's maximum bias exponent.</summary>
     public double AlibiBiasMax { get; init; } = 8;
     /// <summary>mosaic_gpt's <c>nn.Linear</c> and LayerNorm layers have biases unless this says otherwise.</summary>
     public bool NoBias { get; init; }
-    /// <summary>LayerNorm epsilon.</summary>
+    /// <summary><c>layer_norm_epsilon</c> (default 1e-5): LayerNorm epsilon.</summary>
     public double LayerNormEpsilon { get; init; } = 1e-5;
 
     /// <summary>The same model as an <see cref="MptConfig"/>.</summary>

@@ -15,13 +15,13 @@ public sealed record MptConfig : TextConfig
     /// <inheritdoc/>
     [JsonIgnore] public override bool IsDecoderOnly => true;
 
-    /// <summary>Width.</summary>
+    /// <summary><c>d_model</c> (default 2048): Width.</summary>
     public int DModel { get; init; } = 2048;
 
-    /// <summary>Attention heads.</summary>
+    /// <summary><c>n_heads</c> (default 16): Attention heads.</summary>
     public int NHeads { get; init; } = 16;
 
-    /// <summary>Layers.</summary>
+    /// <summary><c>n_layers</c> (default 24): Layers.</summary>
     public int NLayers { get; init; } = 24;
 
     /// <summary>Read and kept, but not what the FFN is built with: transformers v4.45.1 <c>MptMLP</c> makes
@@ -39,16 +39,16 @@ public sealed record MptConfig : TextConfig
     /// <inheritdoc/>
     [System.Text.Json.Serialization.JsonIgnore] public override int? ContextLength => MaxSeqLen;
 
-    /// <summary>Vocabulary size.</summary>
+    /// <summary><c>vocab_size</c> (default 50368): Vocabulary size.</summary>
     public int VocabSize { get; init; } = 50368;
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>resid_pdrop</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double ResidPdrop { get; init; }
 
-    /// <summary>LayerNorm epsilon.</summary>
+    /// <summary><c>layer_norm_epsilon</c> (default 1e-5): LayerNorm epsilon.</summary>
     public double LayerNormEpsilon { get; init; } = 1e-5;
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>emb_pdrop</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double EmbPdrop { get; init; }
 
     /// <summary>Learned positions (HF's port always uses ALiBi; kept for the record).</summary>
@@ -63,13 +63,13 @@ public sealed record MptConfig : TextConfig
     /// <summary>Logit scale ("inv_sqrt_d_model" or a number), or null.</summary>
     public JsonElement? LogitScale { get; init; }
 
-    /// <summary>No biases anywhere (MPT's default).</summary>
+    /// <summary><c>no_bias</c> (default true): No biases anywhere (MPT's default).</summary>
     public bool NoBias { get; init; } = true;
 
-    /// <summary>Logging only.</summary>
+    /// <summary><c>verbose</c> (default 0): Logging only.</summary>
     public int Verbose { get; init; }
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>embedding_fraction</c> (default 1.0): used in training only; inference reads it and ignores it.</summary>
     public double EmbeddingFraction { get; init; } = 1.0;
 
     /// <summary>"low_precision_layernorm": a LayerNorm computed in the input dtype.</summary>
@@ -78,16 +78,16 @@ public sealed record MptConfig : TextConfig
     /// <summary>Whether generation uses the KV cache by default (false in MPT's config).</summary>
     public bool UseCache { get; init; }
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_range</c> (default 0.02): used in training only; inference reads it and ignores it.</summary>
     public double InitializerRange { get; init; } = 0.02;
 
     /// <summary>Begin-of-sequence id (PretrainedConfig's, usually overridden).</summary>
     public int? BosTokenId { get; init; }
 
-    /// <summary>End-of-sequence id.</summary>
+    /// <summary><c>eos_token_id</c> (default null): End-of-sequence id.</summary>
     public int? EosTokenId { get; init; }
 
-    /// <summary>Padding id.</summary>
+    /// <summary><c>pad_token_id</c> (default null): Padding id.</summary>
     public int? PadTokenId { get; init; }
 
     /// <summary><c>lm_head</c> shares <c>wte</c>.</summary>

@@ -11,16 +11,16 @@ public sealed record OptConfig : TextConfig
     /// <inheritdoc/>
     [JsonIgnore] public override bool IsDecoderOnly => true;
 
-    /// <summary>Vocabulary size.</summary>
+    /// <summary><c>vocab_size</c> (default 50272): Vocabulary size.</summary>
     public int VocabSize { get; init; } = 50272;
 
-    /// <summary>Decoder width.</summary>
+    /// <summary><c>hidden_size</c> (default 768): Decoder width.</summary>
     public int HiddenSize { get; init; } = 768;
 
-    /// <summary>Decoder layers.</summary>
+    /// <summary><c>num_hidden_layers</c> (default 12): Decoder layers.</summary>
     public int NumHiddenLayers { get; init; } = 12;
 
-    /// <summary>FFN inner width.</summary>
+    /// <summary><c>ffn_dim</c> (default 3072): FFN inner width.</summary>
     public int FfnDim { get; init; } = 3072;
 
     /// <summary>Learned positions (the table has two more rows, see <see cref="OptLearnedPositionalEmbedding"/>).</summary>
@@ -39,40 +39,40 @@ public sealed record OptConfig : TextConfig
     /// <c>project_in</c>/<c>project_out</c>. Null means <see cref="HiddenSize"/>.</summary>
     public int? WordEmbedProjDim { get; init; }
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>dropout</c> (default 0.1): used in training only; inference reads it and ignores it.</summary>
     public double Dropout { get; init; } = 0.1;
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>attention_dropout</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double AttentionDropout { get; init; }
 
-    /// <summary>Attention heads.</summary>
+    /// <summary><c>num_attention_heads</c> (default 12): Attention heads.</summary>
     public int NumAttentionHeads { get; init; } = 12;
 
-    /// <summary>FFN activation.</summary>
+    /// <summary><c>activation_function</c> (default "relu"): FFN activation.</summary>
     public string ActivationFunction { get; init; } = "relu";
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>layerdrop</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double Layerdrop { get; init; }
 
-    /// <summary>Training only.</summary>
+    /// <summary><c>init_std</c> (default 0.02): used in training only; inference reads it and ignores it.</summary>
     public double InitStd { get; init; } = 0.02;
 
     /// <summary>Whether generation uses the KV cache by default.</summary>
     public bool UseCache { get; init; } = true;
 
-    /// <summary>Padding id.</summary>
+    /// <summary><c>pad_token_id</c> (default 1): Padding id.</summary>
     public int PadTokenId { get; init; } = 1;
 
-    /// <summary>Begin-of-sequence id.</summary>
+    /// <summary><c>bos_token_id</c> (default 2): Begin-of-sequence id.</summary>
     public int BosTokenId { get; init; } = 2;
 
-    /// <summary>End-of-sequence id.</summary>
+    /// <summary><c>eos_token_id</c> (default 2): End-of-sequence id.</summary>
     public int EosTokenId { get; init; } = 2;
 
-    /// <summary>Biases in the linear layers.</summary>
+    /// <summary><c>enable_bias</c> (default true): Biases in the linear layers.</summary>
     public bool EnableBias { get; init; } = true;
 
-    /// <summary>LayerNorms have weight and bias.</summary>
+    /// <summary><c>layer_norm_elementwise_affine</c> (default true): LayerNorms have weight and bias.</summary>
     public bool LayerNormElementwiseAffine { get; init; } = true;
 
     /// <summary><c>lm_head</c> shares <c>embed_tokens</c>.</summary>

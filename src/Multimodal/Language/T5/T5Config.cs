@@ -10,41 +10,41 @@ public sealed record T5Config : TextConfig
     public override string ModelType { get; init; } = "t5";
     /// <inheritdoc/>
     [JsonIgnore] public override bool IsDecoderOnly => false;
-    /// <summary>Vocabulary.</summary>
+    /// <summary><c>vocab_size</c> (default 32128): Vocabulary.</summary>
     public int VocabSize { get; init; } = 32128;
-    /// <summary>Width.</summary>
+    /// <summary><c>d_model</c> (default 512): Width.</summary>
     public int DModel { get; init; } = 512;
     /// <summary>Width of one head (heads · d_kv need not equal d_model).</summary>
     public int DKv { get; init; } = 64;
-    /// <summary>FFN width.</summary>
+    /// <summary><c>d_ff</c> (default 2048): FFN width.</summary>
     public int DFf { get; init; } = 2048;
-    /// <summary>Encoder layers.</summary>
+    /// <summary><c>num_layers</c> (default 6): Encoder layers.</summary>
     public int NumLayers { get; init; } = 6;
     /// <summary>Decoder layers (null: as many as the encoder).</summary>
     public int? NumDecoderLayers { get; init; }
-    /// <summary>Heads.</summary>
+    /// <summary><c>num_heads</c> (default 8): Heads.</summary>
     public int NumHeads { get; init; } = 8;
-    /// <summary>Relative-position buckets.</summary>
+    /// <summary><c>relative_attention_num_buckets</c> (default 32): Relative-position buckets.</summary>
     public int RelativeAttentionNumBuckets { get; init; } = 32;
     /// <summary>Distance beyond which positions share the last bucket.</summary>
     public int RelativeAttentionMaxDistance { get; init; } = 128;
-    /// <summary>Training only.</summary>
+    /// <summary><c>dropout_rate</c> (default 0.1): used in training only; inference reads it and ignores it.</summary>
     public double DropoutRate { get; init; } = 0.1;
-    /// <summary>Training only.</summary>
+    /// <summary><c>classifier_dropout</c> (default 0): used in training only; inference reads it and ignores it.</summary>
     public double ClassifierDropout { get; init; }
-    /// <summary>RMS norm epsilon.</summary>
+    /// <summary><c>layer_norm_epsilon</c> (default 1e-6): RMS norm epsilon.</summary>
     public double LayerNormEpsilon { get; init; } = 1e-6;
-    /// <summary>Training only.</summary>
+    /// <summary><c>initializer_factor</c> (default 1.0): used in training only; inference reads it and ignores it.</summary>
     public double InitializerFactor { get; init; } = 1.0;
     /// <summary>"relu" (T5 1.0) or "gated-gelu" (T5 1.1, Flan-T5): the FFN.</summary>
     public string FeedForwardProj { get; init; } = "relu";
-    /// <summary>Whether generation uses the KV cache.</summary>
+    /// <summary><c>use_cache</c> (default true): Whether generation uses the KV cache.</summary>
     public bool UseCache { get; init; } = true;
     /// <summary>Padding id (also the decoder start in T5).</summary>
     public int PadTokenId { get; init; }
-    /// <summary>End-of-sequence id.</summary>
+    /// <summary><c>eos_token_id</c> (default 1): End-of-sequence id.</summary>
     public int EosTokenId { get; init; } = 1;
-    /// <summary>First decoder id.</summary>
+    /// <summary><c>decoder_start_token_id</c> (default null): First decoder id.</summary>
     public int? DecoderStartTokenId { get; init; }
     /// <summary>Derived by upstream from <see cref="FeedForwardProj"/>; written into configs.</summary>
     public bool? IsGatedAct { get; init; }
@@ -52,7 +52,7 @@ public sealed record T5Config : TextConfig
     public string? DenseActFn { get; init; }
     /// <summary>T5 and BLIP-2 configs also write it (always true for T5).</summary>
     public bool IsEncoderDecoder { get; init; } = true;
-    /// <summary>Unused by T5 (no BOS).</summary>
+    /// <summary><c>bos_token_id</c> (default null): Unused by T5 (no BOS).</summary>
     public int? BosTokenId { get; init; }
     /// <summary>Head tied to <c>shared</c> (then scaled by d_model^−0.5); false for Flan-T5 and T5 1.1.</summary>
     public bool TieWordEmbeddings { get; init; } = true;
