@@ -1,7 +1,6 @@
 using Multimodal.Common;
 using Multimodal.Generation;
 using Multimodal.Language;
-using Multimodal.Language.T5;
 
 namespace Multimodal.Blip2;
 
@@ -38,9 +37,10 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     public ICausalLanguageModel LanguageModel => languageModel as ICausalLanguageModel
         ?? throw new InvalidOperationException("This model has an encoder-decoder language model.");
 
-    public T5ForConditionalGeneration? T5 => languageModel as T5ForConditionalGeneration;
+    /// <summary>The encoder-decoder language model (T5), or null for a decoder-only one.</summary>
+    public IEncoderDecoderLanguageModel? EncoderDecoder => languageModel as IEncoderDecoderLanguageModel;
 
-    private Tensor EmbedText(Tensor ids) => T5?.Embed(ids) ?? LanguageModel.EmbedTokens(ids);
+    private Tensor EmbedText(Tensor ids) => EncoderDecoder?.Embed(ids) ?? LanguageModel.EmbedTokens(ids);
 
     private int VocabSize => _descriptor.VocabSize(text);
 
@@ -86,13 +86,14 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     /// <c>forward()</c>'s (0 … L−1, padding counted), not generation's.</summary>
     public (Tensor Logits, Tensor? EncoderHidden) Forward(Tensor embeds, Tensor mask, Tensor? decoderInputIds)
     {
-        if (T5 is { } t5)
+        if (EncoderDecoder is { } t5)
         {
             // Encoder-decoder: [queries; prompt] go to the ENCODER; the decoder reads them by cross-attention.
             var encoderHidden = t5.Encode(embeds, mask);
             var decoderIds = decoderInputIds?.to(ScalarType.Int64, device)
-                             ?? Scalars.Full([embeds.shape[0], 1], (long)(t5.Config.DecoderStartTokenId ?? t5.Config.PadTokenId), ScalarType.Int64, device);
-            using var session = new T5DecoderSession(t5, encoderHidden, mask);
+                             ?? Scalars.Full([embeds.shape[0], 1], t5.DecoderStartTokenId, ScalarType.Int64, device);
+            var session = t5.DecoderSession(encoderHidden, mask);
+            using var owned = (IDisposable)session;
             return (session.Forward(t5.Embed(decoderIds), ones_like(decoderIds), null), encoderHidden);
         }
         return (CausalLanguageModels.ForwardLogits(languageModel, embeds, mask), null);
@@ -103,7 +104,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     /// <c>decoder_start_token_id</c>.</summary>
     public GenerationOutput Generate(Tensor embeds, Tensor mask, GenerationCall call, long prependedId)
     {
-        if (T5 is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, call);
+        if (EncoderDecoder is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, call);
         var options = call.Options;
         bool legacy = imageTokenIndex is null;
         int prompt = (int)embeds.shape[1];
@@ -127,16 +128,17 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     // Encoder-decoder: the encoder runs once; the decoder starts from decoder_start_token_id, which the
     // output keeps and the repetition penalty sees; max/min_length count decoder ids (start included). The input
     // tokens are the encoder's (queries and prompt).
-    private GenerationOutput GenerateEncoderDecoder(T5ForConditionalGeneration t5, Tensor embeds, Tensor mask, GenerationCall call)
+    private GenerationOutput GenerateEncoderDecoder(IEncoderDecoderLanguageModel t5, Tensor embeds, Tensor mask, GenerationCall call)
     {
         var options = call.Options;
-        var config = t5.Config;
-        long start = config.DecoderStartTokenId ?? config.PadTokenId;
+        var tokens = _descriptor.Tokens(text);
+        long start = t5.DecoderStartTokenId;
         var (maxNew, minNew) = options.ResolveLimits(maxLengthCounts: 1, minLengthCounts: 1);   // the start token
-        var eos = (options.EosTokenIds ?? [config.EosTokenId]).ToArray();
-        long pad = options.PadTokenId ?? config.PadTokenId;
+        long[] eos = options.EosTokenIds?.ToArray() ?? (tokens.Eos is long e ? [e] : []);
+        long pad = options.PadTokenId ?? tokens.Pad ?? start;
         var encoderHidden = t5.Encode(embeds, mask);
-        using var session = new T5DecoderSession(t5, encoderHidden, mask);
+        var session = t5.DecoderSession(encoderHidden, mask);
+        using var owned = (IDisposable)session;
         var startIds = Scalars.Full([embeds.shape[0], 1], start, ScalarType.Int64, device);
         var request = new GenerationRequest
         {

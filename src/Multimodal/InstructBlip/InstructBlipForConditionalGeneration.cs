@@ -126,7 +126,7 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
         var projected = _languageProjection.forward(queries);
         var (embeds, mask) = _bridge.BuildInputs(projected, inputIds, attentionMask);
         var (logits, encoderHidden) = _bridge.Forward(embeds, mask, decoderInputIds);
-        var generatePositions = _bridge.T5 is null ? _bridge.LanguageModel.Forward(embeds, mask, null) : null;
+        var generatePositions = _bridge.EncoderDecoder is null ? _bridge.LanguageModel.Forward(embeds, mask, null) : null;
         var output = new InstructBlipForwardOutput(vision.LastHiddenState, vision.PoolerOutput, qEmbeddings, qHidden, queries, projected,
             embeds, mask, logits, generatePositions, encoderHidden);
         foreach (var t in output.ByReferenceName.Values) t.MoveToOuterDisposeScope();
@@ -147,7 +147,7 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
     internal GenerationOutput Generate(Tensor pixelValues, Tensor qformerInputIds, Tensor? qformerAttentionMask, Tensor inputIds, Tensor? attentionMask,
         GenerationCall call)
     {
-        long prepended = _bridge.T5 is not null ? 0 : Config.PrependedTokenId
+        long prepended = _bridge.EncoderDecoder is not null ? 0 : Config.PrependedTokenId
             ?? throw new InvalidOperationException("text_config.architectures is missing: InstructBLIP's generate() takes the id it prepends from it.");
         using var inference = inference_mode();
         using var scope = NewDisposeScope();

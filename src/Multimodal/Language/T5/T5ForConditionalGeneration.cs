@@ -251,7 +251,7 @@ internal sealed class T5Stack : nn.Module
 /// <summary>transformers v4.45.1 <c>T5ForConditionalGeneration</c> (modeling_t5.py; Raffel et al. 2020,
 /// Flan-T5: Chung et al. 2022): shared embedding, encoder, decoder and head; a tied head rescales the
 /// decoder output by d_model^−0.5 first (Flan-T5's untied head does not).</summary>
-internal sealed class T5ForConditionalGeneration : nn.Module
+internal sealed class T5ForConditionalGeneration : nn.Module, IEncoderDecoderLanguageModel
 {
     [ComponentName(Name = "shared")] private readonly EmbeddingTable _shared;
     [ComponentName(Name = "encoder")] private readonly T5Stack _encoder;
@@ -274,6 +274,10 @@ internal sealed class T5ForConditionalGeneration : nn.Module
     public int DecoderLayers => _decoder.LayerCount;
 
     public Tensor Embed(Tensor ids) => _shared.forward(ids);
+
+    public long DecoderStartTokenId => Config.DecoderStartTokenId ?? Config.PadTokenId;
+
+    public ICausalLanguageModel DecoderSession(Tensor encoderHidden, Tensor encoderMask) => new T5DecoderSession(this, encoderHidden, encoderMask);
 
     public Tensor Encode(Tensor embeds, Tensor mask) => _encoder.Encode(embeds, mask);
 
