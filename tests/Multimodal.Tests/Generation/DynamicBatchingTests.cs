@@ -30,16 +30,7 @@ public sealed class DynamicBatchingTests(ITestOutputHelper output)
         var loaded = Blip2Captioner.FromPretrained(Repo.ShapesModel);
         using var batched = new Blip2Captioner(loaded.Model, loaded.Processor) { Batching = new BatchingOptions(MaxBatchSize: 8, MaxWait: TimeSpan.FromMilliseconds(300)) };
         var together = await Task.WhenAll(Calls.Select(c => Task.Run(() => batched.CaptionAsync(c.Image, c.Prompt, c.Options))));
-        output.WriteLine($"{Calls.Length} concurrent calls, largest batch {batched.LargestBatch}");
-        Assert.True(batched.LargestBatch > 1, "nothing was batched");
-        for (int i = 0; i < Calls.Length; i++)
-        {
-            Assert.Equal(alone[i].Ids, together[i].Ids);
-            Assert.Equal(alone[i].Text, together[i].Text);
-            Assert.Equal(alone[i].FinishReason, together[i].FinishReason);
-            Assert.Equal(alone[i].InputTokens, together[i].InputTokens);
-            Assert.Equal(alone[i].OutputTokens, together[i].OutputTokens);
-        }
+        EachAsAlone("BLIP-2", batched.LargestBatch, alone, together);
     }
 
     [Fact]
