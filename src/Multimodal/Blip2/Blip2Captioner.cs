@@ -23,7 +23,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     private FacadeBatcher<(DecodedImage Image, string Prompt)>? _batcher;
     private readonly object _batcherLock = new();
 
-    /// <summary>The model.</summary>
+    /// <summary>The model the façade drives: its forward pass, generation from explicit tensors, its generation defaults.</summary>
     public Blip2ForConditionalGeneration Model { get; }
 
     /// <summary>Image processor and tokenizer.</summary>

@@ -27,10 +27,10 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// <summary>The configuration the model was built from.</summary>
     public Blip2Config Config { get; }
 
-    /// <summary>Where the parameters live.</summary>
+    /// <summary>The device the parameters were built on (CPU or CUDA); inputs are moved to it.</summary>
     public Device Device { get; }
 
-    /// <summary>The parameters' dtype.</summary>
+    /// <summary>The parameters' dtype (float32, float16 or bfloat16); inputs are cast to it.</summary>
     public ScalarType DType { get; }
 
     private readonly QueryPrefixedLanguageModel _bridge;

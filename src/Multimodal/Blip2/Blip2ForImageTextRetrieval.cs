@@ -38,13 +38,13 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
     [ComponentName(Name = "text_projection")] private readonly Linear _textProjection;
     [ComponentName(Name = "itm_head")] private readonly Linear _itmHead;
 
-    /// <summary>The configuration.</summary>
+    /// <summary>The config the model was built from: normalized, validated, upstream's default for every key the file omits.</summary>
     public Blip2Config Config { get; }
 
-    /// <summary>Where the parameters live.</summary>
+    /// <summary>The device the parameters were built on (CPU or CUDA); inputs are moved to it.</summary>
     public Device Device { get; }
 
-    /// <summary>The parameters' dtype.</summary>
+    /// <summary>The parameters' dtype (float32, float16 or bfloat16); inputs are cast to it.</summary>
     public ScalarType DType { get; }
 
     /// <summary>Builds the model (weights to be loaded).</summary>

@@ -17,7 +17,7 @@ public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImagePr
 {
     private readonly CallGate _gate = new();
 
-    /// <summary>The model.</summary>
+    /// <summary>The model the retriever runs: image and text embeddings, the ITM and ITC heads.</summary>
     public Blip2ForImageTextRetrieval Model { get; } = model;
 
     /// <summary>The image processor.</summary>

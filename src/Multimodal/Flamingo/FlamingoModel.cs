@@ -40,13 +40,13 @@ public sealed class FlamingoModel : nn.Module
     [ComponentName(Name = "perceiver")] private readonly PerceiverResampler _perceiver;
     [ComponentName(Name = "lang_encoder")] private readonly nn.Module _langEncoder;
 
-    /// <summary>The configuration.</summary>
+    /// <summary>The config the model was built from: normalized, validated, upstream's default for every key the file omits.</summary>
     public FlamingoConfig Config { get; }
 
-    /// <summary>Where the parameters live.</summary>
+    /// <summary>The device the parameters were built on (CPU or CUDA); inputs are moved to it.</summary>
     public Device Device { get; }
 
-    /// <summary>The parameters' dtype.</summary>
+    /// <summary>The parameters' dtype (float32, float16 or bfloat16); inputs are cast to it.</summary>
     public ScalarType DType { get; }
 
     internal IFlamingoHost Host => (IFlamingoHost)_langEncoder;

@@ -11,7 +11,7 @@ namespace Multimodal.Flamingo;
 public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokenizer, OpenClipImageProcessor imageProcessor) : InterleavedPipeline, IVisionLanguageModel
 {
 
-    /// <summary>The model.</summary>
+    /// <summary>The model the façade drives: its forward pass, generation from explicit tensors, its generation defaults.</summary>
     public FlamingoModel Model { get; } = model;
 
     /// <summary>The tokenizer (must know <c>&lt;image&gt;</c> and <c>&lt;|endofchunk|&gt;</c>).</summary>

@@ -10,7 +10,7 @@ namespace Multimodal.Idefics;
 public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSentencePieceTokenizer tokenizer, IdeficsImageProcessor imageProcessor) : InterleavedPipeline, IVisionLanguageModel
 {
 
-    /// <summary>The model.</summary>
+    /// <summary>The model the façade drives: its forward pass, generation from explicit tensors, its generation defaults.</summary>
     public IdeficsForVisionText2Text Model { get; } = model;
 
     /// <summary>The tokenizer (with <c>&lt;fake_token_around_image&gt;</c> and <c>&lt;image&gt;</c>).</summary>

@@ -22,7 +22,7 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     private FacadeBatcher<(DecodedImage Image, string Prompt)>? _batcher;
     private readonly object _batcherLock = new();
 
-    /// <summary>The model.</summary>
+    /// <summary>The model the façade drives: its forward pass, generation from explicit tensors, its generation defaults.</summary>
     public InstructBlipForConditionalGeneration Model { get; }
 
     /// <summary>Image processor and both tokenizers.</summary>

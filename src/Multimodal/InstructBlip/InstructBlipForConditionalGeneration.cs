@@ -61,13 +61,13 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
     [ComponentName(Name = "language_model")] private readonly nn.Module _languageModel;
     private readonly QueryPrefixedLanguageModel _bridge;
 
-    /// <summary>The configuration.</summary>
+    /// <summary>The config the model was built from: normalized, validated, upstream's default for every key the file omits.</summary>
     public InstructBlipConfig Config { get; }
 
-    /// <summary>Where the parameters live.</summary>
+    /// <summary>The device the parameters were built on (CPU or CUDA); inputs are moved to it.</summary>
     public Device Device { get; }
 
-    /// <summary>The parameters' dtype.</summary>
+    /// <summary>The parameters' dtype (float32, float16 or bfloat16); inputs are cast to it.</summary>
     public ScalarType DType { get; }
 
     /// <summary>The checkpoint's <c>generation_config.json</c> defaults (null when none).</summary>
