@@ -1,7 +1,7 @@
 // Multimodal.Caption: caption images, or answer a question about them, with a BLIP-2 checkpoint folder.
 //   dotnet run --project samples/Multimodal.Caption -- [--model <folder or hub id>] image.jpg [more.png ...]
 //       [--prompt "a photo of"] [--question "what is on the table?"] [--max-new-tokens N] [--min-new-tokens 0] [--beams 1]
-//       [--device cpu|cuda] [--dtype float32|float16|bfloat16]
+//       [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--quantize none|int8|int4]
 // Captions stream as they are generated (greedy); with --beams > 1 each appears when finished.
 // A retrieval checkpoint (Salesforce/blip2-itm-vit-g) scores texts against images:
 //   --model <folder> cat.jpg dog.jpg --match "a cat on a sofa" --match "a dog in the snow"
@@ -32,6 +32,10 @@ var minNewTokens = new Option<int?>("--min-new-tokens") { Description = "fewest 
 var beams = new Option<int?>("--beams") { Description = "beam search width (1 = greedy, streamed) [default: 1]" };
 var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
 var dtype = new Option<string>("--dtype") { Description = "float32, float16 or bfloat16", DefaultValueFactory = _ => "float32" };
+var quantize = new Option<string>("--quantize")
+{
+    Description = "store the language model's weights in int8 (per channel) or int4 (per 32-input group), or none", DefaultValueFactory = _ => "none",
+};
 
 var matchTexts = new Option<string[]>("--match") { Description = "retrieval checkpoints: score this text against each image (repeatable)" };
 var imagePart = new Option<string[]>("--image") { Description = "Flamingo/IDEFICS: an image part of the interleaved prompt (repeatable, order kept)" };
@@ -39,7 +43,7 @@ var textPart = new Option<string[]>("--text") { Description = "Flamingo/IDEFICS:
 
 var root = new RootCommand("Caption images or answer questions about them with BLIP-2, InstructBLIP, OpenFlamingo or IDEFICS, in .NET.")
 {
-    model, revision, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype, imagePart, textPart, matchTexts,
+    model, revision, images, prompt, question, maxNewTokens, minNewTokens, beams, device, dtype, quantize, imagePart, textPart, matchTexts,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
@@ -70,11 +74,16 @@ root.SetAction(async (parse, cancellationToken) =>
     var options = new GenerationOptions { MaxNewTokens = max };
     if (min is int m) options = options with { MinNewTokens = m };
     if (width is int w) options = options with { NumBeams = w };
-    string? badOption = max < 1 ? $"--max-new-tokens must be at least 1 (got {max})."
+    WeightQuantization? quantization = parse.GetValue(quantize) switch
+    {
+        "none" => WeightQuantization.None, "int8" => WeightQuantization.Int8, "int4" => WeightQuantization.Int4, _ => null,
+    };
+    string? badOption = quantization is null ? $"--quantize '{parse.GetValue(quantize)}': expected none, int8 or int4."
+        : max < 1 ? $"--max-new-tokens must be at least 1 (got {max})."
         : min < 0 ? $"--min-new-tokens must not be negative (got {min})."
         : width < 1 ? $"--beams must be at least 1 (got {width})."
         : null;
-    if (badOption is not null)
+    if (badOption is not null || quantization is not WeightQuantization quantized)
     {
         Console.Error.WriteLine($"error: {badOption}");
         return 2;
@@ -87,10 +96,10 @@ root.SetAction(async (parse, cancellationToken) =>
         switch (family)
         {
             case ModelFamily.OpenFlamingo or ModelFamily.Idefics:
-                return await RunInterleavedAsync(folder, args, options, parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+                return await RunInterleavedAsync(folder, args, options, parse.GetValue(device)!, parse.GetValue(dtype)!, quantized, cancellationToken);
             case ModelFamily.InstructBlip:
                 return await RunInstructBlipAsync(folder, files, parse.GetValue(question) ?? parse.GetValue(prompt) ?? "", options,
-                    parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
+                    parse.GetValue(device)!, parse.GetValue(dtype)!, quantized, cancellationToken);
             case ModelFamily.Blip2Retrieval:
                 return await RunRetrievalAsync(folder, files, parse.GetValue(matchTexts) ?? [], parse.GetValue(device)!, parse.GetValue(dtype)!, cancellationToken);
         }
@@ -110,7 +119,7 @@ root.SetAction(async (parse, cancellationToken) =>
         var target = DeviceCheck.Parse(parse.GetValue(device)!);
         var type = ParseDtype(parse.GetValue(dtype)!);
         var decoded = files.Select(f => (File: f, Image: ImageDecoder.Decode(f))).ToList(); // fail early on a bad image
-        using var blip2 = Blip2Captioner.FromPretrained(folder, target, type, new ConsoleProgress());
+        using var blip2 = Blip2Captioner.FromPretrained(folder, target, type, new ConsoleProgress(), quantization: quantized);
         string text = parse.GetValue(question) is string q ? Blip2Captioner.QuestionPrompt(q) : parse.GetValue(prompt)!;
         var rowOptions = FitLengthBudget(blip2, text, options);
         foreach (var (file, image) in decoded)
@@ -246,7 +255,7 @@ static async Task<int> RunRetrievalAsync(string folder, string[] files, string[]
 // InstructBLIP: the question (or prompt) is the instruction, sent to the Q-Former and the language model; with
 // neither, the captioning instruction of the InstructBLIP paper's templates.
 static async Task<int> RunInstructBlipAsync(string folder, string[] files, string instruction, GenerationOptions options,
-    string deviceName, string dtypeName, CancellationToken cancellationToken)
+    string deviceName, string dtypeName, WeightQuantization quantization, CancellationToken cancellationToken)
 {
     if (files.Length == 0)
     {
@@ -257,7 +266,8 @@ static async Task<int> RunInstructBlipAsync(string folder, string[] files, strin
     try
     {
         var decoded = files.Select(f => (File: f, Image: ImageDecoder.Decode(f))).ToList();
-        using var model = InstructBlipCaptioner.FromPretrained(folder, DeviceCheck.Parse(deviceName), ParseDtype(dtypeName), new ConsoleProgress());
+        using var model = InstructBlipCaptioner.FromPretrained(folder, DeviceCheck.Parse(deviceName), ParseDtype(dtypeName), new ConsoleProgress(),
+            quantization: quantization);
         foreach (var (file, image) in decoded)
         {
             Console.Write($"{file}: ");
@@ -285,7 +295,7 @@ static async Task<int> RunInstructBlipAsync(string folder, string[] files, strin
 }
 
 static async Task<int> RunInterleavedAsync(string folder, string[] args, GenerationOptions options, string deviceName, string dtypeName,
-    CancellationToken cancellationToken)
+    WeightQuantization quantization, CancellationToken cancellationToken)
 {
     try
     {
@@ -304,7 +314,7 @@ static async Task<int> RunInterleavedAsync(string folder, string[] args, Generat
         var device = DeviceCheck.Parse(deviceName);
         var dtype = ParseDtype(dtypeName);
         var progress = new ConsoleProgress();
-        using var model = VisionLanguageModel.FromPretrained(folder, device, dtype, progress);
+        using var model = VisionLanguageModel.FromPretrained(folder, device, dtype, progress, quantization: quantization);
         var result = await ((InterleavedPipeline)model).GenerateAsync(prompt, options, cancellationToken);
         Console.WriteLine(result.Text.Length > 0 ? result.Text : "(empty: the model ended the text at once)");
         WarnIfCut("the answer", result);

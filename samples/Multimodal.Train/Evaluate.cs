@@ -6,9 +6,19 @@ namespace Multimodal.Train;
 /// <summary>Exact-match caption accuracy of a checkpoint folder on scenes drawn from a seed.</summary>
 public static class Evaluate
 {
-    public static async Task<(double Accuracy, List<(string Expected, string Actual)> Misses)> ExactMatchAsync(string folder, int seed, int count)
+    public static async Task<(double Accuracy, List<(string Expected, string Actual)> Misses)> ExactMatchAsync(string folder, int seed, int count,
+        Multimodal.Common.WeightQuantization quantization = Multimodal.Common.WeightQuantization.None)
     {
-        using var blip2 = Blip2Captioner.FromPretrained(folder);
+        var (accuracy, misses, _) = await CaptionsAsync(folder, seed, count, quantization);
+        return (accuracy, misses);
+    }
+
+    /// <summary>Exact-match accuracy, the misses, and every caption in scene order.</summary>
+    public static async Task<(double Accuracy, List<(string Expected, string Actual)> Misses, List<string> Captions)> CaptionsAsync(string folder,
+        int seed, int count, Multimodal.Common.WeightQuantization quantization = Multimodal.Common.WeightQuantization.None)
+    {
+        using var blip2 = Blip2Captioner.FromPretrained(folder, quantization: quantization);
+        var captions = new List<string>();
         var scenes = Scenes.Generate(seed, count).ToList();
         var images = scenes.Select(s => Scenes.Render(s.Shapes, s.Background)).ToList();
         var misses = new List<(string, string)>();
@@ -21,10 +31,11 @@ public static class Evaluate
             for (int i = 0; i < n; i++)
             {
                 string expected = Scenes.Caption(scenes[start + i].Shapes);
+                captions.Add(results[i].Text);
                 if (results[i].Text == expected) correct++;
                 else misses.Add((expected, results[i].Text));
             }
         }
-        return ((double)correct / scenes.Count, misses);
+        return ((double)correct / scenes.Count, misses, captions);
     }
 }

@@ -125,7 +125,7 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
             return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever, retriever.Model.Config.QformerConfig.MaxPositionEmbeddings, retriever.Tokenizer);
         }
         var batching = server.MaxBatchSize > 1 ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null;
-        var model = VisionLanguageModel.FromPretrained(folder, progress: progress, batching: batching);
+        var model = VisionLanguageModel.FromPretrained(folder, progress: progress, batching: batching, quantization: entry.Quantize);
         return (model.AsChatClient(entry.Name), null, model, model.ContextLength, model.Tokenizer);
     }
 

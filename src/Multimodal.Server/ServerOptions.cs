@@ -11,6 +11,9 @@ public sealed class ModelEntry
 
     /// <summary>With a hub id: branch, tag or commit in the cache (default main).</summary>
     public string? Revision { get; set; }
+
+    /// <summary>Weight-only quantization of the language model: None (default), Int8 or Int4.</summary>
+    public Multimodal.Common.WeightQuantization Quantize { get; set; }
 }
 
 /// <summary>Server settings (configuration section <c>Multimodal</c>; environment variables such as

@@ -105,19 +105,21 @@ public static class VisionLanguageModel
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="quantization">weight-only quantization of the language model (see <see cref="WeightQuantization"/>).</param>
     /// <param name="batching">dynamic batching of concurrent requests (see <see cref="BatchingOptions"/>), for every family.</param>
     /// <exception cref="ConfigException">config.json is missing, names no family, or holds a retrieval model (the message says
     /// which class loads it).</exception>
     public static IVisionLanguageModel FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null,
+        WeightQuantization quantization = WeightQuantization.None)
     {
         string resolved = HubCache.Resolve(folder, revision);
         return Family(resolved) switch
         {
-            ModelFamily.Blip2 => Blip2Captioner.FromPretrained(resolved, device, dtype, progress, batching: batching),
-            ModelFamily.InstructBlip => InstructBlipCaptioner.FromPretrained(resolved, device, dtype, progress, batching: batching),
-            ModelFamily.Idefics => Idefics.IdeficsPipeline.FromPretrained(resolved, device, dtype, progress, batching: batching),
-            ModelFamily.OpenFlamingo => Flamingo.FlamingoPipeline.FromPretrained(resolved, device, dtype, progress, batching: batching),
+            ModelFamily.Blip2 => Blip2Captioner.FromPretrained(resolved, device, dtype, progress, batching: batching, quantization: quantization),
+            ModelFamily.InstructBlip => InstructBlipCaptioner.FromPretrained(resolved, device, dtype, progress, batching: batching, quantization: quantization),
+            ModelFamily.Idefics => Idefics.IdeficsPipeline.FromPretrained(resolved, device, dtype, progress, batching: batching, quantization: quantization),
+            ModelFamily.OpenFlamingo => Flamingo.FlamingoPipeline.FromPretrained(resolved, device, dtype, progress, batching: batching, quantization: quantization),
             _ => throw new ConfigException(Path.Combine(resolved, "config.json"),
                 "this is a BLIP-2 retrieval model (Blip2ForImageTextRetrieval): it gives embeddings and match scores, not text; load it with Blip2Retriever."),
         };

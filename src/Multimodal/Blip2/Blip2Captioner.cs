@@ -54,17 +54,19 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="quantization">weight-only quantization of the language model (see <see cref="WeightQuantization"/>).</param>
     /// <param name="batching">dynamic batching of concurrent calls (see <see cref="Batching"/>); null: none.</param>
     /// <exception cref="DirectoryNotFoundException">neither a folder nor a cached model (the message says where it looked).</exception>
     /// <exception cref="ConfigException">a config file is malformed or not BLIP-2.</exception>
     /// <exception cref="CheckpointException">the weights are malformed or do not match the config.</exception>
     /// <exception cref="TorchSharpLoadException">TorchSharp's native library cannot be loaded.</exception>
     public static Blip2Captioner FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null,
+        WeightQuantization quantization = WeightQuantization.None)
     {
         batching?.Validate();
         string resolved = HubCache.Resolve(folder, revision);
-        return Ownership.DisposeOnFailure(Blip2ForConditionalGeneration.FromPretrained(resolved, device, dtype, progress),
+        return Ownership.DisposeOnFailure(Quantized(Blip2ForConditionalGeneration.FromPretrained(resolved, device, dtype, progress), quantization),
             model => new Blip2Captioner(model, Blip2Processor.FromFolder(resolved, model.Config)) { Batching = batching });
     }
 
@@ -195,5 +197,11 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     {
         lock (_batcherLock) _batcher?.Dispose();
         _gate.Close(Model.Dispose);
+    }
+
+    private static Blip2ForConditionalGeneration Quantized(Blip2ForConditionalGeneration model, WeightQuantization quantization)
+    {
+        Ownership.DisposeOnFailure(model, m => m.QuantizeLanguageModel(quantization));
+        return model;
     }
 }

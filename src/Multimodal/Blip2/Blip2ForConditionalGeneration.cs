@@ -159,6 +159,15 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         return _bridge.Generate(embeds, mask, call, bos);
     }
 
+    /// <summary>Quantizes the language model's linear layers (not its head or embeddings) in place; decode steps then read
+    /// the integers (see <see cref="WeightQuantization"/>).</summary>
+    /// <returns>the layers quantized.</returns>
+    public int QuantizeLanguageModel(WeightQuantization kind)
+    {
+        var head = "language_model." + LanguageModels.For(Config.TextConfig).HeadKey.Replace(".weight", "", StringComparison.Ordinal);
+        return QuantizedLinear.QuantizeAll(this, kind, ["language_model."], [head]);
+    }
+
     /// <summary>Logits of a decoder-only BLIP-2 with autograd enabled (no inference mode): for training or
     /// fine-tuning. (B, Q + T, V) in the original layout.</summary>
     public Tensor ForwardLogits(Tensor pixelValues, Tensor inputIds, Tensor? attentionMask = null)

@@ -22,6 +22,10 @@ public sealed record CpuKernelOptions
     /// <summary>5–8 float32 rows (a batched decode step) through our few-rows kernel.</summary>
     public bool Float32FewRows { get; init; } = true;
 
+    /// <summary>1–8 rows times a quantized weight (<see cref="WeightQuantization"/>) through our quantized kernel (off: the
+    /// weights are dequantized for libtorch at every product).</summary>
+    public bool Quantized { get; init; } = true;
+
     /// <summary>The switches in force for the process (replace the record to change them; calls already running keep theirs).</summary>
     public static CpuKernelOptions Current
     {

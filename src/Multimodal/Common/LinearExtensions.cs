@@ -9,7 +9,9 @@ internal static class LinearExtensions
     /// <summary><c>layer.forward(input)</c>. On the CPU, decode steps' products go to our kernels where they were
     /// measured to beat libtorch: one bfloat16 row to <see cref="Bf16MatrixVector"/>, 5–8 float32 rows (a batch's
     /// step) to <see cref="Float32FewRows"/>.</summary>
-    public static Tensor Apply(this Linear layer, Tensor input) => Product(input, layer.weight!, layer.bias);
+    public static Tensor Apply(this Linear layer, Tensor input) => QuantizedLinear.TryGet(layer, out var quantized)
+        ? QuantizedLinear.Product(input, quantized, layer.bias)
+        : Product(input, layer.weight!, layer.bias);
 
     /// <summary><c>nn.functional.linear(input, weight, bias)</c> through the same routing as <see cref="Apply"/>, for heads
     /// that hold their weight as a parameter rather than a <c>Linear</c> (IDEFICS' decoupled head).</summary>

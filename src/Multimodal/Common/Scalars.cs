@@ -49,6 +49,15 @@ internal static class Scalars
     /// <summary><c>clamp_min(v)</c>.</summary>
     public static Tensor AtLeast(this Tensor a, long v) { using var s = v.ToScalar(); return a.clamp_min(s); }
 
+    /// <summary><c>a.clamp(lo, hi)</c> with scalars disposed at once.</summary>
+    public static Tensor Between(this Tensor a, long lo, long hi) { using var l = lo.ToScalar(); using var h = hi.ToScalar(); return a.clamp(l, h); }
+
+    /// <summary><c>a mod v</c> (integer tensors: the low bits when v is a power of two).</summary>
+    public static Tensor Modulo(this Tensor a, long v) { using var s = v.ToScalar(); return a.remainder(s); }
+
+    /// <summary><c>⌊a / v⌋</c> (integer tensors: a right shift when v is a power of two).</summary>
+    public static Tensor FloorOver(this Tensor a, long v) { using var s = v.ToScalar(); return a.floor_divide(s); }
+
     /// <summary><c>clamp_max(v)</c>.</summary>
     public static Tensor AtMost(this Tensor a, long v) { using var s = v.ToScalar(); return a.clamp_max(s); }
 

@@ -167,6 +167,15 @@ public sealed class FlamingoModel : nn.Module
         return output;
     }
 
+    /// <summary>Quantizes the language model's linear layers and the gated cross-attention blocks' (not its head or embeddings) in place; decode steps then read
+    /// the integers (see <see cref="WeightQuantization"/>).</summary>
+    /// <returns>the layers quantized.</returns>
+    public int QuantizeLanguageModel(WeightQuantization kind)
+    {
+        var (language, _) = Config.LanguageModel;
+        return QuantizedLinear.QuantizeAll(this, kind, ["lang_encoder."], ["lang_encoder." + language.HeadKey.Replace(".weight", "", StringComparison.Ordinal)]);
+    }
+
     /// <summary>Generates continuations of the prompts, as open_flamingo's <c>Flamingo.generate</c>: the
     /// images are encoded once, EOS defaults to <c>&lt;|endofchunk|&gt;</c>, and the result is the prompt
     /// followed by the new tokens (ended rows padded).</summary>

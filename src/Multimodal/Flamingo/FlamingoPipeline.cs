@@ -28,13 +28,15 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="quantization">weight-only quantization of the language model (see <see cref="WeightQuantization"/>).</param>
     /// <param name="batching">dynamic batching of concurrent calls (see <see cref="InterleavedPipeline.Batching"/>); null: none.</param>
     public static FlamingoPipeline FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null,
+        WeightQuantization quantization = WeightQuantization.None)
     {
         batching?.Validate();
         folder = HubCache.Resolve(folder, revision);
-        return Ownership.DisposeOnFailure(FlamingoModel.FromPretrained(folder, device, dtype, progress), model =>
+        return Ownership.DisposeOnFailure(Quantized(FlamingoModel.FromPretrained(folder, device, dtype, progress), quantization), model =>
         {
             var tokenizer = OpenTokenizer(folder);
             CheckTokenIds(tokenizer, model.Config, folder);
@@ -118,4 +120,10 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     private string Decode(IReadOnlyList<long> ids) => Tokenizer.Decode(ids);
 
     private protected override void DisposeModel() => Model.Dispose();
+
+    private static FlamingoModel Quantized(FlamingoModel model, WeightQuantization quantization)
+    {
+        Ownership.DisposeOnFailure(model, m => m.QuantizeLanguageModel(quantization));
+        return model;
+    }
 }

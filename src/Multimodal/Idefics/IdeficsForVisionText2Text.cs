@@ -268,6 +268,12 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         return output;
     }
 
+    /// <summary>Quantizes the language model's linear layers and the gated cross-attention layers' (not the vision tower, the perceiver, the decoupled head or embeddings) in place; decode steps then read
+    /// the integers (see <see cref="WeightQuantization"/>).</summary>
+    /// <returns>the layers quantized.</returns>
+    public int QuantizeLanguageModel(WeightQuantization kind) =>
+        QuantizedLinear.QuantizeAll(this, kind, ["model.layers.", "model.gated_cross_attn_layers."], []);
+
     /// <summary>Generates continuations, as upstream's <c>generate</c>: images encoded once, every new token
     /// attends the image the last prompt token attends, output = prompt + new tokens.</summary>
     public GenerationOutput Generate(Tensor inputIds, Tensor attentionMask, Tensor pixelValues, Tensor imageAttentionMask,

@@ -26,13 +26,15 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="quantization">weight-only quantization of the language model (see <see cref="WeightQuantization"/>).</param>
     /// <param name="batching">dynamic batching of concurrent calls (see <see cref="InterleavedPipeline.Batching"/>); null: none.</param>
     public static IdeficsPipeline FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null,
+        WeightQuantization quantization = WeightQuantization.None)
     {
         batching?.Validate();
         folder = HubCache.Resolve(folder, revision);
-        return Ownership.DisposeOnFailure(IdeficsForVisionText2Text.FromPretrained(folder, device, dtype, progress), model =>
+        return Ownership.DisposeOnFailure(Quantized(IdeficsForVisionText2Text.FromPretrained(folder, device, dtype, progress), quantization), model =>
         {
             var tokenizer = LlamaSentencePieceTokenizer.FromModel(Path.Combine(folder, "tokenizer.model"),
                 ["<fake_token_around_image>", "<image>", "<end_of_utterance>"]);
@@ -97,4 +99,10 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
     }
 
     private protected override void DisposeModel() => Model.Dispose();
+
+    private static IdeficsForVisionText2Text Quantized(IdeficsForVisionText2Text model, WeightQuantization quantization)
+    {
+        Ownership.DisposeOnFailure(model, m => m.QuantizeLanguageModel(quantization));
+        return model;
+    }
 }

@@ -54,13 +54,15 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each weight tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit (default main).</param>
+    /// <param name="quantization">weight-only quantization of the language model (see <see cref="WeightQuantization"/>).</param>
     /// <param name="batching">dynamic batching of concurrent calls (see <see cref="Batching"/>); null: none.</param>
     public static InstructBlipCaptioner FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, BatchingOptions? batching = null,
+        WeightQuantization quantization = WeightQuantization.None)
     {
         batching?.Validate();
         string resolved = HubCache.Resolve(folder, revision);
-        return Ownership.DisposeOnFailure(InstructBlipForConditionalGeneration.FromPretrained(resolved, device, dtype, progress),
+        return Ownership.DisposeOnFailure(Quantized(InstructBlipForConditionalGeneration.FromPretrained(resolved, device, dtype, progress), quantization),
             model => new InstructBlipCaptioner(model, InstructBlipProcessor.FromFolder(resolved, model.Config)) { Batching = batching });
     }
 
@@ -142,5 +144,11 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     {
         lock (_batcherLock) _batcher?.Dispose();
         _gate.Close(Model.Dispose);
+    }
+
+    private static InstructBlipForConditionalGeneration Quantized(InstructBlipForConditionalGeneration model, WeightQuantization quantization)
+    {
+        Ownership.DisposeOnFailure(model, m => m.QuantizeLanguageModel(quantization));
+        return model;
     }
 }

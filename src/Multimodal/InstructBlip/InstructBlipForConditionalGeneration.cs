@@ -133,6 +133,15 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
         return output;
     }
 
+    /// <summary>Quantizes the language model's linear layers (not its head or embeddings) in place; decode steps then read
+    /// the integers (see <see cref="WeightQuantization"/>).</summary>
+    /// <returns>the layers quantized.</returns>
+    public int QuantizeLanguageModel(WeightQuantization kind)
+    {
+        var head = "language_model." + Language.LanguageModels.For(Config.TextConfig).HeadKey.Replace(".weight", "", StringComparison.Ordinal);
+        return QuantizedLinear.QuantizeAll(this, kind, ["language_model."], [head]);
+    }
+
     /// <summary>Generates as transformers' <c>InstructBlipForConditionalGeneration.generate</c>: the language model is
     /// driven by the prompt embeddings; a decoder-only model's new tokens get <see cref="InstructBlipConfig.PrependedTokenId"/>
     /// in front (T5's start with <c>decoder_start_token_id</c>).</summary>

@@ -1,0 +1,109 @@
+using System.Runtime.CompilerServices;
+
+namespace Multimodal.Common;
+
+/// <summary>Weight-only quantization of <c>nn.Linear</c> layers. A quantized layer's <c>weight</c> holds the integers
+/// (int8 [N, K], or 4-bit pairs packed in uint8 [N, K/2]) and its <c>weight_scale</c> buffer the float32 scales ([N, 1] per
+/// channel, or [N, K/32] per group), so <c>state_dict()</c> lists them under the layer's own names; the routing
+/// (<see cref="LinearExtensions.Apply"/>) multiplies straight from them.</summary>
+/// <remarks>4-bit layout, per group of 32 inputs: byte i (0–15) holds input i in its low nibble and input i + 16 in its high
+/// nibble, each stored as q + 8 (q in −8…7), so the two halves of a group unpack into two vectors without shuffles.</remarks>
+internal static class QuantizedLinear
+{
+    /// <summary>Inputs per 4-bit group.</summary>
+    public const int Group = 32;
+
+    /// <summary>A quantized layer's operands.</summary>
+    internal sealed record Weights(WeightQuantization Kind, Tensor Values, Tensor Scales, long N, long K);
+
+    private static readonly ConditionalWeakTable<Linear, Weights> Quantized = new();
+
+    /// <summary>The layer's quantized weights, when it has been quantized.</summary>
+    public static bool TryGet(Linear layer, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Weights? weights) =>
+        Quantized.TryGetValue(layer, out weights);
+
+    /// <summary>Quantizes the layer in place: its float weight is replaced by the integers (and freed).</summary>
+    public static void Quantize(Linear layer, WeightQuantization kind)
+    {
+        if (kind == WeightQuantization.None || Quantized.TryGetValue(layer, out _)) return;
+        var weight = layer.weight ?? throw new ArgumentException("The layer has no weight.", nameof(layer));
+        if (weight.dim() != 2) throw new ArgumentException($"A linear weight is (N, K), not {Shape.Format(weight.shape)}.", nameof(layer));
+        long n = weight.shape[0], k = weight.shape[1];
+        if (kind == WeightQuantization.Int4 && k % Group != 0) kind = WeightQuantization.Int8;
+        var (values, scales) = kind == WeightQuantization.Int8 ? ToInt8(weight) : ToInt4(weight);
+        using (no_grad())
+        {
+            layer.weight = new Parameter(values, requires_grad: false);
+            layer.register_buffer("weight_scale", scales);
+        }
+        weight.Dispose();
+        // The parameter took over the integers' handle: the layer's own tensors are the ones to read.
+        Quantized.Add(layer, new Weights(kind, layer.weight!, scales, n, k));
+    }
+
+    // Symmetric, per output channel: q = round(w / s), s = max|w| / 127 (a zero row keeps s = 1).
+    private static (Tensor Values, Tensor Scales) ToInt8(Tensor weight)
+    {
+        using var scope = NewDisposeScope();
+        var w = weight.to(ScalarType.Float32);
+        var max = w.abs().amax([1L], keepdim: true);
+        var scale = where(max.EqualTo(0), ones_like(max), max.Over(127));
+        var q = (w / scale).round().Between(-127, 127).to(ScalarType.Int8);
+        return (q.MoveToOuterDisposeScope(), scale.contiguous().MoveToOuterDisposeScope());
+    }
+
+    // Symmetric, per group of 32: q = round(w / s) in −8…7, s = max|w| / 7; packed as described on the class.
+    private static (Tensor Values, Tensor Scales) ToInt4(Tensor weight)
+    {
+        using var scope = NewDisposeScope();
+        long n = weight.shape[0], k = weight.shape[1];
+        var w = weight.to(ScalarType.Float32).view(n, k / Group, Group);
+        var max = w.abs().amax([2L], keepdim: true);
+        var scale = where(max.EqualTo(0), ones_like(max), max.Over(7));
+        var q = (w / scale).round().Between(-8, 7).Plus(8).to(ScalarType.Byte);              // (N, G, 32), 0…15
+        var packed = q.narrow(2, 0, Group / 2).Plus(q.narrow(2, Group / 2, Group / 2).Times(16));     // low nibble + high nibble · 16
+        return (packed.reshape(n, k / 2).contiguous().MoveToOuterDisposeScope(), scale.reshape(n, k / Group).contiguous().MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Quantizes every <c>Linear</c> of <paramref name="root"/> whose name starts with one of
+    /// <paramref name="prefixes"/> and is not in <paramref name="except"/> (the output head, kept in the model's dtype).</summary>
+    /// <returns>the layers quantized.</returns>
+    public static int QuantizeAll(nn.Module root, WeightQuantization kind, IReadOnlyList<string> prefixes, IReadOnlyCollection<string> except)
+    {
+        if (kind == WeightQuantization.None) return 0;
+        var layers = root.named_modules()
+            .Where(m => m.module is Linear && prefixes.Any(p => m.name.StartsWith(p, StringComparison.Ordinal)) && !except.Contains(m.name))
+            .Select(m => (Linear)m.module).ToList();
+        foreach (var layer in layers) Quantize(layer, kind);
+        return layers.Count;
+    }
+
+    /// <summary>The weights as floats of <paramref name="dtype"/>, (N, K): what a product outside the kernel multiplies by.</summary>
+    public static Tensor Dequantize(Weights q, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        Tensor w;
+        if (q.Kind == WeightQuantization.Int8)
+        {
+            w = q.Values.to(ScalarType.Float32) * q.Scales;
+        }
+        else
+        {
+            var packed = q.Values.view(q.N, q.K / Group, Group / 2);
+            var low = packed.Modulo(16);
+            var high = packed.FloorOver(16);
+            var values = cat([low, high], 2).to(ScalarType.Float32).Minus(8);                    // (N, G, 32)
+            w = (values * q.Scales.unsqueeze(2)).view(q.N, q.K);
+        }
+        return w.to(dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary><c>input · weightᵀ + bias</c> from the quantized weights: decode steps (1–8 rows) through
+    /// <see cref="QuantizedMatrixRows"/>, anything else through the dequantized weights and libtorch.</summary>
+    public static Tensor Product(Tensor input, Weights q, Tensor? bias)
+    {
+        if (QuantizedMatrixRows.TryLinear(input, q, bias, out var product)) return product;
+        using var scope = NewDisposeScope();
+        return nn.functional.linear(input, Dequantize(q, input.dtype), bias).MoveToOuterDisposeScope();
+    }
+}
