@@ -4,7 +4,8 @@
 // throughput through the public API, each printed as a ratio to its floor, and one JSON line.
 //   dotnet run -c Release --project samples/Multimodal.Benchmarks [-- --preset small|2.7b|both
 //       --dir <folder; default: the temp folder's multimodal-bench> --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8
-//       --serving-tokens 20,64,128 (answer lengths for the serving figure; the server caps answers at 256)]
+//       --serving-tokens 20,64,128 (answer lengths for the serving figure; the server caps answers at 256; 0: no serving or
+//       batch figures) --runs cold_float32,warm_float32,warm_bfloat16,warm_int8,warm_int4 (a subset)]
 // Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
 // --hostile-mix 1 [--seconds 60 --good 8 --hostile 2 --budget-mb 300]: the server under a hostile mix (see HostileMix).
 // --floors-only 1: only this machine's limits (the decode floor's two candidates side by side), then exit.
@@ -51,11 +52,16 @@ foreach (var preset in presets)
     double rawWarm = Floors.RawRead(shards, cold: false);
     Console.WriteLine($"raw sequential read of {fileGB:F2} GB: cold {rawCold:F2} s ({fileGB / rawCold:F2} GB/s), warm {rawWarm:F2} s ({fileGB / rawWarm:F2} GB/s)");
     var result = new JsonObject { ["file_gb"] = fileGB, ["raw_read_cold_s"] = rawCold, ["raw_read_warm_s"] = rawWarm };
-    foreach (var (label, cold, dtype) in new[] { ("cold", true, "float32"), ("warm", false, "float32"), ("warm", false, "bfloat16") })
+    // --runs cold_float32,warm_int8,…: only these (default: all five).
+    var runs = options.Get("--runs")?.Split(',');
+    foreach (var (label, cold, dtype) in new[] { ("cold", true, "float32"), ("warm", false, "float32"), ("warm", false, "bfloat16"), ("warm", false, "int8"), ("warm", false, "int4") })
     {
+        if (runs is not null && !runs.Contains($"{label}_{dtype}")) continue;
         if (cold) foreach (var f in shards) Floors.DropPageCache(f);
-        var extra = new List<string> { "--measure", folder, "--dtype", dtype, "--new-tokens", options.Get("--new-tokens") ?? "20" };
-        if (preset == "small" && dtype == "float32" && !cold)
+        // Quantized runs load float32 and quantize the language model's linears (load time includes the quantizing).
+        var extra = new List<string> { "--measure", folder, "--new-tokens", options.Get("--new-tokens") ?? "20" };
+        extra.AddRange(dtype is "int8" or "int4" ? ["--dtype", "float32", "--quantize", dtype] : ["--dtype", dtype]);
+        if (preset == "small" && dtype == "float32" && !cold && options.Get("--serving-tokens") != "0")
             extra.AddRange(["--batches", options.Get("--batches") ?? "1,4,8", "--serving", Path.Combine(Checkpoints.RepositoryRoot(), "samples", "images"),
                 "--serving-tokens", options.Get("--serving-tokens") ?? "20,64,128"]);
         var m = Child(extra);
@@ -138,6 +144,11 @@ internal static class Measurement
         int newTokens = int.Parse(options.Get("--new-tokens") ?? "20", CultureInfo.InvariantCulture);
         var clock = Stopwatch.StartNew();
         using var model = Multimodal.Blip2.Blip2ForConditionalGeneration.FromPretrained(folder, dtype: dtype);
+        var quantization = options.Get("--quantize") switch
+        {
+            "int8" => Multimodal.Common.WeightQuantization.Int8, "int4" => Multimodal.Common.WeightQuantization.Int4, _ => Multimodal.Common.WeightQuantization.None,
+        };
+        model.QuantizeLanguageModel(quantization);
         double load = clock.Elapsed.TotalSeconds;
         double peakAfterLoad = PeakRssMb();
         var state = model.state_dict();
@@ -149,7 +160,7 @@ internal static class Measurement
         var (first, perToken, caption) = Generate(model, 1, prompt, newTokens);
         var result = new JsonObject
         {
-            ["dtype"] = dtype.ToString(),
+            ["dtype"] = quantization == Multimodal.Common.WeightQuantization.None ? dtype.ToString() : quantization.ToString(),
             ["load_s"] = load,
             ["first_token_s"] = first,
             ["per_token_ms"] = perToken * 1000,

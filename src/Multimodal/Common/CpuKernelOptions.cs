@@ -19,6 +19,9 @@ public sealed record CpuKernelOptions
     /// <summary>One bfloat16 row (a bf16 model's decode step) through our matrix–vector kernel.</summary>
     public bool Bf16SingleRow { get; init; } = true;
 
+    /// <summary>One float32 row (a float32 model's decode step) through our matrix–vector kernel.</summary>
+    public bool Float32SingleRow { get; init; } = true;
+
     /// <summary>5–8 float32 rows (a batched decode step) through our few-rows kernel.</summary>
     public bool Float32FewRows { get; init; } = true;
 

@@ -7,8 +7,9 @@ internal static class LinearExtensions
     [ThreadStatic] private static bool _libtorchOnly;
 
     /// <summary><c>layer.forward(input)</c>. On the CPU, decode steps' products go to our kernels where they were
-    /// measured to beat libtorch: one bfloat16 row to <see cref="Bf16MatrixVector"/>, 5–8 float32 rows (a batch's
-    /// step) to <see cref="Float32FewRows"/>.</summary>
+    /// measured to beat libtorch: one bfloat16 row to <see cref="Bf16MatrixVector"/>, one float32 row to
+    /// <see cref="Float32SingleRow"/>, 5–8 float32 rows (a batch's step) to <see cref="Float32FewRows"/>, and quantized
+    /// layers' products to <see cref="QuantizedMatrixRows"/>.</summary>
     public static Tensor Apply(this Linear layer, Tensor input) => QuantizedLinear.TryGet(layer, out var quantized)
         ? QuantizedLinear.Product(input, quantized, layer.bias)
         : Product(input, layer.weight!, layer.bias);
@@ -17,7 +18,8 @@ internal static class LinearExtensions
     /// that hold their weight as a parameter rather than a <c>Linear</c> (IDEFICS' decoupled head).</summary>
     public static Tensor Product(Tensor input, Tensor weight, Tensor? bias)
     {
-        if (!_libtorchOnly && (Bf16MatrixVector.TryLinear(input, weight, bias, out var product) || Float32FewRows.TryLinear(input, weight, bias, out product)))
+        if (!_libtorchOnly && (Bf16MatrixVector.TryLinear(input, weight, bias, out var product) || Float32SingleRow.TryLinear(input, weight, bias, out product)
+                               || Float32FewRows.TryLinear(input, weight, bias, out product)))
             return product;
         return nn.functional.linear(input, weight, bias);
     }

@@ -82,7 +82,12 @@ internal static unsafe class QuantizedMatrixRows
     private static void Int8Part(void* data)
     {
         var job = (Job*)data;
-        var (start, end) = OpenMpTeam.Band(job->N, 1);
+        var (start, end) = OpenMpTeam.Band(job->N, 4);
+        if (job->M == 1)
+        {
+            Int8SingleRow(job, start, end);
+            return;
+        }
         long k = job->K;
         var acc = stackalloc Vector512<float>[MaxRows];
         for (long r = start; r < end; r++)
@@ -98,11 +103,54 @@ internal static unsafe class QuantizedMatrixRows
         }
     }
 
+    // A decode step's single row: four weight rows share each input load, accumulators stay in registers.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Int8SingleRow(Job* job, long start, long end)
+    {
+        long k = job->K;
+        float* x = job->X;
+        long r = start;
+        for (; r + 4 <= end; r += 4)
+        {
+            sbyte* w0 = (sbyte*)job->Weight + r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            for (long i = 0; i < k; i += 16)
+            {
+                var xv = Vector512.Load(x + i);
+                a0 = Avx512F.FusedMultiplyAdd(Widen(w0 + i), xv, a0);
+                a1 = Avx512F.FusedMultiplyAdd(Widen(w1 + i), xv, a1);
+                a2 = Avx512F.FusedMultiplyAdd(Widen(w2 + i), xv, a2);
+                a3 = Avx512F.FusedMultiplyAdd(Widen(w3 + i), xv, a3);
+            }
+            StoreOne(job, r, a0, job->Scales[r]); StoreOne(job, r + 1, a1, job->Scales[r + 1]);
+            StoreOne(job, r + 2, a2, job->Scales[r + 2]); StoreOne(job, r + 3, a3, job->Scales[r + 3]);
+        }
+        for (; r < end; r++)
+        {
+            sbyte* w = (sbyte*)job->Weight + r * k;
+            var a = Vector512<float>.Zero;
+            for (long i = 0; i < k; i += 16) a = Avx512F.FusedMultiplyAdd(Widen(w + i), Vector512.Load(x + i), a);
+            StoreOne(job, r, a, job->Scales[r]);
+        }
+    }
+
+    // 16 int8 weights as float32 (sign-extended, converted).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen(sbyte* w) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(w)));
+
+    private static void StoreOne(Job* job, long r, Vector512<float> acc, float scale) =>
+        job->Output[r] = Vector512.Sum(acc) * scale + (job->Bias is null ? 0 : job->Bias[r]);
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Int4Part(void* data)
     {
         var job = (Job*)data;
-        var (start, end) = OpenMpTeam.Band(job->N, 1);
+        var (start, end) = OpenMpTeam.Band(job->N, 2);
+        if (job->M == 1)
+        {
+            Int4SingleRow(job, start, end);
+            return;
+        }
         long k = job->K, groups = k / QuantizedLinear.Group;
         var acc = stackalloc Vector512<float>[MaxRows];
         var low = Vector128.Create((byte)15);
@@ -128,6 +176,55 @@ internal static unsafe class QuantizedMatrixRows
             Store(job, r, acc, 1f);
         }
     }
+
+    // A decode step's single row: two weight rows per pass, each group's 32 weights unpacked, scaled and multiplied in registers.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Int4SingleRow(Job* job, long start, long end)
+    {
+        long k = job->K, groups = k / QuantizedLinear.Group, rowBytes = k / 2;
+        float* x = job->X;
+        var low = Vector128.Create((byte)15);
+        var offset = Vector512.Create(8f);
+        long r = start;
+        for (; r + 2 <= end; r += 2)
+        {
+            byte* w0 = job->Weight + r * rowBytes, w1 = w0 + rowBytes;
+            float* s0 = job->Scales + r * groups, s1 = s0 + groups;
+            var a0 = Vector512<float>.Zero; var a1 = a0;
+            for (long g = 0; g < groups; g++)
+            {
+                var xa = Vector512.Load(x + g * 32);
+                var xb = Vector512.Load(x + g * 32 + 16);
+                var b0 = Vector128.Load(w0 + g * 16);
+                var b1 = Vector128.Load(w1 + g * 16);
+                var d0 = Avx512F.FusedMultiplyAdd(Nibbles(Vector128.ShiftRightLogical(b0, 4), offset), xb, Nibbles(b0 & low, offset) * xa);
+                var d1 = Avx512F.FusedMultiplyAdd(Nibbles(Vector128.ShiftRightLogical(b1, 4), offset), xb, Nibbles(b1 & low, offset) * xa);
+                a0 = Avx512F.FusedMultiplyAdd(d0, Vector512.Create(s0[g]), a0);
+                a1 = Avx512F.FusedMultiplyAdd(d1, Vector512.Create(s1[g]), a1);
+            }
+            StoreOne(job, r, a0, 1f);
+            StoreOne(job, r + 1, a1, 1f);
+        }
+        for (; r < end; r++)
+        {
+            byte* w = job->Weight + r * rowBytes;
+            float* s = job->Scales + r * groups;
+            var a = Vector512<float>.Zero;
+            for (long g = 0; g < groups; g++)
+            {
+                var b = Vector128.Load(w + g * 16);
+                var d = Avx512F.FusedMultiplyAdd(Nibbles(Vector128.ShiftRightLogical(b, 4), offset), Vector512.Load(x + g * 32 + 16),
+                    Nibbles(b & low, offset) * Vector512.Load(x + g * 32));
+                a = Avx512F.FusedMultiplyAdd(d, Vector512.Create(s[g]), a);
+            }
+            StoreOne(job, r, a, 1f);
+        }
+    }
+
+    // 16 stored nibbles (0…15) as the float32 values they code (q − 8).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Nibbles(Vector128<byte> nibbles, Vector512<float> offset) =>
+        Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(nibbles)) - offset;
 
     private static void Store(Job* job, long r, Vector512<float>* acc, float scale)
     {

@@ -24,17 +24,39 @@ public sealed class Float32FewRowsTests(ITestOutputHelper output)
     public void Each_output_is_the_dot_product_plus_the_bias_to_float32_accumulation(int m, int n, int k, bool withBias)
     {
         SkipUnlessAvailable();
+        CheckKernel(m, n, k, withBias, (x, weight, bias) =>
+        {
+            Assert.True(Float32FewRows.Applies(x, weight, bias));
+            return Float32FewRows.Linear(x, weight, bias);
+        });
+    }
+
+    // The single-row kernel (a float32 model's decode step) under the same two checks.
+    [SkippableTheory]
+    [InlineData(1, 1, true)]
+    [InlineData(5, 15, false)]
+    [InlineData(7, 16, true)]
+    [InlineData(1027, 1024, true)]
+    [InlineData(64, 4099, false)]
+    public void A_single_row_is_the_dot_product_plus_the_bias_to_float32_accumulation(int n, int k, bool withBias)
+    {
+        Skip.IfNot(Float32SingleRow.Available, "this machine cannot run the single-row kernel, or it is switched off");
+        CheckKernel(1, n, k, withBias, (x, weight, bias) =>
+        {
+            Assert.True(Float32SingleRow.TryLinear(x, weight, bias, out var product));
+            return product;
+        });
+    }
+
+    private void CheckKernel(int m, int n, int k, bool withBias, Func<Tensor, Tensor, Tensor?, Tensor> kernel)
+    {
         using var scope = NewDisposeScope();
         var generator = new TorchSharp.torch.Generator((ulong)(m * 131 + n * 7919 + k));
         var weight = randn(n, k, generator: generator).mul(0.05);
         var x = randn(m, 1, k, generator: generator);
         var bias = withBias ? randn(n, generator: generator) : null;
         Tensor ours;
-        using (inference_mode())
-        {
-            Assert.True(Float32FewRows.Applies(x, weight, bias));
-            ours = Float32FewRows.Linear(x, weight, bias);
-        }
+        using (inference_mode()) ours = kernel(x, weight, bias);
         Assert.Equal(new long[] { m, 1, n }, ours.shape);
 
         // float64 is exact enough for the reference; float32 sums may differ from it by (K + 2)·2⁻²⁴·(Σ|wᵢxᵢ| + |b|).
@@ -117,6 +139,27 @@ public sealed class Float32FewRowsTests(ITestOutputHelper output)
             output.WriteLine($"row {i}: \"{captioner.Processor.Tokenizer.Decode(withKernel[i])}\"");
             Assert.Equal(withLibtorch[i], withKernel[i]);
         }
+    }
+
+    [SkippableFact]
+    public void One_image_decodes_the_same_ids_with_and_without_the_single_row_kernel()
+    {
+        Skip.IfNot(Float32SingleRow.Available, "this machine cannot run the single-row kernel, or it is switched off");
+        using var captioner = Blip2Captioner.FromPretrained(Repo.ShapesModel);
+        using var inputs = captioner.Processor.Process([ImageDecoder.Decode(Repo.Scene1)], ["a big"]);
+        long[] Ids()
+        {
+            using var result = captioner.Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, new GenerationOptions { MaxNewTokens = 20 });
+            return result.Sequences[0];
+        }
+        long calls = Float32SingleRow.Calls;
+        var withKernel = Ids();
+        long used = Float32SingleRow.Calls - calls;
+        long[] withLibtorch;
+        using (LinearExtensions.LibtorchOnlyOnThisThread()) withLibtorch = Ids();
+        output.WriteLine($"\"{captioner.Processor.Tokenizer.Decode(withKernel)}\": {used} products in the kernel");
+        Assert.True(used > 0, "the decode never reached the single-row kernel");
+        Assert.Equal(withLibtorch, withKernel);
     }
 
     private static void SkipUnlessAvailable() =>

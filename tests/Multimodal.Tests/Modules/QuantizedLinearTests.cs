@@ -28,6 +28,8 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
 
     [SkippableTheory]
     [InlineData(WeightQuantization.Int8, 1, 3, 16, true)]
+    [InlineData(WeightQuantization.Int8, 1, 130, 512, true)]
+    [InlineData(WeightQuantization.Int4, 1, 65, 512, true)]
     [InlineData(WeightQuantization.Int8, 8, 257, 1024, false)]
     [InlineData(WeightQuantization.Int8, 5, 64, 4096, true)]
     [InlineData(WeightQuantization.Int4, 1, 3, 32, true)]

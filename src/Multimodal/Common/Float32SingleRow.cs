@@ -1,0 +1,102 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Multimodal.Common;
+
+/// <summary>One float32 row times a float32 weight on the CPU — a float32 model's decode-step <c>nn.Linear</c> — computed
+/// here instead of by libtorch's matrix–vector product, which streamed the weights at 19–31 GB/s where a plain loop on the
+/// same threads streams 35–56 (issue measurements; README's Performance section has this machine's). Each output is a
+/// float32 dot product plus the bias, as libtorch's, up to the order of the sums.</summary>
+/// <remarks>Four weight rows share each load of the input; the weight rows are split over libtorch's OpenMP team, as for
+/// <see cref="Bf16MatrixVector"/>. Operands are checked here, at the entry; the switch is
+/// <see cref="CpuKernelOptions.Float32SingleRow"/>.</remarks>
+internal static unsafe class Float32SingleRow
+{
+    /// <summary>Whether the kernel runs: this machine supports it and <see cref="CpuKernelOptions.Current"/> allows it.</summary>
+    internal static bool Available => CpuKernelOptions.Supported && CpuKernelOptions.Current is { Enabled: true, Float32SingleRow: true };
+
+    [ThreadStatic] private static long _calls;
+
+    /// <summary>Products this thread has computed here.</summary>
+    internal static long Calls => _calls;
+
+    /// <summary>Whether <see cref="TryLinear"/> takes this product: one float32 row, contiguous CPU operands, autograd off.</summary>
+    public static bool Applies(Tensor input, Tensor weight, Tensor? bias) =>
+        Available && LinearExtensions.KernelOperands(input, weight, bias, ScalarType.Float32, out long rows) && rows == 1;
+
+    /// <summary>The product when <see cref="Applies"/> holds, checked once; false, and nothing computed, otherwise.</summary>
+    public static bool TryLinear(Tensor input, Tensor weight, Tensor? bias, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
+    {
+        result = Applies(input, weight, bias) ? Compute(input, weight, bias) : null;
+        if (result is not null) _calls++;
+        return result is not null;
+    }
+
+    private static Tensor Compute(Tensor input, Tensor weight, Tensor? bias)
+    {
+        long n = weight.shape[0], k = weight.shape[1];
+        var result = LinearExtensions.KernelOutput(input, n, ScalarType.Float32);
+        fixed (byte* w = weight.bytes)
+        fixed (byte* x = input.bytes)
+        fixed (byte* o = result.bytes)
+        fixed (byte* b = bias is null ? default : bias.bytes)
+        {
+            var job = new Job((float*)w, (float*)x, (float*)b, (float*)o, n, k);
+            OpenMpTeam.Run(&RunPart, &job);
+        }
+        OpenMpTeam.ThrowIfFailed(nameof(Float32SingleRow));
+        return result;
+    }
+
+    private readonly struct Job(float* weight, float* x, float* bias, float* output, long n, long k)
+    {
+        public readonly float* Weight = weight, X = x, Bias = bias, Output = output;
+        public readonly long N = n, K = k;
+    }
+
+    [UnmanagedCallersOnly]
+    private static void RunPart(void* data) => OpenMpTeam.Guard(&Part, data);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Part(void* data)
+    {
+        var job = (Job*)data;
+        var (start, end) = OpenMpTeam.Band(job->N, 4);
+        long k = job->K, vectorK = k & ~15L;
+        float* x = job->X;
+        long r = start;
+        for (; r + 4 <= end; r += 4)
+        {
+            float* w0 = job->Weight + r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            for (long i = 0; i < vectorK; i += 16)
+            {
+                var xv = Vector512.Load(x + i);
+                a0 = Avx512F.FusedMultiplyAdd(Vector512.Load(w0 + i), xv, a0);
+                a1 = Avx512F.FusedMultiplyAdd(Vector512.Load(w1 + i), xv, a1);
+                a2 = Avx512F.FusedMultiplyAdd(Vector512.Load(w2 + i), xv, a2);
+                a3 = Avx512F.FusedMultiplyAdd(Vector512.Load(w3 + i), xv, a3);
+            }
+            Store(job, r, w0, vectorK, Vector512.Sum(a0));
+            Store(job, r + 1, w1, vectorK, Vector512.Sum(a1));
+            Store(job, r + 2, w2, vectorK, Vector512.Sum(a2));
+            Store(job, r + 3, w3, vectorK, Vector512.Sum(a3));
+        }
+        for (; r < end; r++)
+        {
+            float* w = job->Weight + r * k;
+            var a = Vector512<float>.Zero;
+            for (long i = 0; i < vectorK; i += 16) a = Avx512F.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a);
+            Store(job, r, w, vectorK, Vector512.Sum(a));
+        }
+    }
+
+    // The scalar tail past the last full vector, then the bias.
+    private static void Store(Job* job, long r, float* w, long vectorK, float sum)
+    {
+        for (long i = vectorK; i < job->K; i++) sum += w[i] * job->X[i];
+        job->Output[r] = job->Bias is null ? sum : sum + job->Bias[r];
+    }
+}
