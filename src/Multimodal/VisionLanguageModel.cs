@@ -124,4 +124,29 @@ public static class VisionLanguageModel
                 "this is a BLIP-2 retrieval model (Blip2ForImageTextRetrieval): it gives embeddings and match scores, not text; load it with Blip2Retriever."),
         };
     }
+
+    /// <summary>Loads <paramref name="sourceFolder"/> with its language model quantized and writes a folder that loads already
+    /// quantized (config.json gains a <c>quantization_config</c>; model.safetensors holds the integers and scales): later
+    /// starts map it instead of quantizing again, and give the same ids.</summary>
+    /// <param name="sourceFolder">a checkpoint folder of any generative family, or a hub id in the local cache.</param>
+    /// <param name="targetFolder">a new or empty folder; written in full or not at all.</param>
+    /// <param name="quantization">Int8 or Int4.</param>
+    /// <param name="progress">receives the load's reports.</param>
+    /// <exception cref="ArgumentException"><paramref name="quantization"/> is None.</exception>
+    /// <exception cref="IOException">the target folder holds files already.</exception>
+    public static void SaveQuantized(string sourceFolder, string targetFolder, WeightQuantization quantization, IProgress<LoadProgress>? progress = null)
+    {
+        var config = QuantizationConfig.For(quantization) ?? throw new ArgumentException("Choose Int8 or Int4 to save a quantized copy.", nameof(quantization));
+        string resolved = HubCache.Resolve(sourceFolder);
+        using var model = FromPretrained(resolved, progress: progress, quantization: quantization);
+        var (module, tied) = model switch
+        {
+            Blip2Captioner b => ((nn.Module)b.Model, Blip2KeyMap.For(b.Model.Config).Tied.Keys),
+            InstructBlipCaptioner i => (i.Model, Blip2KeyMap.ForLanguageModel(i.Model.Config.TextConfig).Tied.Keys),
+            Flamingo.FlamingoPipeline f => (f.Model, Flamingo.FlamingoModel.KeyMap(f.Model.Config).Tied.Keys),
+            Idefics.IdeficsPipeline p => (p.Model, Idefics.IdeficsKeyMap.Map.Tied.Keys),
+            _ => throw new NotSupportedException($"{model.GetType().Name} cannot be saved quantized."),
+        };
+        QuantizedCheckpoint.Write(module, tied, resolved, targetFolder, config);
+    }
 }

@@ -93,7 +93,8 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
         var config = Blip2Config.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(Blip2ForConditionalGeneration), "Blip2ForConditionalGeneration", "Blip2Model");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        return StateDictLoader.BuildAndLoad(d => new Blip2ForConditionalGeneration(config, d, dtype) { GenerationConfig = defaults },
+        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? WeightQuantization.None;
+        return StateDictLoader.BuildAndLoad(d => new Blip2ForConditionalGeneration(config, d, dtype) { GenerationConfig = defaults }.WithQuantizedLayout(quantized),
             device, checkpoint, Blip2KeyMap.For(config.Normalize()), nameof(Blip2ForConditionalGeneration), progress);
     }
 
@@ -164,9 +165,22 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// <returns>the layers quantized.</returns>
     public int QuantizeLanguageModel(WeightQuantization kind)
     {
-        var head = "language_model." + LanguageModels.For(Config.TextConfig).HeadKey.Replace(".weight", "", StringComparison.Ordinal);
-        return QuantizedLinear.QuantizeAll(this, kind, ["language_model."], [head]);
+        var (prefixes, except) = QuantizedLayers;
+        return QuantizedLinear.QuantizeAll(this, kind, prefixes, except);
     }
+
+    // The layers weight-only quantization covers: the language model's linears, not its head.
+    private (string[] Prefixes, string[] Except) QuantizedLayers =>
+        (["language_model."], ["language_model." + LanguageModels.For(Config.TextConfig).HeadKey.Replace(".weight", "", StringComparison.Ordinal)]);
+
+    /// <summary>Gives the quantized layers their quantized layout, empty, for a checkpoint saved quantized to load into.</summary>
+    internal Blip2ForConditionalGeneration WithQuantizedLayout(WeightQuantization kind)
+    {
+        var (prefixes, except) = QuantizedLayers;
+        QuantizedLinear.PrepareAll(this, kind, prefixes, except);
+        return this;
+    }
+
 
     /// <summary>Logits of a decoder-only BLIP-2 with autograd enabled (no inference mode): for training or
     /// fine-tuning. (B, Q + T, V) in the original layout.</summary>

@@ -22,6 +22,9 @@ public abstract record PretrainedConfig
     /// <summary>transformers version that wrote the file.</summary>
     public string? TransformersVersion { get; init; }
 
+    /// <summary><c>quantization_config</c>: set in a folder saved quantized (see <see cref="Common.QuantizationConfig"/>).</summary>
+    public QuantizationConfig? QuantizationConfig { get; init; }
+
     /// <summary>Keys of the JSON object that no property binds.</summary>
     [JsonExtensionData] public Dictionary<string, JsonElement>? Unbound { get; init; }
 

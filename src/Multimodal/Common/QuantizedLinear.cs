@@ -78,6 +78,32 @@ internal static class QuantizedLinear
         return layers.Count;
     }
 
+    /// <summary>Gives every layer <see cref="QuantizeAll"/> would quantize the quantized layout, empty, for a saved quantized
+    /// checkpoint to load into (nothing is computed; on the meta device nothing is allocated).</summary>
+    public static void PrepareAll(nn.Module root, WeightQuantization kind, IReadOnlyList<string> prefixes, IReadOnlyCollection<string> except)
+    {
+        if (kind == WeightQuantization.None) return;
+        foreach (var (name, module) in root.named_modules())
+            if (module is Linear layer && prefixes.Any(p => name.StartsWith(p, StringComparison.Ordinal)) && !except.Contains(name))
+                Prepare(layer, kind);
+    }
+
+    private static void Prepare(Linear layer, WeightQuantization kind)
+    {
+        var weight = layer.weight!;
+        long n = weight.shape[0], k = weight.shape[1];
+        if (kind == WeightQuantization.Int4 && k % Group != 0) kind = WeightQuantization.Int8;
+        var values = kind == WeightQuantization.Int8 ? empty([n, k], ScalarType.Int8, weight.device) : empty([n, k / 2], ScalarType.Byte, weight.device);
+        var scales = empty(kind == WeightQuantization.Int8 ? [n, 1] : [n, k / Group], ScalarType.Float32, weight.device);
+        using (no_grad())
+        {
+            layer.weight = new Parameter(values, requires_grad: false);
+            layer.register_buffer("weight_scale", scales);
+        }
+        weight.Dispose();
+        Quantized.Add(layer, new Weights(kind, layer.weight!, scales, n, k));
+    }
+
     /// <summary>The weights as floats of <paramref name="dtype"/>, (N, K): what a product outside the kernel multiplies by.</summary>
     public static Tensor Dequantize(Weights q, ScalarType dtype)
     {

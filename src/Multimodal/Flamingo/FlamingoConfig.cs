@@ -100,6 +100,8 @@ public sealed record FlamingoConfig
     public PerceiverConfig Perceiver { get; init; } = new();
     /// <summary><c>gated_cross_attn</c>: The gated cross-attention blocks.</summary>
     public GatedCrossAttentionConfig GatedCrossAttn { get; init; } = new();
+    /// <summary><c>quantization_config</c>: set in a folder saved quantized (see <see cref="Common.QuantizationConfig"/>).</summary>
+    public QuantizationConfig? QuantizationConfig { get; init; }
 
     /// <summary>Reads a Flamingo <c>config.json</c>.</summary>
     public static FlamingoConfig Load(string path)

@@ -139,7 +139,9 @@ public sealed class FlamingoModel : nn.Module
 
     private static FlamingoModel Load(FlamingoConfig config, ITensorSource weights, Device? device, ScalarType? dtype, IProgress<LoadProgress>? progress)
     {
-        return StateDictLoader.BuildAndLoad(d => new FlamingoModel(config, d, dtype), device, weights, KeyMap(config), nameof(FlamingoModel), progress);
+        var quantized = config.QuantizationConfig?.Kind("config.json") ?? WeightQuantization.None;
+        return StateDictLoader.BuildAndLoad(d => new FlamingoModel(config, d, dtype).WithQuantizedLayout(quantized), device, weights, KeyMap(config),
+            nameof(FlamingoModel), progress);
     }
 
     internal static WeightMap KeyMap(FlamingoConfig config)
@@ -172,9 +174,22 @@ public sealed class FlamingoModel : nn.Module
     /// <returns>the layers quantized.</returns>
     public int QuantizeLanguageModel(WeightQuantization kind)
     {
-        var (language, _) = Config.LanguageModel;
-        return QuantizedLinear.QuantizeAll(this, kind, ["lang_encoder."], ["lang_encoder." + language.HeadKey.Replace(".weight", "", StringComparison.Ordinal)]);
+        var (prefixes, except) = QuantizedLayers;
+        return QuantizedLinear.QuantizeAll(this, kind, prefixes, except);
     }
+
+    // The layers weight-only quantization covers: the language model's linears and the gated blocks', not the head.
+    private (string[] Prefixes, string[] Except) QuantizedLayers =>
+        (["lang_encoder."], ["lang_encoder." + Config.LanguageModel.Descriptor.HeadKey.Replace(".weight", "", StringComparison.Ordinal)]);
+
+    /// <summary>Gives the quantized layers their quantized layout, empty, for a checkpoint saved quantized to load into.</summary>
+    internal FlamingoModel WithQuantizedLayout(WeightQuantization kind)
+    {
+        var (prefixes, except) = QuantizedLayers;
+        QuantizedLinear.PrepareAll(this, kind, prefixes, except);
+        return this;
+    }
+
 
     /// <summary>Generates continuations of the prompts, as open_flamingo's <c>Flamingo.generate</c>: the
     /// images are encoded once, EOS defaults to <c>&lt;|endofchunk|&gt;</c>, and the result is the prompt

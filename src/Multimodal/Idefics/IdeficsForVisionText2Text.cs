@@ -241,7 +241,8 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         var config = IdeficsConfig.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(IdeficsForVisionText2Text), "IdeficsForVisionText2Text", "IdeficsModel");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        return StateDictLoader.BuildAndLoad(d => new IdeficsForVisionText2Text(config, d, dtype) { GenerationConfig = defaults },
+        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? WeightQuantization.None;
+        return StateDictLoader.BuildAndLoad(d => new IdeficsForVisionText2Text(config, d, dtype) { GenerationConfig = defaults }.WithQuantizedLayout(quantized),
             device, checkpoint, IdeficsKeyMap.Map, nameof(IdeficsForVisionText2Text), progress);
     }
 
@@ -271,8 +272,23 @@ public sealed class IdeficsForVisionText2Text : nn.Module
     /// <summary>Quantizes the language model's linear layers and the gated cross-attention layers' (not the vision tower, the perceiver, the decoupled head or embeddings) in place; decode steps then read
     /// the integers (see <see cref="WeightQuantization"/>).</summary>
     /// <returns>the layers quantized.</returns>
-    public int QuantizeLanguageModel(WeightQuantization kind) =>
-        QuantizedLinear.QuantizeAll(this, kind, ["model.layers.", "model.gated_cross_attn_layers."], []);
+    public int QuantizeLanguageModel(WeightQuantization kind)
+    {
+        var (prefixes, except) = QuantizedLayers;
+        return QuantizedLinear.QuantizeAll(this, kind, prefixes, except);
+    }
+
+    // The layers weight-only quantization covers: the decoder's and the gated cross-attention layers' linears.
+    private static (string[] Prefixes, string[] Except) QuantizedLayers => (["model.layers.", "model.gated_cross_attn_layers."], []);
+
+    /// <summary>Gives the quantized layers their quantized layout, empty, for a checkpoint saved quantized to load into.</summary>
+    internal IdeficsForVisionText2Text WithQuantizedLayout(WeightQuantization kind)
+    {
+        var (prefixes, except) = QuantizedLayers;
+        QuantizedLinear.PrepareAll(this, kind, prefixes, except);
+        return this;
+    }
+
 
     /// <summary>Generates continuations, as upstream's <c>generate</c>: images encoded once, every new token
     /// attends the image the last prompt token attends, output = prompt + new tokens.</summary>

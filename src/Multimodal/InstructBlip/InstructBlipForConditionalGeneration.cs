@@ -104,7 +104,8 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
         var config = InstructBlipConfig.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(InstructBlipForConditionalGeneration), "InstructBlipForConditionalGeneration");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        return StateDictLoader.BuildAndLoad(d => new InstructBlipForConditionalGeneration(config, d, dtype) { GenerationConfig = defaults },
+        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? WeightQuantization.None;
+        return StateDictLoader.BuildAndLoad(d => new InstructBlipForConditionalGeneration(config, d, dtype) { GenerationConfig = defaults }.WithQuantizedLayout(quantized),
             device, checkpoint, Blip2KeyMap.ForLanguageModel(config.TextConfig), nameof(InstructBlipForConditionalGeneration), progress);
     }
 
@@ -138,9 +139,22 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
     /// <returns>the layers quantized.</returns>
     public int QuantizeLanguageModel(WeightQuantization kind)
     {
-        var head = "language_model." + Language.LanguageModels.For(Config.TextConfig).HeadKey.Replace(".weight", "", StringComparison.Ordinal);
-        return QuantizedLinear.QuantizeAll(this, kind, ["language_model."], [head]);
+        var (prefixes, except) = QuantizedLayers;
+        return QuantizedLinear.QuantizeAll(this, kind, prefixes, except);
     }
+
+    // The layers weight-only quantization covers: the language model's linears, not its head.
+    private (string[] Prefixes, string[] Except) QuantizedLayers =>
+        (["language_model."], ["language_model." + Language.LanguageModels.For(Config.TextConfig).HeadKey.Replace(".weight", "", StringComparison.Ordinal)]);
+
+    /// <summary>Gives the quantized layers their quantized layout, empty, for a checkpoint saved quantized to load into.</summary>
+    internal InstructBlipForConditionalGeneration WithQuantizedLayout(WeightQuantization kind)
+    {
+        var (prefixes, except) = QuantizedLayers;
+        QuantizedLinear.PrepareAll(this, kind, prefixes, except);
+        return this;
+    }
+
 
     /// <summary>Generates as transformers' <c>InstructBlipForConditionalGeneration.generate</c>: the language model is
     /// driven by the prompt embeddings; a decoder-only model's new tokens get <see cref="InstructBlipConfig.PrependedTokenId"/>

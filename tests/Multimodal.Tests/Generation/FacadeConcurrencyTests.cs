@@ -96,8 +96,13 @@ public sealed class FacadeConcurrencyTests(ITestOutputHelper output)
         var running = Task.Run(() => blip2.CaptionAsync(images, Enumerable.Repeat("", 256).ToList(), options));
         await Task.Delay(100);
         Assert.False(running.IsCompleted, "the call ended before Dispose could meet it");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         blip2.Dispose();                                        // must wait, not free the model under the running call
-        Assert.True(running.IsCompleted, "Dispose returned while the call was still running");
+        // The call's own task completes through a continuation just after the gate lets Dispose go on: allow it a second,
+        // far less than the seconds of work left had Dispose not waited.
+        bool finished = await Task.WhenAny(running, Task.Delay(TimeSpan.FromSeconds(1))) == running;
+        Assert.True(finished, $"Dispose returned after {clock.ElapsedMilliseconds} ms while the call was still running");
+        output.WriteLine($"Dispose waited {clock.ElapsedMilliseconds} ms for the call in progress");
         var results = await running;
         Assert.All(results, r => Assert.Equal(40, r.OutputTokens));
         blip2.Dispose();                                        // a second dispose is harmless

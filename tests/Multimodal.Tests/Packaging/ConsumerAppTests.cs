@@ -45,7 +45,7 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
 
     /// <summary>Each name the snippets use and what the test runs them with. Every one must occur in a snippet, so an
     /// example renamed in a README fails here instead of running on nothing.</summary>
-    private static List<(string Literal, string Replacement)> Substitutions(string instructBlip, string idefics, string itm)
+    private static List<(string Literal, string Replacement)> Substitutions(string instructBlip, string idefics, string itm, string scratch)
     {
         string flamingo = FixtureCase.Get("openflamingo").Path;
         static string Quoted(string path) => "\"" + path + "\"";
@@ -53,6 +53,8 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
         [
             ("\"Salesforce/blip2-opt-2.7b\"", Quoted(Repo.ShapesModel)),
             ("\"blip2-opt-2.7b\"", Quoted(Repo.ShapesModel)),
+            // A saved quantized copy goes to a new folder for every run of the app.
+            ("\"blip2-opt-2.7b-int8\"", $"System.IO.Path.Combine({Quoted(scratch)}, System.Guid.NewGuid().ToString(\"N\"))"),
             ("\"cat.jpg\"", Quoted(Repo.Scene1)),
             ("\"photo.jpg\"", Quoted(Repo.Scene1)),
             ("\"instructblip-vicuna-7b\"", Quoted(instructBlip)),
@@ -139,7 +141,7 @@ public sealed partial class ConsumerAppTests(ITestOutputHelper output) : IDispos
         using var instructBlip = InstructBlipFolder.Create();
         using var idefics = IdeficsFolder.Create();
         using var itm = Blip2.Blip2RetrieverTests.MakeFolder();
-        var substitutions = Substitutions(instructBlip.Path, idefics.Path, itm.Path);
+        var substitutions = Substitutions(instructBlip.Path, idefics.Path, itm.Path, Path.Combine(_work.Path, "saved"));
         var used = new HashSet<string>();
         var snippets = WriteSnippets(app, Path.Combine(Repo.Root, "README.md"), "Readme", substitutions, used)
             .Concat(WriteSnippets(app, Path.Combine(Repo.Root, "src", "Multimodal", "PACKAGE.md"), "PackageReadme", substitutions, used)).ToList();
