@@ -124,12 +124,34 @@ internal static class QuantizedLinear
         return w.to(dtype).MoveToOuterDisposeScope();
     }
 
-    /// <summary><c>input · weightᵀ + bias</c> from the quantized weights: decode steps (1–8 rows) through
-    /// <see cref="QuantizedMatrixRows"/>, anything else through the dequantized weights and libtorch.</summary>
+    /// <summary>Rows up to which a product reads the integers in passes of 8 rows rather than dequantizing: a prefill (queries
+    /// and prompt, a few dozen rows) then reads the weights a few times as integers instead of writing and reading them
+    /// as floats.</summary>
+    public const int KernelRows = 64;
+
+    /// <summary><c>input · weightᵀ + bias</c> from the quantized weights: up to <see cref="KernelRows"/> rows through
+    /// <see cref="QuantizedMatrixRows"/> (8 at a time), anything else through the dequantized weights and libtorch.</summary>
     public static Tensor Product(Tensor input, Weights q, Tensor? bias)
     {
         if (QuantizedMatrixRows.TryLinear(input, q, bias, out var product)) return product;
         using var scope = NewDisposeScope();
+        long rows = input.dim() >= 1 && input.shape[^1] == q.K ? input.numel() / q.K : 0;
+        if (rows > 8 && rows <= KernelRows && input.is_contiguous())
+        {
+            var flat = input.reshape(rows, q.K);
+            var parts = new List<Tensor>();
+            for (long start = 0; start < rows; start += 8)
+            {
+                if (!QuantizedMatrixRows.TryLinear(flat.narrow(0, start, Math.Min(8, rows - start)), q, bias, out var part)) break;
+                parts.Add(part);
+            }
+            if (parts.Count * 8 >= rows)
+            {
+                var shape = input.shape.ToArray();
+                shape[^1] = q.N;
+                return cat(parts, 0).view(shape).MoveToOuterDisposeScope();
+            }
+        }
         return nn.functional.linear(input, Dequantize(q, input.dtype), bias).MoveToOuterDisposeScope();
     }
 }

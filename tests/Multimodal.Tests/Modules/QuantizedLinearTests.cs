@@ -78,7 +78,7 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
     {
         using var scope = NewDisposeScope();
         using var layer = Layer(48, 64, true, 3);
-        var x = randn(12, 64, generator: new TorchSharp.torch.Generator(4));      // 12 rows: past the kernel
+        var x = randn(QuantizedLinear.KernelRows + 1, 64, generator: new TorchSharp.torch.Generator(4));   // past the kernel's passes
         QuantizedLinear.Quantize(layer, WeightQuantization.Int4);
         var state = layer.state_dict();
         Assert.Equal(ScalarType.Byte, state["weight"].dtype);
@@ -88,6 +88,17 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         using var inference = inference_mode();
         var expected = nn.functional.linear(x, QuantizedLinear.Dequantize(q, ScalarType.Float32), layer.bias);
         Assert.True(layer.Apply(x).allclose(expected, rtol: 0, atol: 0), "the fallback product differs from libtorch on the dequantized weights");
+        if (QuantizedMatrixRows.Available)
+        {
+            // A prefill's 12 rows: two passes of the kernel over the integers, not the dequantized weights.
+            var rows = x.narrow(0, 0, 12);
+            long calls = QuantizedMatrixRows.Calls;
+            var passes = layer.Apply(rows);
+            Assert.Equal(calls + 2, QuantizedMatrixRows.Calls);
+            double apart = (passes - expected.narrow(0, 0, 12)).abs().max().item<float>();
+            output.WriteLine($"12 rows in two kernel passes vs libtorch on the dequantized weights: {apart:E2}");
+            Assert.True(apart < 1e-5, $"the kernel's passes differ by {apart:E2}");
+        }
 
         using var odd = Layer(8, 40, false, 5);                       // 40 inputs: not a multiple of 32
         QuantizedLinear.Quantize(odd, WeightQuantization.Int4);
