@@ -17,7 +17,12 @@ if (args.Length > 0 && args[0] == "caption-batch")
     return CaptionBatch.Run(args[1..], DefaultModel.Find());
 
 NativeAllocator.Configure();
-var builder = WebApplication.CreateBuilder(args);
+// The playground's files travel with the binary (wwwroot is copied to the output), wherever the server is started from.
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+{
+    Args = args,
+    WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
+});
 // Per-request lines of ASP.NET Core are Debug-level noise for an API server; configuration can still raise them.
 builder.Configuration.Sources.Insert(0, new MemoryConfigurationSource
 {
@@ -108,6 +113,21 @@ app.UseStatusCodePages(async status =>
             : new OpenAiException(405, $"{context.Request.Path} does not take {context.Request.Method}.", code: "method_not_allowed"));
 });
 app.UseCors();   // with no origins configured (the default) no cross-origin request is allowed
+
+// The playground page (wwwroot/, at /): static files only (no directory listing, only known content types), with a
+// policy that runs no inline script and lets the page load and reach nothing but this origin. Its requests to /v1 pass
+// the same API-key check as any client's.
+app.UseDefaultFiles();
+app.UseStaticFiles(new StaticFileOptions
+{
+    OnPrepareResponse = files =>
+    {
+        var headers = files.Context.Response.Headers;
+        headers.ContentSecurityPolicy = PlaygroundHeaders.Policy;
+        headers.XContentTypeOptions = "nosniff";
+        headers["Referrer-Policy"] = "no-referrer";
+    },
+});
 
 // Authentication before a byte of the body is read; then only JSON bodies, so a web page cannot post a "simple"
 // (text/plain or form) cross-origin request that the browser sends without asking.
@@ -399,3 +419,9 @@ static Task WriteError(HttpContext context, OpenAiException e)
 /// <summary>The entry point, visible to in-process tests (WebApplicationFactory).</summary>
 public partial class Program;
 
+/// <summary>The playground page's Content-Security-Policy.</summary>
+internal static partial class PlaygroundHeaders
+{
+    public const string Policy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; " +
+                                 "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+}
