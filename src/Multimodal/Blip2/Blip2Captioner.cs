@@ -168,8 +168,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     private IReadOnlyList<TextResult> Generate(IReadOnlyList<DecodedImage> images, IReadOnlyList<string> prompts, GenerationCall call,
         Action<int, TextResult>? onRowResult = null)
     {
-        if (onRowResult is not null)
-            call = call with { OnRowEnded = (row, alone) => onRowResult(row, TextResult.FromBatch(alone, Processor.Tokenizer, beams: false)[0]) };
+        call = call.AnsweringRows(onRowResult, (_, alone) => TextResult.FromBatch(alone, Processor.Tokenizer, beams: false)[0]);
         using var scope = NewDisposeScope();
         using var inputs = Processor.Process(images, prompts);
         using var output = Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, call);

@@ -28,9 +28,20 @@ internal static class QuantizedLinear
         if (kind == WeightQuantization.None || Quantized.TryGetValue(layer, out _)) return;
         var weight = layer.weight ?? throw new ArgumentException("The layer has no weight.", nameof(layer));
         if (weight.dim() != 2) throw new ArgumentException($"A linear weight is (N, K), not {Shape.Format(weight.shape)}.", nameof(layer));
-        long n = weight.shape[0], k = weight.shape[1];
-        if (kind == WeightQuantization.Int4 && k % Group != 0) kind = WeightQuantization.Int8;
+        kind = Effective(kind, weight.shape[1]);
         var (values, scales) = kind == WeightQuantization.Int8 ? ToInt8(weight) : ToInt4(weight);
+        Install(layer, kind, values, scales);
+    }
+
+    // 4 bits need whole groups of 32 inputs; a narrower or ragged layer keeps 8.
+    private static WeightQuantization Effective(WeightQuantization kind, long k) =>
+        kind == WeightQuantization.Int4 && k % Group != 0 ? WeightQuantization.Int8 : kind;
+
+    // The layer's float weight is replaced by the integers (and freed), the scales become its weight_scale buffer.
+    private static void Install(Linear layer, WeightQuantization kind, Tensor values, Tensor scales)
+    {
+        var weight = layer.weight!;
+        long n = weight.shape[0], k = weight.shape[1];
         using (no_grad())
         {
             layer.weight = new Parameter(values, requires_grad: false);
@@ -40,6 +51,12 @@ internal static class QuantizedLinear
         // The parameter took over the integers' handle: the layer's own tensors are the ones to read.
         Quantized.Add(layer, new Weights(kind, layer.weight!, scales, n, k));
     }
+
+    // The Linear layers under one of the prefixes, except the named ones.
+    private static List<Linear> Layers(nn.Module root, IReadOnlyList<string> prefixes, IReadOnlyCollection<string> except) =>
+        root.named_modules()
+            .Where(m => m.module is Linear && prefixes.Any(p => m.name.StartsWith(p, StringComparison.Ordinal)) && !except.Contains(m.name))
+            .Select(m => (Linear)m.module).ToList();
 
     // Symmetric, per output channel: q = round(w / s), s = max|w| / 127 (a zero row keeps s = 1).
     private static (Tensor Values, Tensor Scales) ToInt8(Tensor weight)
@@ -71,9 +88,7 @@ internal static class QuantizedLinear
     public static int QuantizeAll(nn.Module root, WeightQuantization kind, IReadOnlyList<string> prefixes, IReadOnlyCollection<string> except)
     {
         if (kind == WeightQuantization.None) return 0;
-        var layers = root.named_modules()
-            .Where(m => m.module is Linear && prefixes.Any(p => m.name.StartsWith(p, StringComparison.Ordinal)) && !except.Contains(m.name))
-            .Select(m => (Linear)m.module).ToList();
+        var layers = Layers(root, prefixes, except);
         foreach (var layer in layers) Quantize(layer, kind);
         return layers.Count;
     }
@@ -83,25 +98,17 @@ internal static class QuantizedLinear
     public static void PrepareAll(nn.Module root, WeightQuantization kind, IReadOnlyList<string> prefixes, IReadOnlyCollection<string> except)
     {
         if (kind == WeightQuantization.None) return;
-        foreach (var (name, module) in root.named_modules())
-            if (module is Linear layer && prefixes.Any(p => name.StartsWith(p, StringComparison.Ordinal)) && !except.Contains(name))
-                Prepare(layer, kind);
+        foreach (var layer in Layers(root, prefixes, except)) Prepare(layer, kind);
     }
 
     private static void Prepare(Linear layer, WeightQuantization kind)
     {
         var weight = layer.weight!;
         long n = weight.shape[0], k = weight.shape[1];
-        if (kind == WeightQuantization.Int4 && k % Group != 0) kind = WeightQuantization.Int8;
+        kind = Effective(kind, k);
         var values = kind == WeightQuantization.Int8 ? empty([n, k], ScalarType.Int8, weight.device) : empty([n, k / 2], ScalarType.Byte, weight.device);
         var scales = empty(kind == WeightQuantization.Int8 ? [n, 1] : [n, k / Group], ScalarType.Float32, weight.device);
-        using (no_grad())
-        {
-            layer.weight = new Parameter(values, requires_grad: false);
-            layer.register_buffer("weight_scale", scales);
-        }
-        weight.Dispose();
-        Quantized.Add(layer, new Weights(kind, layer.weight!, scales, n, k));
+        Install(layer, kind, values, scales);
     }
 
     /// <summary>The weights as floats of <paramref name="dtype"/>, (N, K): what a product outside the kernel multiplies by.</summary>

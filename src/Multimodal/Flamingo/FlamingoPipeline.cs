@@ -96,8 +96,7 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
         using var scope = NewDisposeScope();
         var (ids, mask, padding) = LeftPad(rows, Model.Config.PadTokenId ?? Model.Config.EocTokenId);
         int width = (int)ids.shape[1];
-        if (onRowResult is not null)
-            call = call with { OnRowEnded = (row, alone) => onRowResult(row, RowResult(alone, 0, width, padding[row], Tokenizer)) };
+        call = call.AnsweringRows(onRowResult, (row, alone) => RowResult(alone, 0, width, padding[row], Tokenizer));
         var pixels = ImageProcessor.Preprocess(prompts.SelectMany(p => p.Images).ToList());        // (B·T, 3, H, W)
         var visionX = pixels.view(prompts.Count, images, 1, pixels.shape[1], pixels.shape[2], pixels.shape[3]);
         using var output = Model.Generate(visionX, ids, mask, call);

@@ -12,8 +12,9 @@ internal delegate IReadOnlyList<TextResult> BatchedGeneration<TInput>(IReadOnlyL
 /// run alone (their padding is upstream's per batch).</summary>
 internal sealed class FacadeBatcher<TInput> : IDisposable
 {
-    // Set once a streamed call has received a token: it cannot be run again alone without repeating its text.
-    private sealed record Call(TInput Input, GenerationOptions Options, Action<long>? OnToken)
+    // Options as the caller gave them (the batch key) and as resolved once for the model. Streamed is set once a streamed
+    // call has received a token: it cannot be run again alone without repeating its text.
+    private sealed record Call(TInput Input, GenerationOptions Options, GenerationCall Resolved, Action<long>? OnToken)
     {
         public bool Streamed { get; set; }
     }
@@ -32,7 +33,7 @@ internal sealed class FacadeBatcher<TInput> : IDisposable
         _resolve = resolve;
         _batcher = new(options,
             // A key equal to nothing runs alone.
-            call => resolve(call.Options, default).Options.NumBeams > 1 ? new object() : (call.Options, shape?.Invoke(call.Input)),
+            call => call.Resolved.Options.NumBeams > 1 ? new object() : (call.Options, shape?.Invoke(call.Input)),
             run => gate.RunAsync(() =>
             {
                 var calls = run.Items;
@@ -47,7 +48,7 @@ internal sealed class FacadeBatcher<TInput> : IDisposable
                             }
                     }
                     : null;
-                var call = resolve(calls[0].Options, run.Cancel) with { OnTokens = onTokens, RowCancel = run.RowCancel };
+                var call = calls[0].Resolved with { Cancel = run.Cancel, OnTokens = onTokens, RowCancel = run.RowCancel };
                 return generate(calls.Select(c => c.Input).ToList(), call, run.CompleteRow);
             }, run.Cancel),
             call => !call.Streamed);
@@ -57,19 +58,14 @@ internal sealed class FacadeBatcher<TInput> : IDisposable
     public int LargestBatch => _batcher.LargestBatch;
 
     /// <summary>One call's result.</summary>
-    public Task<TextResult> RunAsync(TInput input, GenerationOptions options, CancellationToken cancellationToken)
-    {
-        _resolve(options, default);   // a bad option fails its own call, not a batch
-        return _batcher.RunAsync(new Call(input, options, null), cancellationToken);
-    }
+    /// <remarks>The options are resolved here, once: a bad option fails its own call, not a batch.</remarks>
+    public Task<TextResult> RunAsync(TInput input, GenerationOptions options, CancellationToken cancellationToken) =>
+        _batcher.RunAsync(new Call(input, options, _resolve(options, default), null), cancellationToken);
 
     /// <summary>One call's stream: text pieces, then the whole result.</summary>
     public IAsyncEnumerable<TextChunk> StreamAsync(ITextTokenizer tokenizer, TInput input, GenerationOptions options, CancellationToken cancellationToken) =>
-        GenerationStream.JoinBatchAsync(tokenizer, (onToken, token) =>
-        {
-            _resolve(options, default);
-            return _batcher.RunAsync(new Call(input, options, onToken), token);
-        }, cancellationToken);
+        GenerationStream.JoinBatchAsync(tokenizer,
+            (onToken, token) => _batcher.RunAsync(new Call(input, options, _resolve(options, default), onToken), token), cancellationToken);
 
     /// <inheritdoc/>
     public void Dispose() => _batcher.Dispose();

@@ -35,6 +35,11 @@ internal sealed record GenerationCall
         return new GenerationCall { Options = resolved, Cancel = cancellationToken };
     }
 
+    /// <summary>The call whose early-ended rows reach <paramref name="onRowResult"/> as their callers' results (made by
+    /// <paramref name="result"/> from the row's one-row output); itself when there is no one to answer.</summary>
+    public GenerationCall AnsweringRows(Action<int, TextResult>? onRowResult, Func<int, GenerationOutput, TextResult> result) =>
+        onRowResult is null ? this : this with { OnRowEnded = (row, alone) => onRowResult(row, result(row, alone)) };
+
     /// <summary>The call whose early-ended rows get <paramref name="prefix"/> in front, as the whole batch's rows do (BLIP-2
     /// puts BOS or the decoder start before the new tokens; Flamingo and IDEFICS the prompt).</summary>
     public GenerationCall Prefixing(Func<int, IEnumerable<long>> prefix) => OnRowEnded is not { } onRowEnded ? this : this with

@@ -156,8 +156,7 @@ internal sealed class IdeficsModel : nn.Module
         long past = cache?.SequenceLength ?? 0, fresh = embeds.shape[1];
         var mask = Attention.CausalPaddingMask(attentionMask, fresh, embeds.dtype);
         // position_ids = cumsum(mask) − 1 with padding at 1, as IdeficsModel and its generation inputs compute them.
-        var m = attentionMask.to(ScalarType.Int64);
-        var positions = m.cumsum(1).Minus(1).FillWhere(m.EqualTo(0), 1L).narrow(1, past, fresh);
+        var positions = Rotary.MaskPositions(attentionMask, past, fresh);
         int headDim = _config.HiddenSize / _config.NumAttentionHeads;
         var (cos, sin) = Rotary.TablesAt(positions, headDim, 10000, embeds.dtype);
         var hidden = embeds;

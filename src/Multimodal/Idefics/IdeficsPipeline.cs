@@ -83,15 +83,14 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
         var (ids, mask, padding) = LeftPad(rows, Model.Config.PadTokenId);
         int width = (int)ids.shape[1];
         // Each row's image attention (position × image), its padding attending nothing.
-        var attention = new long[prompts.Count * width * images];
+        var attention = new long[checked((long)prompts.Count * width * images)];
         for (int r = 0; r < rows.Count; r++)
         {
             var one = IdeficsPromptLayout.ImageAttentionMask(rows[r], image, Model.Config.EosTokenId, images);
             for (int t = 0; t < rows[r].Length; t++)
                 for (int k = 0; k < images; k++) attention[((long)r * width + padding[r] + t) * images + k] = one[t, k];
         }
-        if (onRowResult is not null)
-            call = call with { OnRowEnded = (row, alone) => onRowResult(row, RowResult(alone, 0, width, padding[row], Tokenizer)) };
+        call = call.AnsweringRows(onRowResult, (row, alone) => RowResult(alone, 0, width, padding[row], Tokenizer));
         var pixels = ImageProcessor.Preprocess(prompts.SelectMany(p => p.Images).ToList());
         var pixelValues = pixels.view(prompts.Count, images, pixels.shape[1], pixels.shape[2], pixels.shape[3]);   // (B, N, 3, H, W)
         using var output = Model.Generate(ids, mask, pixelValues, tensor(attention, [prompts.Count, width, images]), call);

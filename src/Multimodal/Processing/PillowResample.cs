@@ -85,7 +85,7 @@ internal static class PillowResample
         int ksize = (int)Math.Ceiling(support) * 2 + 1;
         var start = new int[outSize];
         var count = new int[outSize];
-        var weights = new int[outSize * ksize];
+        var weights = new int[checked((long)outSize * ksize)];
         var w = new double[ksize];
         for (int xx = 0; xx < outSize; xx++)
         {
@@ -134,7 +134,7 @@ internal static class PillowResample
     private static byte[] Horizontal(byte[] src, int width, int height, int channels, int outWidth, ResampleFilter filter)
     {
         var (start, count, weights, ksize) = Coefficients(width, outWidth, filter);
-        var dst = new byte[outWidth * height * channels];
+        var dst = new byte[checked((long)outWidth * height * channels)];
         for (int y = 0; y < height; y++)
         {
             int row = y * width * channels;
@@ -156,7 +156,7 @@ internal static class PillowResample
     {
         var (start, count, weights, ksize) = Coefficients(height, outHeight, filter);
         int stride = width * channels;
-        var dst = new byte[outHeight * stride];
+        var dst = new byte[checked((long)outHeight * stride)];
         for (int yy = 0; yy < outHeight; yy++)
         {
             int k0 = yy * ksize, first = start[yy] * stride;

@@ -1,5 +1,4 @@
 using System.Text.Json.Serialization;
-using Multimodal.Loading;
 
 namespace Multimodal.Language.Mpt;
 
@@ -63,11 +62,4 @@ public sealed record MosaicGptConfig : TextConfig
         ("transformer.ln_f.weight", "transformer.norm_f.weight"),
         ("transformer.ln_f.bias", "transformer.norm_f.bias"),
     ];
-
-    /// <summary>The rename table as a weight map (attention and embedding names are already MPT's).</summary>
-    public static WeightMap KeyMap(bool tied) => new()
-    {
-        Renames = RenameTable,
-        Tied = tied ? new Dictionary<string, string> { ["lm_head.weight"] = "transformer.wte.weight" } : new Dictionary<string, string>(),
-    };
 }
