@@ -66,7 +66,7 @@ public sealed class Blip2Captioner : IVisionLanguageModel
     {
         batching?.Validate();
         string resolved = HubCache.Resolve(folder, revision);
-        return Ownership.DisposeOnFailure(Quantized(Blip2ForConditionalGeneration.FromPretrained(resolved, device, dtype, progress), quantization),
+        return Ownership.DisposeOnFailure(Blip2ForConditionalGeneration.FromPretrained(resolved, device, dtype, progress, quantization: quantization),
             model => new Blip2Captioner(model, Blip2Processor.FromFolder(resolved, model.Config)) { Batching = batching });
     }
 
@@ -198,9 +198,4 @@ public sealed class Blip2Captioner : IVisionLanguageModel
         _gate.Close(Model.Dispose);
     }
 
-    private static Blip2ForConditionalGeneration Quantized(Blip2ForConditionalGeneration model, WeightQuantization quantization)
-    {
-        Ownership.DisposeOnFailure(model, m => m.QuantizeLanguageModel(quantization));
-        return model;
-    }
 }

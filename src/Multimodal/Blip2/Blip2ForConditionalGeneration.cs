@@ -81,19 +81,22 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     /// <param name="dtype">Float32 (default), Float16 or BFloat16.</param>
     /// <param name="progress">receives a report after each tensor.</param>
     /// <param name="revision">with a hub id: the branch, tag or commit in the local Hugging Face cache (default main).</param>
+    /// <param name="quantization">weight-only quantization of the language model, applied tensor by tensor as the float
+    /// checkpoint loads (see <see cref="WeightQuantization"/>); a folder saved quantized loads as saved.</param>
     /// <exception cref="ConfigException">config.json or generation_config.json is malformed, or not BLIP-2.</exception>
     /// <exception cref="CheckpointException">a weight file is malformed or does not match the model;
     /// the message lists every missing, unexpected and mis-shaped tensor.</exception>
     /// <exception cref="DirectoryNotFoundException">neither a folder nor a cached hub model.</exception>
     /// <exception cref="TorchSharpLoadException">TorchSharp's native library cannot be loaded.</exception>
     public static Blip2ForConditionalGeneration FromPretrained(string folder, Device? device = null,
-        ScalarType? dtype = null, IProgress<LoadProgress>? progress = null, string? revision = null)
+        ScalarType? dtype = null, IProgress<LoadProgress>? progress = null, string? revision = null,
+        WeightQuantization quantization = WeightQuantization.None)
     {
         using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
         var config = Blip2Config.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(Blip2ForConditionalGeneration), "Blip2ForConditionalGeneration", "Blip2Model");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? WeightQuantization.None;
+        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? quantization;
         return StateDictLoader.BuildAndLoad(d => new Blip2ForConditionalGeneration(config, d, dtype) { GenerationConfig = defaults }.WithQuantizedLayout(quantized),
             device, checkpoint, Blip2KeyMap.For(config.Normalize()), nameof(Blip2ForConditionalGeneration), progress);
     }

@@ -29,7 +29,7 @@ internal static class QuantizedLinear
         var weight = layer.weight ?? throw new ArgumentException("The layer has no weight.", nameof(layer));
         if (weight.dim() != 2) throw new ArgumentException($"A linear weight is (N, K), not {Shape.Format(weight.shape)}.", nameof(layer));
         kind = Effective(kind, weight.shape[1]);
-        var (values, scales) = kind == WeightQuantization.Int8 ? ToInt8(weight) : ToInt4(weight);
+        var (values, scales) = QuantizeWeight(weight, kind);
         Install(layer, kind, values, scales);
     }
 
@@ -58,28 +58,88 @@ internal static class QuantizedLinear
             .Where(m => m.module is Linear && prefixes.Any(p => m.name.StartsWith(p, StringComparison.Ordinal)) && !except.Contains(m.name))
             .Select(m => (Linear)m.module).ToList();
 
+    /// <summary>The integers and scales of a float (N, K) weight in the layout described on the class, computed a block of
+    /// rows at a time so the float temporaries stay at <see cref="BlockBytes"/> whatever the weight's size.</summary>
+    /// <param name="weight">(N, K), any floating dtype; for <see cref="WeightQuantization.Int4"/> K is a multiple of 32.</param>
+    /// <param name="kind">Int8 or Int4 (see <see cref="Layout"/> for the kind a layer of width K gets).</param>
+    internal static (Tensor Values, Tensor Scales) QuantizeWeight(Tensor weight, WeightQuantization kind)
+    {
+        var (valuesShape, valuesType, scalesShape) = Layout(kind, weight.shape[0], weight.dim() == 2 ? weight.shape[1] : 0);
+        var values = empty(valuesShape, valuesType, weight.device);
+        var scales = empty(scalesShape, ScalarType.Float32, weight.device);
+        try
+        {
+            QuantizeWeight(weight, kind, values, scales);
+            return (values, scales);
+        }
+        catch
+        {
+            values.Dispose();
+            scales.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary><see cref="QuantizeWeight(Tensor, WeightQuantization)"/> into tensors of the quantized layout (a loading model's
+    /// own, so no integer copy is made).</summary>
+    internal static void QuantizeWeight(Tensor weight, WeightQuantization kind, Tensor values, Tensor scales)
+    {
+        if (weight.dim() != 2 || !weight.is_floating_point())
+            throw new ArgumentException($"A linear weight is a float (N, K) matrix, not {weight.dtype} {Shape.Format(weight.shape)}.", nameof(weight));
+        long n = weight.shape[0], k = weight.shape[1];
+        if (kind == WeightQuantization.Int4 && k % Group != 0)
+            throw new ArgumentException($"4-bit groups of {Group} need a width that is a multiple of {Group}, not {k}.", nameof(kind));
+        var (valuesShape, valuesType, scalesShape) = Layout(kind, n, k);
+        if (values.dtype != valuesType || !values.shape.SequenceEqual(valuesShape) || scales.dtype != ScalarType.Float32 || !scales.shape.SequenceEqual(scalesShape))
+            throw new ArgumentException($"{kind} of a {Shape.Format(weight.shape)} weight fills {valuesType} {Shape.Format(valuesShape)} and float32 " +
+                                        $"{Shape.Format(scalesShape)}, not {values.dtype} {Shape.Format(values.shape)} and {scales.dtype} {Shape.Format(scales.shape)}.");
+        long rows = Math.Max(1, BlockBytes / (4 * Math.Max(1, k)));
+        using (no_grad())
+            for (long start = 0; start < n; start += rows)
+            {
+                using var scope = NewDisposeScope();
+                long count = Math.Min(rows, n - start);
+                var block = weight.narrow(0, start, count);
+                var (q, s) = kind == WeightQuantization.Int8 ? ToInt8(block) : ToInt4(block);
+                values.narrow(0, start, count).copy_(q);
+                scales.narrow(0, start, count).copy_(s);
+            }
+    }
+
+    /// <summary>Float bytes a quantizing pass holds at a time.</summary>
+    internal const long BlockBytes = 8L << 20;
+
+    /// <summary>The quantized tensors' shapes and dtype for a (N, K) layer quantized as <paramref name="kind"/>.</summary>
+    internal static (long[] Values, ScalarType ValuesType, long[] Scales) Layout(WeightQuantization kind, long n, long k) =>
+        kind == WeightQuantization.Int8 ? ([n, k], ScalarType.Int8, [n, 1]) : ([n, k / 2], ScalarType.Byte, [n, k / Group]);
+
+    /// <summary>The kind a prepared layer's integer dtype stands for (Int8 → Int8, Byte → Int4), or None.</summary>
+    internal static WeightQuantization KindOf(ScalarType valuesType) => valuesType switch
+    {
+        ScalarType.Int8 => WeightQuantization.Int8,
+        ScalarType.Byte => WeightQuantization.Int4,
+        _ => WeightQuantization.None,
+    };
+
     // Symmetric, per output channel: q = round(w / s), s = max|w| / 127 (a zero row keeps s = 1).
     private static (Tensor Values, Tensor Scales) ToInt8(Tensor weight)
     {
-        using var scope = NewDisposeScope();
         var w = weight.to(ScalarType.Float32);
         var max = w.abs().amax([1L], keepdim: true);
         var scale = where(max.EqualTo(0), ones_like(max), max.Over(127));
-        var q = (w / scale).round().Between(-127, 127).to(ScalarType.Int8);
-        return (q.MoveToOuterDisposeScope(), scale.contiguous().MoveToOuterDisposeScope());
+        return ((w / scale).round().Between(-127, 127).to(ScalarType.Int8), scale);
     }
 
     // Symmetric, per group of 32: q = round(w / s) in −8…7, s = max|w| / 7; packed as described on the class.
     private static (Tensor Values, Tensor Scales) ToInt4(Tensor weight)
     {
-        using var scope = NewDisposeScope();
         long n = weight.shape[0], k = weight.shape[1];
         var w = weight.to(ScalarType.Float32).view(n, k / Group, Group);
         var max = w.abs().amax([2L], keepdim: true);
         var scale = where(max.EqualTo(0), ones_like(max), max.Over(7));
         var q = (w / scale).round().Between(-8, 7).Plus(8).to(ScalarType.Byte);              // (N, G, 32), 0…15
         var packed = q.narrow(2, 0, Group / 2).Plus(q.narrow(2, Group / 2, Group / 2).Times(16));     // low nibble + high nibble · 16
-        return (packed.reshape(n, k / 2).contiguous().MoveToOuterDisposeScope(), scale.reshape(n, k / Group).contiguous().MoveToOuterDisposeScope());
+        return (packed.reshape(n, k / 2), scale.reshape(n, k / Group));
     }
 
     /// <summary>Quantizes every <c>Linear</c> of <paramref name="root"/> whose name starts with one of
@@ -105,10 +165,8 @@ internal static class QuantizedLinear
     {
         var weight = layer.weight!;
         long n = weight.shape[0], k = weight.shape[1];
-        kind = Effective(kind, k);
-        var values = kind == WeightQuantization.Int8 ? empty([n, k], ScalarType.Int8, weight.device) : empty([n, k / 2], ScalarType.Byte, weight.device);
-        var scales = empty(kind == WeightQuantization.Int8 ? [n, 1] : [n, k / Group], ScalarType.Float32, weight.device);
-        Install(layer, kind, values, scales);
+        var (valuesShape, valuesType, scalesShape) = Layout(Effective(kind, k), n, k);
+        Install(layer, Effective(kind, k), empty(valuesShape, valuesType, weight.device), empty(scalesShape, ScalarType.Float32, weight.device));
     }
 
     /// <summary>The weights as floats of <paramref name="dtype"/>, (N, K): what a product outside the kernel multiplies by.</summary>

@@ -82,21 +82,26 @@ public sealed class FlamingoModel : nn.Module
     /// <summary>Loads a Flamingo folder: our <c>config.json</c> (every constructor argument) and the full
     /// state dict as <c>model.safetensors</c> (or sharded) or OpenFlamingo's <c>checkpoint.pt</c>; or a hub id
     /// in the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    /// <remarks><c>quantization</c>: weight-only quantization of the language model, applied tensor by tensor as the float
+    /// checkpoint loads (see <see cref="WeightQuantization"/>); a folder saved quantized loads as saved.</remarks>
     public static FlamingoModel FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, WeightQuantization quantization = WeightQuantization.None)
     {
         folder = HubCache.Resolve(folder, revision);
         string pt = Path.Combine(folder, "checkpoint.pt");
         bool transformersLayout = CheckpointFolder.HasWeights(folder);
         using ITensorSource weights = transformersLayout || !File.Exists(pt) ? CheckpointFolder.Open(folder) : TorchCheckpointFile.Open(pt);
-        return Load(FlamingoConfig.Load(Path.Combine(folder, "config.json")), weights, device, dtype, progress);
+        return Load(FlamingoConfig.Load(Path.Combine(folder, "config.json")), weights, device, dtype, progress, quantization);
     }
 
     /// <summary>Loads OpenFlamingo as it is published: the open_clip vision tower's state dict, the
     /// language model's transformers folder, and the adapter <c>checkpoint.pt</c> (perceiver, gated
     /// blocks, trained embeddings). Every parameter must come from exactly one of them; the adapter's
     /// embeddings replace the language model's, as upstream's loading order makes them.</summary>
-    public static FlamingoModel FromParts(FlamingoParts parts, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null)
+    /// <remarks><c>quantization</c>: weight-only quantization of the language model, applied tensor by tensor as the float
+    /// checkpoint loads (see <see cref="WeightQuantization"/>); a folder saved quantized loads as saved.</remarks>
+    public static FlamingoModel FromParts(FlamingoParts parts, Device? device = null, ScalarType? dtype = null, IProgress<LoadProgress>? progress = null,
+        WeightQuantization quantization = WeightQuantization.None)
     {
         var lmConfig = PretrainedConfig.Read<TextConfig>(Path.Combine(parts.LanguageModelFolder, "config.json"));
         var lm = FlamingoConfig.HostFor(lmConfig, parts.LanguageModelFolder);
@@ -117,7 +122,7 @@ public sealed class FlamingoModel : nn.Module
 
         var config = parts.ToConfig(lm, lmConfig, adapter);
         config.Validate(parts.Adapter);
-        return Load(config, merged, device, dtype, progress);
+        return Load(config, merged, device, dtype, progress, quantization);
     }
 
     private static ITensorSource SafetensorsSource(string path) => new SingleSafetensors(path);
@@ -137,9 +142,10 @@ public sealed class FlamingoModel : nn.Module
         return grown;
     }
 
-    private static FlamingoModel Load(FlamingoConfig config, ITensorSource weights, Device? device, ScalarType? dtype, IProgress<LoadProgress>? progress)
+    private static FlamingoModel Load(FlamingoConfig config, ITensorSource weights, Device? device, ScalarType? dtype, IProgress<LoadProgress>? progress,
+        WeightQuantization quantization)
     {
-        var quantized = config.QuantizationConfig?.Kind("config.json") ?? WeightQuantization.None;
+        var quantized = config.QuantizationConfig?.Kind("config.json") ?? quantization;
         return StateDictLoader.BuildAndLoad(d => new FlamingoModel(config, d, dtype).WithQuantizedLayout(quantized), device, weights, KeyMap(config),
             nameof(FlamingoModel), progress);
     }

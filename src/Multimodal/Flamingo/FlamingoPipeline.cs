@@ -36,7 +36,7 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
     {
         batching?.Validate();
         folder = HubCache.Resolve(folder, revision);
-        return Ownership.DisposeOnFailure(Quantized(FlamingoModel.FromPretrained(folder, device, dtype, progress), quantization), model =>
+        return Ownership.DisposeOnFailure(FlamingoModel.FromPretrained(folder, device, dtype, progress, quantization: quantization), model =>
         {
             var tokenizer = OpenTokenizer(folder);
             CheckTokenIds(tokenizer, model.Config, folder);
@@ -120,9 +120,4 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
 
     private protected override void DisposeModel() => Model.Dispose();
 
-    private static FlamingoModel Quantized(FlamingoModel model, WeightQuantization quantization)
-    {
-        Ownership.DisposeOnFailure(model, m => m.QuantizeLanguageModel(quantization));
-        return model;
-    }
 }

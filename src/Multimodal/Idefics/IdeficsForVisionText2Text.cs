@@ -233,14 +233,16 @@ public sealed class IdeficsForVisionText2Text : nn.Module
 
     /// <summary>Loads a transformers IDEFICS folder (config.json, single or sharded safetensors; bf16 weights load
     /// into any dtype), or a hub id from the local Hugging Face cache at <paramref name="revision"/>.</summary>
+    /// <remarks><c>quantization</c>: weight-only quantization of the language model, applied tensor by tensor as the float
+    /// checkpoint loads (see <see cref="WeightQuantization"/>); a folder saved quantized loads as saved.</remarks>
     public static IdeficsForVisionText2Text FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, WeightQuantization quantization = WeightQuantization.None)
     {
         using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
         var config = IdeficsConfig.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(IdeficsForVisionText2Text), "IdeficsForVisionText2Text", "IdeficsModel");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? WeightQuantization.None;
+        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? quantization;
         return StateDictLoader.BuildAndLoad(d => new IdeficsForVisionText2Text(config, d, dtype) { GenerationConfig = defaults }.WithQuantizedLayout(quantized),
             device, checkpoint, IdeficsKeyMap.Map, nameof(IdeficsForVisionText2Text), progress);
     }

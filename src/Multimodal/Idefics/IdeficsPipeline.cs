@@ -34,7 +34,7 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
     {
         batching?.Validate();
         folder = HubCache.Resolve(folder, revision);
-        return Ownership.DisposeOnFailure(Quantized(IdeficsForVisionText2Text.FromPretrained(folder, device, dtype, progress), quantization), model =>
+        return Ownership.DisposeOnFailure(IdeficsForVisionText2Text.FromPretrained(folder, device, dtype, progress, quantization: quantization), model =>
         {
             var tokenizer = LlamaSentencePieceTokenizer.FromModel(Path.Combine(folder, "tokenizer.model"),
                 ["<fake_token_around_image>", "<image>", "<end_of_utterance>"]);
@@ -99,9 +99,4 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
 
     private protected override void DisposeModel() => Model.Dispose();
 
-    private static IdeficsForVisionText2Text Quantized(IdeficsForVisionText2Text model, WeightQuantization quantization)
-    {
-        Ownership.DisposeOnFailure(model, m => m.QuantizeLanguageModel(quantization));
-        return model;
-    }
 }

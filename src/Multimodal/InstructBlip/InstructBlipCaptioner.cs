@@ -62,7 +62,7 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
     {
         batching?.Validate();
         string resolved = HubCache.Resolve(folder, revision);
-        return Ownership.DisposeOnFailure(Quantized(InstructBlipForConditionalGeneration.FromPretrained(resolved, device, dtype, progress), quantization),
+        return Ownership.DisposeOnFailure(InstructBlipForConditionalGeneration.FromPretrained(resolved, device, dtype, progress, quantization: quantization),
             model => new InstructBlipCaptioner(model, InstructBlipProcessor.FromFolder(resolved, model.Config)) { Batching = batching });
     }
 
@@ -145,9 +145,4 @@ public sealed class InstructBlipCaptioner : IVisionLanguageModel
         _gate.Close(Model.Dispose);
     }
 
-    private static InstructBlipForConditionalGeneration Quantized(InstructBlipForConditionalGeneration model, WeightQuantization quantization)
-    {
-        Ownership.DisposeOnFailure(model, m => m.QuantizeLanguageModel(quantization));
-        return model;
-    }
 }

@@ -96,15 +96,17 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
 
     /// <summary>Loads a published InstructBLIP folder (config.json + single or sharded safetensors).</summary>
     /// <exception cref="ConfigException">config.json is malformed or not InstructBLIP (a BLIP-2 folder is named as such).</exception>
+    /// <remarks><c>quantization</c>: weight-only quantization of the language model, applied tensor by tensor as the float
+    /// checkpoint loads (see <see cref="WeightQuantization"/>); a folder saved quantized loads as saved.</remarks>
     /// <exception cref="CheckpointException">the weights are malformed or do not match.</exception>
     public static InstructBlipForConditionalGeneration FromPretrained(string folder, Device? device = null, ScalarType? dtype = null,
-        IProgress<LoadProgress>? progress = null, string? revision = null)
+        IProgress<LoadProgress>? progress = null, string? revision = null, WeightQuantization quantization = WeightQuantization.None)
     {
         using var checkpoint = CheckpointFolder.Open(HubCache.Resolve(folder, revision));
         var config = InstructBlipConfig.Load(checkpoint.ConfigPath);
         config.RequireArchitecture(checkpoint.ConfigPath, nameof(InstructBlipForConditionalGeneration), "InstructBlipForConditionalGeneration");
         var defaults = GenerationConfig.FromFolder(checkpoint.Folder);
-        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? WeightQuantization.None;
+        var quantized = config.QuantizationConfig?.Kind(checkpoint.ConfigPath) ?? quantization;
         return StateDictLoader.BuildAndLoad(d => new InstructBlipForConditionalGeneration(config, d, dtype) { GenerationConfig = defaults }.WithQuantizedLayout(quantized),
             device, checkpoint, Blip2KeyMap.ForLanguageModel(config.TextConfig), nameof(InstructBlipForConditionalGeneration), progress);
     }

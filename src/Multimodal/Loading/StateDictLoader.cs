@@ -40,13 +40,20 @@ public static class StateDictLoader
 
     /// <summary>Builds the model on the meta device (no memory) and checks every name, shape and dtype against the
     /// weight headers; only when they all match is it built on <paramref name="device"/> and loaded. A config
-    /// whose sizes do not fit the weights fails here, listing the tensors, before anything is allocated.</summary>
+    /// whose sizes do not fit the weights fails here, listing the tensors, before anything is allocated. Quantized
+    /// layers (see <see cref="QuantizedLinear"/>) whose checkpoint holds floats are quantized as they load.</summary>
     /// <exception cref="CheckpointMismatchException">names, shapes or dtypes do not match.</exception>
     public static TModule BuildAndLoad<TModule>(Func<Device?, TModule> build, Device? device, ITensorSource source, WeightMap map,
         string modelName, IProgress<LoadProgress>? progress = null) where TModule : nn.Module
     {
-        using (var probe = build(META)) MakePlans(probe.state_dict(), source, map, modelName);
-        return LoadInto(build(device), source, map, modelName, progress);
+        QuantizingSource? quantizing;
+        using (var probe = build(META))
+        {
+            var targets = probe.state_dict();
+            quantizing = QuantizingSource.For(targets, source, map);
+            MakePlans(targets, quantizing ?? source, map, modelName);
+        }
+        using (quantizing) return LoadInto(build(device), quantizing ?? source, map, modelName, progress);
     }
 
     /// <summary>Loads <paramref name="source"/> into <paramref name="module"/> through <paramref name="map"/>.</summary>

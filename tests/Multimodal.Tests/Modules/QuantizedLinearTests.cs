@@ -106,6 +106,27 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         Assert.Equal(WeightQuantization.Int8, kept.Kind);
     }
 
+    [Theory]
+    [InlineData(WeightQuantization.Int8)]
+    [InlineData(WeightQuantization.Int4)]
+    public void Quantizing_in_blocks_of_rows_gives_what_each_row_alone_gives(WeightQuantization kind)
+    {
+        using var scope = NewDisposeScope();
+        long k = 4096, n = QuantizedLinear.BlockBytes / (4 * k) * 2 + 3;   // two whole blocks and a ragged third
+        var weight = randn(n, k, ScalarType.BFloat16, generator: new TorchSharp.torch.Generator(11)).mul_(0.05);
+        weight[5] = zeros(k, ScalarType.BFloat16);                          // a zero row keeps scale 1
+        var (values, scales) = QuantizedLinear.QuantizeWeight(weight, kind);
+        foreach (long row in new long[] { 0, 5, n / 2, n - 4, n - 1 })
+        {
+            var (v, s) = QuantizedLinear.QuantizeWeight(weight.narrow(0, row, 1), kind);
+            Assert.True(values.narrow(0, row, 1).eq(v).all().item<bool>(), $"row {row}'s integers differ from quantizing it alone");
+            Assert.True(scales.narrow(0, row, 1).eq(s).all().item<bool>(), $"row {row}'s scales differ from quantizing it alone");
+        }
+        Assert.Equal(1f, scales[5].max().item<float>());
+        Assert.Throws<ArgumentException>(() => QuantizedLinear.QuantizeWeight(zeros(4, 40), WeightQuantization.Int4));
+        Assert.Throws<ArgumentException>(() => QuantizedLinear.QuantizeWeight(zeros(4, 32, ScalarType.Int64), kind));
+    }
+
     [Fact]
     public async Task The_trained_model_captions_unseen_scenes_in_8_and_4_bits_as_in_float32()
     {

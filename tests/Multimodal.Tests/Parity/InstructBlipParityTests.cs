@@ -77,7 +77,7 @@ public sealed class InstructBlipParityTests(ITestOutputHelper output)
         TensorAssert.Close(expected, result.Logits, "logits (sharded)", output);
     }
 
-    private static InstructBlipForwardOutput RunForward(InstructBlipForConditionalGeneration model, SafetensorsFile reference)
+    internal static InstructBlipForwardOutput RunForward(InstructBlipForConditionalGeneration model, SafetensorsFile reference)
     {
         using var scope = NewDisposeScope();
         var decoderIds = reference.Entries.ContainsKey("decoder_input_ids") ? reference.Read("decoder_input_ids") : null;
