@@ -18,8 +18,10 @@ namespace Multimodal.Server;
 /// <param name="Created">when it was loaded (Unix seconds), for <c>/v1/models</c>.</param>
 /// <param name="ContextLength">the language model's positions (vLLM's <c>max_model_len</c>); null when it has no limit.</param>
 /// <param name="MaxTextBytes">the longest text part its positions can hold (<see cref="TextLimit"/>), refused while parsing.</param>
+/// <param name="Interleaved">whether a message may hold several images with text between them (OpenFlamingo, IDEFICS);
+/// BLIP-2 and InstructBLIP read one image per conversation.</param>
 public sealed record ServedModel(string Name, IChatClient? Chat, Blip2EmbeddingGenerator? Embeddings, SemaphoreSlim Admission, long Created,
-    int? ContextLength, long MaxTextBytes);
+    int? ContextLength, long MaxTextBytes, bool Interleaved = false);
 
 /// <summary>Loads the configured models in the background at start (logging progress), so <c>/healthz</c>
 /// answers at once and <c>/readyz</c> turns ready when every model is loaded; disposes them at shutdown.</summary>
@@ -65,10 +67,11 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
                     lastPercent = percent;
                     logger.LogInformation("loading {Model}: {Percent}% of {Megabytes} MB", entry.Name, percent, p.TotalBytes / 1_000_000);
                 });
-                var (chat, embeddings, owner, context, tokenizer) = Load(entry, options.Value, progress);
+                var (chat, embeddings, owner, context, tokenizer, family) = Load(entry, options.Value, progress);
                 _owners.Add(owner);
                 _models[entry.Name] = new ServedModel(entry.Name, chat, embeddings, new SemaphoreSlim(options.Value.MaxQueue + 1),
-                    DateTimeOffset.UtcNow.ToUnixTimeSeconds(), context, TextLimit.MaxBytes(context ?? TextLimit.DefaultPositions, tokenizer));
+                    DateTimeOffset.UtcNow.ToUnixTimeSeconds(), context, TextLimit.MaxBytes(context ?? TextLimit.DefaultPositions, tokenizer),
+                    family is ModelFamily.OpenFlamingo or ModelFamily.Idefics);
                 logger.LogInformation("loaded {Model} in {Seconds:F1} s", entry.Name, (DateTime.UtcNow - started).TotalSeconds);
             }
             SetBudget();
@@ -116,17 +119,19 @@ public sealed class ModelRegistry(IOptions<ServerOptions> options, ILogger<Model
     }
 
     // The library reads the family (VisionLanguageModel.Family); a retrieval model serves embeddings, every other family text.
-    private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable, int?, ITextTokenizer) Load(ModelEntry entry, ServerOptions server, IProgress<LoadProgress> progress)
+    private static (IChatClient?, Blip2EmbeddingGenerator?, IDisposable, int?, ITextTokenizer, ModelFamily) Load(ModelEntry entry, ServerOptions server,
+        IProgress<LoadProgress> progress)
     {
         string folder = HubCache.Resolve(entry.Path, entry.Revision);
-        if (VisionLanguageModel.Family(folder) == ModelFamily.Blip2Retrieval)
+        var family = VisionLanguageModel.Family(folder);
+        if (family == ModelFamily.Blip2Retrieval)
         {
             var retriever = Blip2Retriever.FromPretrained(folder, progress: progress);
-            return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever, retriever.Model.Config.QformerConfig.MaxPositionEmbeddings, retriever.Tokenizer);
+            return (null, retriever.AsEmbeddingGenerator(entry.Name), retriever, retriever.Model.Config.QformerConfig.MaxPositionEmbeddings, retriever.Tokenizer, family);
         }
         var batching = server.MaxBatchSize > 1 ? new BatchingOptions(server.MaxBatchSize, TimeSpan.FromMilliseconds(server.MaxBatchWaitMs)) : null;
         var model = VisionLanguageModel.FromPretrained(folder, progress: progress, batching: batching, quantization: entry.Quantize);
-        return (model.AsChatClient(entry.Name), null, model, model.ContextLength, model.Tokenizer);
+        return (model.AsChatClient(entry.Name), null, model, model.ContextLength, model.Tokenizer, family);
     }
 
     // Progress<T> posts reports to the thread pool out of order; loading reports on its own thread.

@@ -159,6 +159,9 @@ app.MapGet("/v1/models", (ModelRegistry registry) => Results.Json(new JsonObject
     ["data"] = new JsonArray(registry.Models.Values.Select(m => (JsonNode)new JsonObject
     {
         ["id"] = m.Name, ["object"] = "model", ["created"] = m.Created, ["owned_by"] = "multimodal", ["max_model_len"] = m.ContextLength,
+        // Extensions (as vLLM adds max_model_len): which endpoint the model answers, and whether a message may interleave
+        // several images with text.
+        ["task"] = m.Chat is null ? "embeddings" : "chat", ["interleaved"] = m.Interleaved,
     }).ToArray()),
 }));
 

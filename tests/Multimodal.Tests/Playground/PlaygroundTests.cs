@@ -4,6 +4,7 @@ using Microsoft.Playwright;
 using Multimodal.Tests.Server;
 using Multimodal.Tests.TestSupport;
 using Xunit.Abstractions;
+using static Multimodal.Tests.Playground.PageWaits;
 
 namespace Multimodal.Tests.Playground;
 
@@ -12,7 +13,6 @@ namespace Multimodal.Tests.Playground;
 /// image, the keyboard-only path, and an accessibility scan.</summary>
 public sealed class PlaygroundTests(KestrelServer server, ITestOutputHelper output) : IClassFixture<KestrelServer>
 {
-    private const string Chromium = "/usr/bin/chromium";
 
     [Fact]
     public async Task The_page_is_static_files_with_a_policy_that_allows_no_inline_script_and_no_other_origin()
@@ -53,23 +53,7 @@ public sealed class PlaygroundTests(KestrelServer server, ITestOutputHelper outp
         Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(withKey)).StatusCode);
     }
 
-    // Polls with Playwright's own queries: the page's policy forbids eval, which WaitForFunction would need.
-    private static async Task Until(Func<Task<bool>> condition)
-    {
-        for (int i = 0; i < 600; i++)
-        {
-            if (await condition()) return;
-            await Task.Delay(100);
-        }
-        throw new TimeoutException("the page did not reach the expected state in 60 s");
-    }
 
-    // Waits for the answer's statistics, failing with the page's error message if one shows instead.
-    private static async Task Finished(IPage page)
-    {
-        await Until(async () => (await page.TextContentAsync("#stats"))!.Contains("finish") || (await page.TextContentAsync("#error"))!.Length > 0);
-        Assert.Equal("", await page.TextContentAsync("#error"));
-    }
 
     [SkippableFact]
     public async Task In_a_browser_it_captions_asks_applies_settings_shows_errors_works_by_keyboard_and_passes_an_accessibility_scan()

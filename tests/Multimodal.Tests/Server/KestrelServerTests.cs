@@ -16,7 +16,7 @@ namespace Multimodal.Tests.Server;
 
 /// <summary>The built server as its own process on a loopback port (Kestrel, so its body limit applies), with a
 /// small queue (Multimodal:MaxQueue = 2) and body limit (2 MB).</summary>
-public sealed class KestrelServer : IAsyncLifetime
+public class KestrelServer : IAsyncLifetime
 {
     private Process? _process;
     private readonly StringBuilder _log = new();
@@ -31,7 +31,10 @@ public sealed class KestrelServer : IAsyncLifetime
         Directory.EnumerateFiles(Path.Combine(Repo.Root, "src", "Multimodal.Server", "bin"), "Multimodal.Server.dll", SearchOption.AllDirectories)
             .Where(p => p.Contains("net10.0")).OrderByDescending(File.GetLastWriteTimeUtc).First();
 
-    public async Task InitializeAsync()
+    /// <summary>Arguments added to the server's command line (configuration overrides).</summary>
+    protected List<string> ExtraArguments { get; } = [];
+
+    public virtual async Task InitializeAsync()
     {
         using (var captioner = Blip2Captioner.FromPretrained(Repo.ShapesModel))
             Scene1Caption = (await captioner.CaptionAsync(Repo.Scene1)).Text;
@@ -52,7 +55,7 @@ public sealed class KestrelServer : IAsyncLifetime
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
-        foreach (var a in new[] { ServerDll, "--urls", BaseUri.ToString(), "--Multimodal:MaxQueue", "2", "--Multimodal:MaxRequestBodyBytes", "2000000" })
+        foreach (var a in new[] { ServerDll, "--urls", BaseUri.ToString(), "--Multimodal:MaxQueue", "2", "--Multimodal:MaxRequestBodyBytes", "2000000" }.Concat(ExtraArguments))
             start.ArgumentList.Add(a);
         _process = Process.Start(start)!;
         _process.OutputDataReceived += (_, e) => { lock (_log) _log.AppendLine(e.Data); };
@@ -77,7 +80,7 @@ public sealed class KestrelServer : IAsyncLifetime
 
     public int ExitCode => _process!.ExitCode;
 
-    public Task DisposeAsync()
+    public virtual Task DisposeAsync()
     {
         if (_process is { HasExited: false }) _process.Kill(entireProcessTree: true);
         _process?.Dispose();
