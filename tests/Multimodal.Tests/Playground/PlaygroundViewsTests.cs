@@ -12,9 +12,11 @@ using static Multimodal.Tests.Playground.PageWaits;
 namespace Multimodal.Tests.Playground;
 
 /// <summary>A server with one model of each kind: the captioning model, a retrieval model (the blip2-itm oracle with a
-/// vocabulary) and an interleaved one (OpenFlamingo over LLaMA with the real tokenizer).</summary>
+/// vocabulary) and an interleaved one (OpenFlamingo over LLaMA with the real tokenizer); it requires an API key.</summary>
 public sealed class MixedModelsServer : KestrelServer
 {
+    public const string ApiKey = "views-key";
+
     public TempDir Retrieval { get; } = Blip2.Blip2RetrieverTests.MakeFolder();
     public TempDir Interleaved { get; } = FlamingoLlamaFolder.Create();
 
@@ -24,6 +26,7 @@ public sealed class MixedModelsServer : KestrelServer
             "--Multimodal:Models:0:Name", "blip2-shapes", "--Multimodal:Models:0:Path", Repo.ShapesModel,
             "--Multimodal:Models:1:Name", "blip2-itm", "--Multimodal:Models:1:Path", Retrieval.Path,
             "--Multimodal:Models:2:Name", "openflamingo-llama", "--Multimodal:Models:2:Path", Interleaved.Path,
+            "--Multimodal:ApiKeys:0", ApiKey,
         ]);
         return base.InitializeAsync();
     }
@@ -39,7 +42,7 @@ public sealed class MixedModelsServer : KestrelServer
 /// <summary>The playground's views for the other kinds of model, in Debian's Chromium: captions ranked by a retrieval
 /// model in the order and with the similarities the library computes; an interleaved prompt (image, text, image, text)
 /// answered with the text the library's chat client gives for the same parts; a question answered with the library's
-/// answer; the model list's kinds; an accessibility scan of each view.</summary>
+/// answer; the API key field; the model list's kinds; an accessibility scan of each view.</summary>
 public sealed class PlaygroundViewsTests(MixedModelsServer server, ITestOutputHelper output) : IClassFixture<MixedModelsServer>
 {
     private static readonly string Scene2 = Path.Combine(Repo.Root, "samples", "images", "scene2.png");
@@ -63,7 +66,14 @@ public sealed class PlaygroundViewsTests(MixedModelsServer server, ITestOutputHe
         var console = new List<string>();
         page.Console += (_, m) => console.Add($"{m.Type}: {m.Text}");
         await page.GotoAsync(server.BaseUri.ToString());
+        // The server wants a key: its 401 shows, and the key field brings the models.
+        await Until(async () => (await page.TextContentAsync("#error"))!.Length > 0);
+        output.WriteLine($"without the key: \"{await page.TextContentAsync("#error")}\"");
+        Assert.StartsWith("401:", await page.TextContentAsync("#error"));
+        await page.FillAsync("#api-key", MixedModelsServer.ApiKey);
+        await page.Keyboard.PressAsync("Tab");                               // the field's change event
         await Until(async () => await page.Locator("#model option").CountAsync() == 3);
+        Assert.Equal("", await page.TextContentAsync("#error"));
         await page.FillAsync("#max-tokens", "8");
 
         // A question to the captioning model: the library's own answer.
@@ -146,13 +156,15 @@ public sealed class PlaygroundViewsTests(MixedModelsServer server, ITestOutputHe
         await page.SetViewportSizeAsync(320, 800);
         Assert.True(await page.EvaluateAsync<bool>("document.documentElement.scrollWidth <= 320"), "the interleaved view scrolls sideways at 320 px");
         foreach (var line in console) output.WriteLine(line);
-        Assert.DoesNotContain(console, l => l.StartsWith("error", StringComparison.Ordinal));
+        // No script error; the one failed load is the 401 before the key was typed.
+        Assert.DoesNotContain(console, l => l.StartsWith("error", StringComparison.Ordinal) && !l.Contains("status of 401", StringComparison.Ordinal));
     }
 
     [Fact]
     public async Task The_model_list_says_which_endpoint_each_model_answers_and_whether_it_interleaves()
     {
         using var client = new HttpClient { BaseAddress = server.BaseUri };
+        client.DefaultRequestHeaders.Authorization = new("Bearer", MixedModelsServer.ApiKey);
         var models = System.Text.Json.Nodes.JsonNode.Parse(await client.GetStringAsync("/v1/models"))!["data"]!.AsArray()
             .ToDictionary(m => (string)m!["id"]!, m => ((string)m!["task"]!, (bool)m["interleaved"]!));
         Assert.Equal(("chat", false), models["blip2-shapes"]);
