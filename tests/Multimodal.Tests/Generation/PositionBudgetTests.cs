@@ -12,6 +12,7 @@ namespace Multimodal.Tests.Generation;
 /// tokens, more than a question leaves. A length left unset is cut to what fits (finish reason length there), as vLLM
 /// fills max_tokens from max_model_len; only a length the caller set that cannot fit is refused, naming the option and
 /// the largest value that fits. Texts too long for the positions are refused before they are tokenized.</summary>
+[Collection(TimedCollection.Name)]
 public sealed class PositionBudgetTests(PositionBudgetTests.Shapes shapes, ITestOutputHelper output) : IClassFixture<PositionBudgetTests.Shapes>
 {
     public sealed class Shapes : IDisposable

@@ -25,3 +25,39 @@ internal static class PageWaits
         Xunit.Assert.Equal("", await page.TextContentAsync("#error"));
     }
 }
+
+/// <summary>The playground open in headless Chromium (Debian's, no sandbox), with the page's console collected.</summary>
+internal sealed class BrowserPage : IAsyncDisposable
+{
+    private readonly IPlaywright _playwright;
+    private readonly IBrowser _browser;
+
+    private BrowserPage(IPlaywright playwright, IBrowser browser, IPage page)
+    {
+        _playwright = playwright;
+        _browser = browser;
+        Page = page;
+        page.Console += (_, m) => Console.Add($"{m.Type}: {m.Text}");
+    }
+
+    public IPage Page { get; }
+
+    /// <summary>Console messages as "type: text".</summary>
+    public List<string> Console { get; } = [];
+
+    public static async Task<BrowserPage> OpenAsync(Uri address)
+    {
+        var playwright = await Microsoft.Playwright.Playwright.CreateAsync();
+        var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = PageWaits.Chromium, Headless = true, Args = ["--no-sandbox"] });
+        var page = await browser.NewPageAsync(new() { ViewportSize = new() { Width = 1100, Height = 1300 } });
+        var opened = new BrowserPage(playwright, browser, page);
+        await page.GotoAsync(address.ToString());
+        return opened;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _browser.DisposeAsync();
+        _playwright.Dispose();
+    }
+}

@@ -59,12 +59,8 @@ public sealed class PlaygroundTests(KestrelServer server, ITestOutputHelper outp
     public async Task In_a_browser_it_captions_asks_applies_settings_shows_errors_works_by_keyboard_and_passes_an_accessibility_scan()
     {
         Skip.IfNot(File.Exists(Chromium), "Debian's chromium is not installed (.ci/run installs it)");
-        using var playwright = await Microsoft.Playwright.Playwright.CreateAsync();
-        await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true, Args = ["--no-sandbox"] });
-        var page = await browser.NewPageAsync(new() { ViewportSize = new() { Width = 1100, Height = 1300 } });
-        var console = new List<string>();
-        page.Console += (_, m) => console.Add($"{m.Type}: {m.Text}");
-        await page.GotoAsync(server.BaseUri.ToString());
+        await using var browser = await BrowserPage.OpenAsync(server.BaseUri);
+        var (page, console) = (browser.Page, browser.Console);
         await Until(async () => await page.Locator("#model option").CountAsync() > 0);
 
         // Caption: the exact caption of models/blip2-shapes streams in, then the statistics.

@@ -60,12 +60,8 @@ public sealed class PlaygroundViewsTests(MixedModelsServer server, ITestOutputHe
     public async Task Each_kind_of_model_gets_its_view_and_the_answers_the_library_gives()
     {
         Skip.IfNot(File.Exists(Chromium), "Debian's chromium is not installed (.ci/run installs it)");
-        using var playwright = await Microsoft.Playwright.Playwright.CreateAsync();
-        await using var browser = await playwright.Chromium.LaunchAsync(new() { ExecutablePath = Chromium, Headless = true, Args = ["--no-sandbox"] });
-        var page = await browser.NewPageAsync(new() { ViewportSize = new() { Width = 1100, Height = 1300 } });
-        var console = new List<string>();
-        page.Console += (_, m) => console.Add($"{m.Type}: {m.Text}");
-        await page.GotoAsync(server.BaseUri.ToString());
+        await using var browser = await BrowserPage.OpenAsync(server.BaseUri);
+        var (page, console) = (browser.Page, browser.Console);
         // The server wants a key: its 401 shows, and the key field brings the models.
         await Until(async () => (await page.TextContentAsync("#error"))!.Length > 0);
         output.WriteLine($"without the key: \"{await page.TextContentAsync("#error")}\"");

@@ -49,6 +49,7 @@ public sealed class KeyedServerFixture : IAsyncLifetime
 
 /// <summary>Issue 19's hostile-client checks: keys, content types, UTF-8, error shapes, CORS, file URLs, image and text
 /// bounds answered in milliseconds, and a first call with no max_tokens that works.</summary>
+[Collection(TimedCollection.Name)]
 public sealed class ServerHardeningTests(ServerFixture open, KeyedServerFixture keyed, ITestOutputHelper output)
     : IClassFixture<ServerFixture>, IClassFixture<KeyedServerFixture>
 {
