@@ -165,8 +165,9 @@ internal static class QuantizedLinear
     {
         var weight = layer.weight!;
         long n = weight.shape[0], k = weight.shape[1];
-        var (valuesShape, valuesType, scalesShape) = Layout(Effective(kind, k), n, k);
-        Install(layer, Effective(kind, k), empty(valuesShape, valuesType, weight.device), empty(scalesShape, ScalarType.Float32, weight.device));
+        kind = Effective(kind, k);
+        var (valuesShape, valuesType, scalesShape) = Layout(kind, n, k);
+        Install(layer, kind, empty(valuesShape, valuesType, weight.device), empty(scalesShape, ScalarType.Float32, weight.device));
     }
 
     /// <summary>The weights as floats of <paramref name="dtype"/>, (N, K): what a product outside the kernel multiplies by.</summary>

@@ -45,8 +45,8 @@ internal static unsafe class QuantizedMatrixRows
     private static Tensor Compute(Tensor input, QuantizedLinear.Weights q, Tensor? bias, int m)
     {
         using var scope = NewDisposeScope();
-        var x = input.to(ScalarType.Float32).contiguous();
-        var output = empty([m, q.N], ScalarType.Float32);
+        var x = input.to(ScalarType.Float32);                  // the input itself when it is float32 (contiguous: checked)
+        var output = LinearExtensions.KernelOutput(input, q.N, ScalarType.Float32);
         var b = bias?.to(ScalarType.Float32).contiguous();
         fixed (byte* w = q.Values.bytes)
         fixed (byte* s = q.Scales.bytes)
@@ -59,9 +59,7 @@ internal static unsafe class QuantizedMatrixRows
             else OpenMpTeam.Run(&RunInt4, &job);
         }
         OpenMpTeam.ThrowIfFailed(nameof(QuantizedMatrixRows));
-        var shape = input.shape.ToArray();
-        shape[^1] = q.N;
-        return output.view(shape).to(input.dtype).MoveToOuterDisposeScope();
+        return output.to(input.dtype).MoveToOuterDisposeScope();
     }
 
     private readonly struct Job(byte* weight, float* scales, float* x, float* bias, float* output, long n, long k, int m)

@@ -20,11 +20,21 @@ internal static class Rotary
     public static (Tensor Cos, Tensor Sin) TablesAt(Tensor positions, int ndims, double theta, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
-        var invFreq = pow(theta, Scalars.Arange(0, ndims, ScalarType.Int64, positions.device, step: 2).to(ScalarType.Float32).Over(ndims)).reciprocal(); // (ndims/2)
-        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * invFreq;                                                 // (B, T, ndims/2)
+        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * InverseFrequencies(ndims, theta, positions.device);   // (B, T, ndims/2)
         var emb = cat([freqs, freqs], -1).unsqueeze(1);                                                                        // (B, 1, T, ndims)
         return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
     }
+
+    // inv_freq is upstream's constant buffer: computed once per (width, base, device), not at every decode step.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(int, double, DeviceType, int), Tensor> InverseFrequencyTables = new();
+
+    private static Tensor InverseFrequencies(int ndims, double theta, Device device) =>
+        InverseFrequencyTables.GetOrAdd((ndims, theta, device.type, device.index), _ =>
+        {
+            using var scope = NewDisposeScope();
+            var invFreq = pow(theta, Scalars.Arange(0, ndims, ScalarType.Int64, device, step: 2).to(ScalarType.Float32).Over(ndims)).reciprocal(); // (ndims/2)
+            return invFreq.DetachFromDisposeScope();
+        });
 
     /// <summary>(B, Tnew) positions as <c>prepare_inputs_for_generation</c> derives them: <c>cumsum(mask) − 1</c>, padding at 1,
     /// for the <paramref name="fresh"/> positions after <paramref name="past"/> cached ones.</summary>

@@ -66,9 +66,6 @@ internal sealed class QuantizingSource : ITensorSource
         return weights.Count == 0 ? null : new QuantizingSource(inner, weights);
     }
 
-    /// <summary>Layers quantized on the way.</summary>
-    public int Count => _weights.Count;
-
     /// <inheritdoc/>
     public string Description => _inner.Description;
 

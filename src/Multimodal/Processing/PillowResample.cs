@@ -185,7 +185,7 @@ internal static class PillowResample
         int inSize = horizontal ? width : height;
         var (start, count, weights) = DoubleCoefficients(inSize, outSize, filter);
         int outW = horizontal ? outSize : width, outH = horizontal ? height : outSize;
-        var dst = new int[outW * outH];
+        var dst = new int[checked((long)outW * outH)];
         for (int y = 0; y < outH; y++)
             for (int x = 0; x < outW; x++)
             {
@@ -246,7 +246,7 @@ internal static class PillowResample
         }
         var xs = Map(width, outWidth);
         var ys = Map(height, outHeight);
-        var dst = new byte[outWidth * outHeight * channels];
+        var dst = new byte[checked((long)outWidth * outHeight * channels)];
         for (int y = 0; y < outHeight; y++)
             for (int x = 0; x < outWidth; x++)
                 Buffer.BlockCopy(src, (ys[y] * width + xs[x]) * channels, dst, (y * outWidth + x) * channels, channels);

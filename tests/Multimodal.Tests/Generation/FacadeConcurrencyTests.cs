@@ -11,6 +11,7 @@ namespace Multimodal.Tests.Generation;
 
 /// <summary>Each façade's documented concurrency: N concurrent calls on one instance give the ids of N
 /// sequential calls; a stream the consumer abandons stops its generation and releases the façade.</summary>
+[Collection(TimedCollection.Name)]
 public sealed class FacadeConcurrencyTests(ITestOutputHelper output)
 {
     private static readonly string[] Scenes = ["scene1.png", "scene2.png", "scene3.png", "scene4.png"];
