@@ -9,6 +9,7 @@
 // Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
 // --hostile-mix 1 [--seconds 60 --good 8 --hostile 2 --budget-mb 300]: the server under a hostile mix (see HostileMix).
 // --floors-only 1: only this machine's limits (the decode floor's two candidates side by side), then exit.
+// --kernels 1: the floors, then each decode-step linear of the preset alone per weight format (KernelRates), then exit.
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -37,6 +38,11 @@ var floors = Floors.Measure();
 Console.WriteLine($"floors: read {floors.ReadGBps:F1} GB/s (best of libtorch sum() {floors.TorchSumGBps:F1} and a plain matrix-vector loop on the OpenMP team {floors.StreamGBps:F1}), " +
                   $"copy {floors.CopyGBps:F1} GB/s, GEMM fp32 {floors.Fp32Gflops:F0} GFLOP/s, bf16 {floors.Bf16Gflops:F0} GFLOP/s");
 if (options.Get("--floors-only") is not null) return;
+if (options.Get("--kernels") is not null)
+{
+    foreach (var preset in presetArg == "both" ? ["small", "2.7b"] : new[] { presetArg }) KernelRates.Measure(Presets.Named(preset), floors);
+    return;
+}
 var summary = new JsonObject
 {
     ["floors"] = new JsonObject { ["read_gbps"] = floors.ReadGBps, ["torch_sum_gbps"] = floors.TorchSumGBps, ["stream_gbps"] = floors.StreamGBps, ["copy_gbps"] = floors.CopyGBps, ["gemm_fp32_gflops"] = floors.Fp32Gflops, ["gemm_bf16_gflops"] = floors.Bf16Gflops },

@@ -29,11 +29,29 @@ public sealed record CpuKernelOptions
     /// weights are dequantized for libtorch at every product).</summary>
     public bool Quantized { get; init; } = true;
 
+    /// <summary>Whether a quantized product also quantizes its input rows, to 8 bits per block of 32 inputs (llama.cpp's
+    /// Q8_0 activations), and multiplies in integers: the weights are then read at the memory's speed rather than the
+    /// float conversions'. The product becomes the dequantized weights times the dequantized input (each input within half
+    /// a step, max|block| / 254, of its value). Off: the input stays float32 and the product is the dequantized weights
+    /// times the input, to float32 accumulation.</summary>
+    public bool QuantizedInputs { get; init; } = true;
+
     /// <summary>The switches in force for the process (replace the record to change them; calls already running keep theirs).</summary>
     public static CpuKernelOptions Current
     {
-        get => Volatile.Read(ref _current);
+        get => Scoped.Value ?? Volatile.Read(ref _current);
         set => Volatile.Write(ref _current, value ?? throw new ArgumentNullException(nameof(value)));
+    }
+
+    private static readonly AsyncLocal<CpuKernelOptions?> Scoped = new();
+
+    /// <summary>Puts <paramref name="options"/> in force for the calling flow (this thread and the tasks it starts) until
+    /// disposed, leaving other callers with <see cref="Current"/>'s process-wide record (tests compare paths side by side).</summary>
+    internal static IDisposable InThisFlow(CpuKernelOptions options)
+    {
+        var before = Scoped.Value;
+        Scoped.Value = options;
+        return Ownership.Undo(() => Scoped.Value = before);
     }
 
     /// <summary>Whether this machine can run the kernels at all: AVX-512, and libtorch's own OpenMP runtime (Linux), whose

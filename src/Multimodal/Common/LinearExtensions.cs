@@ -51,11 +51,6 @@ internal static class LinearExtensions
     {
         bool before = _libtorchOnly;
         _libtorchOnly = true;
-        return new Restore(() => _libtorchOnly = before);
-    }
-
-    private sealed class Restore(Action undo) : IDisposable
-    {
-        public void Dispose() => undo();
+        return Ownership.Undo(() => _libtorchOnly = before);
     }
 }

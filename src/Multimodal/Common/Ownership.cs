@@ -18,4 +18,14 @@ internal static class Ownership
             throw;
         }
     }
+
+    /// <summary>A disposable that runs <paramref name="undo"/> once disposed (a setting put back when a scope ends).</summary>
+    public static IDisposable Undo(Action undo) => new Undoer(undo);
+
+    private sealed class Undoer(Action undo) : IDisposable
+    {
+        private Action? _undo = undo;
+
+        public void Dispose() => Interlocked.Exchange(ref _undo, null)?.Invoke();
+    }
 }

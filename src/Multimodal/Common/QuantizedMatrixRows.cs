@@ -10,64 +10,85 @@ namespace Multimodal.Common;
 /// (per group for 4 bits) and multiplied into every row, so the weights are read once, in a quarter (8 bits) or about a
 /// sixth (4 bits) of float32's bytes. Sums are float32; the result takes the input's dtype.</summary>
 /// <remarks>Runs on libtorch's OpenMP team like <see cref="Float32FewRows"/>, under <see cref="CpuKernelOptions"/>; its
-/// operands are checked here, at the entry, and anything it does not take goes to the dequantized path.</remarks>
-internal static unsafe class QuantizedMatrixRows
+/// operands are checked here, at the entry, and anything it does not take goes to the dequantized path. With
+/// <see cref="CpuKernelOptions.QuantizedInputs"/> (the default) the input rows are quantized too and the products run in
+/// integers (the integer part of this class); without, they run in float32 as described above.</remarks>
+internal static unsafe partial class QuantizedMatrixRows
 {
     private const int MaxRows = 8;
 
     [ThreadStatic] private static long _calls;
 
-    /// <summary>Products this thread has computed here.</summary>
+    /// <summary>Products this thread has computed here, on either path.</summary>
     internal static long Calls => _calls;
+
+    [ThreadStatic] private static long _integerCalls;
+
+    /// <summary>Products this thread has computed here with quantized inputs, in integers.</summary>
+    internal static long IntegerCalls => _integerCalls;
 
     /// <summary>Whether the kernel runs on this machine under the current options.</summary>
     internal static bool Available => CpuKernelOptions.Supported && CpuKernelOptions.Current is { Enabled: true, Quantized: true };
 
     /// <summary>The product when the kernel takes it: input (…, K) float32 or bfloat16 with 1–8 rows, contiguous on the CPU,
-    /// bias (N) of the input's dtype or null, autograd off, and K a multiple of 16; false, and nothing computed, otherwise.</summary>
+    /// bias (N) of the input's dtype or null, autograd off, and K a multiple of 16; false, and nothing computed, otherwise.
+    /// The input rows are quantized when <see cref="CpuKernelOptions.QuantizedInputs"/> is on.</summary>
     public static bool TryLinear(Tensor input, QuantizedLinear.Weights q, Tensor? bias, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
     {
         result = null;
         if (!Available || is_grad_enabled() || input.device_type != DeviceType.CPU || !input.is_contiguous() || input.dim() < 1
             || input.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || input.shape[^1] != q.K || q.K % 16 != 0
             || q.Values.device_type != DeviceType.CPU || !q.Values.is_contiguous() || !q.Scales.is_contiguous()
+            || q.Values.dtype != (q.Kind == WeightQuantization.Int8 ? ScalarType.Int8 : ScalarType.Byte) || q.Scales.dtype != ScalarType.Float32
             || q.Values.numel() != (q.Kind == WeightQuantization.Int8 ? checked(q.N * q.K) : checked(q.N * q.K / 2))
             || q.Scales.numel() != (q.Kind == WeightQuantization.Int8 ? q.N : checked(q.N * q.K / QuantizedLinear.Group)))
             return false;
         if (bias is not null && (bias.dtype != input.dtype || bias.numel() != q.N || bias.device_type != DeviceType.CPU)) return false;
         long rows = input.numel() / q.K;
         if (rows is < 1 or > MaxRows) return false;
-        result = Compute(input, q, bias, (int)rows);
+        bool integers = CpuKernelOptions.Current.QuantizedInputs && Avx512BW.IsSupported;
+        result = Compute(input, q, bias, (int)rows, integers);
         _calls++;
+        if (integers) _integerCalls++;
         return true;
     }
 
-    private static Tensor Compute(Tensor input, QuantizedLinear.Weights q, Tensor? bias, int m)
+    private static Tensor Compute(Tensor input, QuantizedLinear.Weights q, Tensor? bias, int m, bool integers)
     {
         using var scope = NewDisposeScope();
         var x = input.to(ScalarType.Float32);                  // the input itself when it is float32 (contiguous: checked)
         var output = LinearExtensions.KernelOutput(input, q.N, ScalarType.Float32);
         var b = bias?.to(ScalarType.Float32).contiguous();
+        bool int4 = q.Kind == WeightQuantization.Int4;
         fixed (byte* w = q.Values.bytes)
         fixed (byte* s = q.Scales.bytes)
         fixed (byte* xp = x.bytes)
         fixed (byte* o = output.bytes)
         fixed (byte* bp = b is null ? default : b.bytes)
         {
-            var job = new Job(w, (float*)s, (float*)xp, (float*)bp, (float*)o, q.N, q.K, m);
-            if (q.Kind == WeightQuantization.Int8) OpenMpTeam.Run(&RunInt8, &job);
-            else OpenMpTeam.Run(&RunInt4, &job);
+            var layout = new QuantizedInput.Layout(q.K, int4);
+            byte* inputs = integers ? QuantizedInput.Prepare((float*)xp, m, q.K, layout, int4) : null;
+            var job = new Job(w, (float*)s, (float*)xp, (float*)bp, (float*)o, q.N, q.K, m, inputs, layout);
+            if (integers) OpenMpTeam.Run(int4 ? &RunInt4Integers : &RunInt8Integers, &job);
+            else OpenMpTeam.Run(int4 ? &RunInt4 : &RunInt8, &job);
         }
         OpenMpTeam.ThrowIfFailed(nameof(QuantizedMatrixRows));
         return output.to(input.dtype).MoveToOuterDisposeScope();
     }
 
-    private readonly struct Job(byte* weight, float* scales, float* x, float* bias, float* output, long n, long k, int m)
+    private readonly struct Job(byte* weight, float* scales, float* x, float* bias, float* output, long n, long k, int m,
+        byte* inputs, QuantizedInput.Layout layout)
     {
         public readonly byte* Weight = weight;
         public readonly float* Scales = scales, X = x, Bias = bias, Output = output;
         public readonly long N = n, K = k;
         public readonly int M = m;
+
+        /// <summary>The quantized input rows (<see cref="QuantizedInput"/>), or null on the float path.</summary>
+        public readonly byte* Inputs = inputs;
+        public readonly QuantizedInput.Layout Layout = layout;
+
+        public QuantizedInput.Row Input(int j) => new(Inputs + j * Layout.Stride, Layout);
     }
 
     [UnmanagedCallersOnly]
@@ -136,8 +157,10 @@ internal static unsafe class QuantizedMatrixRows
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Widen(sbyte* w) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(w)));
 
-    private static void StoreOne(Job* job, long r, Vector512<float> acc, float scale) =>
-        job->Output[r] = Vector512.Sum(acc) * scale + (job->Bias is null ? 0 : job->Bias[r]);
+    private static void StoreOne(Job* job, long r, Vector512<float> acc, float scale) => StoreOne(job, r, Vector512.Sum(acc), scale);
+
+    private static void StoreOne(Job* job, long r, float sum, float scale) =>
+        job->Output[r] = sum * scale + (job->Bias is null ? 0 : job->Bias[r]);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Int4Part(void* data)

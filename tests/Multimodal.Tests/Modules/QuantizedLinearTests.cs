@@ -11,7 +11,8 @@ namespace Multimodal.Tests.Modules;
 
 /// <summary>Weight-only quantization (8 bits per channel, 4 bits per group of 32): the stored integers stay within half a
 /// step of the float weights; the kernel's products equal the dequantized weights' to float32 accumulation, and libtorch's
-/// on the same weights; layers keep their names; the trained model captions unseen scenes as in float32.</summary>
+/// on the same weights, or with 8-bit inputs the dequantized weights times the dequantized inputs, within the inputs' half
+/// steps of the float inputs' product; layers keep their names; the trained model captions unseen scenes as in float32.</summary>
 public sealed class QuantizedLinearTests(ITestOutputHelper output)
 {
     private static TorchSharp.Modules.Linear Layer(long n, long k, bool bias, ulong seed)
@@ -38,16 +39,18 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
     public void Each_product_is_the_dequantized_weights_times_the_input_to_float32_accumulation(WeightQuantization kind, int m, int n, int k, bool withBias)
     {
         Skip.IfNot(QuantizedMatrixRows.Available, "this machine cannot run the quantized kernel (no AVX-512 or no libtorch libgomp), or it is switched off");
+        using var floatInputs = CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { QuantizedInputs = false });
         using var scope = NewDisposeScope();
         using var layer = Layer(n, k, withBias, (ulong)(m * 31 + n * 7 + k));
         var original = layer.weight!.clone();
         QuantizedLinear.Quantize(layer, kind);
         Assert.True(QuantizedLinear.TryGet(layer, out var q));
         var x = randn(m, k, generator: new TorchSharp.torch.Generator(9));
-        long calls = QuantizedMatrixRows.Calls;
+        long calls = QuantizedMatrixRows.Calls, integerCalls = QuantizedMatrixRows.IntegerCalls;
         Tensor ours;
         using (inference_mode()) ours = layer.Apply(x);
         Assert.Equal(calls + 1, QuantizedMatrixRows.Calls);
+        Assert.Equal(integerCalls, QuantizedMatrixRows.IntegerCalls);
 
         var w = QuantizedLinear.Dequantize(q, ScalarType.Float64);
         var x64 = x.to(ScalarType.Float64);
@@ -73,6 +76,86 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         Assert.True(relative < (kind == WeightQuantization.Int8 ? 0.01 : 0.12), $"relative error {relative:E2} against the float weights");
     }
 
+    // What the integer path multiplies by: each block of 32 inputs at s = max|x| / 127 (float32), q = round(x · (127 / max))
+    // with ties to even, so the input becomes s · q; also each input's half step s / 2.
+    private static (Tensor Dequantized, Tensor HalfSteps) QuantizedInputs(Tensor x)
+    {
+        long m = x.shape[0], k = x.shape[1];
+        var values = x.data<float>().ToArray();
+        var dequantized = new double[values.Length];
+        var halfSteps = new double[values.Length];
+        for (long row = 0; row < m; row++)
+            for (long at = 0; at < k; at += QuantizedInput.Block)
+            {
+                long start = row * k + at, end = row * k + Math.Min(k, at + QuantizedInput.Block);
+                float max = 0;
+                for (long i = start; i < end; i++) max = MathF.Max(max, MathF.Abs(values[i]));
+                float inverse = max == 0 ? 0 : 127f / max, step = max / 127f;
+                for (long i = start; i < end; i++)
+                {
+                    dequantized[i] = (double)step * MathF.Round(values[i] * inverse);
+                    halfSteps[i] = step / 2.0;
+                }
+            }
+        return (tensor(dequantized).view(m, k), tensor(halfSteps).view(m, k));
+    }
+
+    [SkippableTheory]
+    [InlineData(WeightQuantization.Int8, 1, 3, 16, true)]           // all tail: no whole 64
+    [InlineData(WeightQuantization.Int8, 1, 130, 2560, true)]       // one row at a time; 130 rows over two threads
+    [InlineData(WeightQuantization.Int8, 1, 131, 4160, false)]      // four rows at a time, 3 left over
+    [InlineData(WeightQuantization.Int8, 1, 67, 4208, true)]        // four rows and a 48-input tail
+    [InlineData(WeightQuantization.Int8, 3, 64, 112, true)]         // 3 input rows, tail of 48
+    [InlineData(WeightQuantization.Int8, 8, 257, 1024, false)]
+    [InlineData(WeightQuantization.Int4, 1, 3, 32, true)]           // one group: all tail
+    [InlineData(WeightQuantization.Int4, 1, 65, 160, true)]         // one 4-group step and a tail group
+    [InlineData(WeightQuantization.Int4, 1, 129, 2560, false)]
+    [InlineData(WeightQuantization.Int4, 1, 33, 10240, true)]
+    [InlineData(WeightQuantization.Int4, 7, 129, 1056, true)]       // 7 input rows, tail of 1 group
+    [InlineData(WeightQuantization.Int4, 2, 64, 4096, false)]
+    public void With_quantized_inputs_each_product_is_the_dequantized_weights_times_the_dequantized_inputs(WeightQuantization kind, int m, int n, int k, bool withBias)
+    {
+        Skip.IfNot(QuantizedMatrixRows.Available && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported,
+            "this machine cannot run the quantized kernel's integer path (no AVX-512 BW or no libtorch libgomp), or it is switched off");
+        using var integers = CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { QuantizedInputs = true });
+        using var scope = NewDisposeScope();
+        using var layer = Layer(n, k, withBias, (ulong)(m * 37 + n * 5 + k));
+        var original = layer.weight!.clone();
+        QuantizedLinear.Quantize(layer, kind);
+        Assert.True(QuantizedLinear.TryGet(layer, out var q));
+        if (kind == WeightQuantization.Int8)
+            using (no_grad()) q.Values[0] = full(k, -128, ScalarType.Int8);     // a loaded file may hold −128: |−128| is 128 as u8
+        var x = randn(m, k, generator: new TorchSharp.torch.Generator(10)).mul_(2);
+        x[0, 0] = 9;                                                             // an outlier in the first block
+        if (k >= 64) x[0].narrow(0, 32, 32).zero_();                             // an all-zero block
+        long calls = QuantizedMatrixRows.IntegerCalls;
+        Tensor ours;
+        using (inference_mode()) ours = layer.Apply(x);
+        Assert.Equal(calls + 1, QuantizedMatrixRows.IntegerCalls);
+
+        var w = QuantizedLinear.Dequantize(q, ScalarType.Float64);
+        var (xq, halfSteps) = QuantizedInputs(x);
+        var bias = withBias ? layer.bias!.to(ScalarType.Float64) : zeros(n, ScalarType.Float64);
+        var exact = xq.matmul(w.t()) + bias;
+        var magnitude = xq.abs().matmul(w.abs().t()) + bias.abs();
+        var error = (ours.to(ScalarType.Float64) - exact).abs();
+        double excess = (error - magnitude * ((k + 2) * Math.Pow(2, -24))).max().item<double>();
+        // Against the float input: the weights times each input's half step bounds what quantizing the input moves.
+        var unquantized = x.to(ScalarType.Float64).matmul(w.t()) + bias;
+        var inputBound = halfSteps.matmul(w.abs().t()) + magnitude * ((k + 2) * Math.Pow(2, -24));
+        double inputExcess = ((ours.to(ScalarType.Float64) - unquantized).abs() - inputBound).max().item<double>();
+        double moved = ((ours.to(ScalarType.Float64) - unquantized).norm() / unquantized.norm()).item<double>();
+        double relative = ((ours.to(ScalarType.Float64) - x.to(ScalarType.Float64).matmul(original.to(ScalarType.Float64).t()) - bias).norm()
+                           / x.to(ScalarType.Float64).matmul(original.to(ScalarType.Float64).t()).norm()).item<double>();
+        output.WriteLine($"{kind} M={m} N={n} K={k}: max abs error {error.max().item<double>():E2} against the dequantized weights times the " +
+                         $"dequantized inputs; quantizing the inputs moves the product by {moved:E2} (relative); against the float weights and " +
+                         $"inputs {relative:E2}");
+        Assert.True(excess <= 0, $"an output exceeds its float32 accumulation bound by {excess:E2}");
+        Assert.True(inputExcess <= 0, $"an output moves {inputExcess:E2} more than its inputs' half steps allow");
+        // 8-bit inputs per block of 32 of Gaussian values: RMS s/√12 with s ≈ 2.2σ/127, about 0.5 % of the product.
+        Assert.True(moved < 0.02, $"quantizing the inputs moved the product by {moved:E2}");
+    }
+
     [Fact]
     public void A_quantized_layer_keeps_its_names_and_products_outside_the_kernel_use_the_dequantized_weights()
     {
@@ -90,6 +173,7 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         Assert.True(layer.Apply(x).allclose(expected, rtol: 0, atol: 0), "the fallback product differs from libtorch on the dequantized weights");
         if (QuantizedMatrixRows.Available)
         {
+            using var floatInputs = CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { QuantizedInputs = false });
             // A prefill's 12 rows: two passes of the kernel over the integers, not the dequantized weights.
             var rows = x.narrow(0, 0, 12);
             long calls = QuantizedMatrixRows.Calls;
@@ -152,23 +236,25 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
             using var result = captioner.Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, new GenerationOptions { MaxNewTokens = 20 });
             return result.Sequences[0];
         }
-        long calls = QuantizedMatrixRows.Calls;                  // per thread: generation runs on this one
-        var withKernel = Ids();
-        long used = QuantizedMatrixRows.Calls - calls;
-        var before = CpuKernelOptions.Current;
-        long[] dequantized;
-        try
+        long[] Path(CpuKernelOptions options, out long calls, out long integerCalls)
         {
-            CpuKernelOptions.Current = before with { Quantized = false };
-            dequantized = Ids();
+            using var path = CpuKernelOptions.InThisFlow(options);
+            long before = QuantizedMatrixRows.Calls, integersBefore = QuantizedMatrixRows.IntegerCalls;   // per thread: generation runs on this one
+            var ids = Ids();
+            (calls, integerCalls) = (QuantizedMatrixRows.Calls - before, QuantizedMatrixRows.IntegerCalls - integersBefore);
+            return ids;
         }
-        finally
-        {
-            CpuKernelOptions.Current = before;
-        }
-        output.WriteLine($"int8 caption \"{captioner.Processor.Tokenizer.Decode(withKernel)}\", {used} products in the kernel");
-        Assert.True(used > 0, "the decode never reached the quantized kernel");
-        Assert.Equal(dequantized, withKernel);
+        var current = CpuKernelOptions.Current;
+        var floatInputs = Path(current with { QuantizedInputs = false }, out long floatCalls, out long floatIntegerCalls);
+        var dequantized = Path(current with { Quantized = false }, out long libtorchCalls, out _);
+        var integers = Path(current with { QuantizedInputs = true }, out long integerPathCalls, out long integerCalls);
+        string Text(long[] ids) => captioner.Processor.Tokenizer.Decode(ids);
+        output.WriteLine($"int8 caption with float inputs \"{Text(floatInputs)}\" ({floatCalls} products in the kernel), with 8-bit inputs " +
+                         $"\"{Text(integers)}\" ({integerCalls} in integers), dequantized weights through libtorch \"{Text(dequantized)}\"");
+        Assert.True(floatCalls > 0 && floatIntegerCalls == 0, "the float-input decode never reached the kernel's float path");
+        Assert.True(integerCalls > 0 && integerCalls == integerPathCalls, "the decode never reached the kernel's integer path");
+        Assert.Equal(0, libtorchCalls);
+        Assert.Equal(dequantized, floatInputs);
     }
 
     [Fact]
