@@ -9,7 +9,8 @@
 // Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
 // --hostile-mix 1 [--seconds 60 --good 8 --hostile 2 --budget-mb 300]: the server under a hostile mix (see HostileMix).
 // --floors-only 1: only this machine's limits (the decode floor's two candidates side by side), then exit.
-// --kernels 1: the floors, then each decode-step linear of the preset alone per weight format (KernelRates), then exit.
+// --kernels 1 [--formats float32,bfloat16,int8,int4,int4 avx2]: the floors, then each decode-step linear of the preset
+//     alone per weight format (KernelRates), then exit.
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -40,7 +41,7 @@ Console.WriteLine($"floors: read {floors.ReadGBps:F1} GB/s (best of libtorch sum
 if (options.Get("--floors-only") is not null) return;
 if (options.Get("--kernels") is not null)
 {
-    foreach (var preset in presetArg == "both" ? ["small", "2.7b"] : new[] { presetArg }) KernelRates.Measure(Presets.Named(preset), floors);
+    foreach (var preset in presetArg == "both" ? ["small", "2.7b"] : new[] { presetArg }) KernelRates.Measure(Presets.Named(preset), floors, options.Get("--formats")?.Split(','));
     return;
 }
 var summary = new JsonObject

@@ -36,6 +36,10 @@ public sealed record CpuKernelOptions
     /// times the input, to float32 accumulation.</summary>
     public bool QuantizedInputs { get; init; } = true;
 
+    /// <summary>Whether kernels that have both use their AVX-512 form rather than their AVX2 form (tests turn it off to run
+    /// the AVX2 form on an AVX-512 machine).</summary>
+    internal bool Avx512 { get; init; } = true;
+
     /// <summary>The switches in force for the process (replace the record to change them; calls already running keep theirs).</summary>
     public static CpuKernelOptions Current
     {
@@ -57,4 +61,8 @@ public sealed record CpuKernelOptions
     /// <summary>Whether this machine can run the kernels at all: AVX-512, and libtorch's own OpenMP runtime (Linux), whose
     /// team they run on.</summary>
     public static bool Supported => OpenMpTeam.Available && Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+
+    /// <summary>Whether this machine can run the kernels that also have an AVX2 form (the quantized products with quantized
+    /// inputs): AVX2 and FMA, and libtorch's OpenMP runtime.</summary>
+    public static bool SupportedAvx2 => OpenMpTeam.Available && Avx2.IsSupported && Fma.IsSupported;
 }

@@ -10,10 +10,9 @@ namespace Multimodal.Common;
 /// share them across all weight rows.</summary>
 /// <remarks>Per row, each part 64-byte aligned within the row's stride:
 /// <list type="bullet">
-/// <item><c>Values</c> (K bytes, q) and <c>Negated</c> (K bytes, −q): the 8-bit kernel multiplies |w| by q or −q, picked by
-/// w's sign, so that u8 × s8 pairs never saturate 16 bits (2 · 128 · 127 &lt; 2¹⁵);</item>
-/// <item><c>Scales</c> (one float per block) and <c>LaneScales</c> (one float per 4 inputs of each whole 64: the block scale
-/// of the 32-bit lane that sums them);</item>
+/// <item><c>Values</c> (K bytes, q): the 8-bit kernel multiplies |w| by q with w's sign, so that u8 × s8 pairs never
+/// saturate 16 bits (2 · 128 · 127 &lt; 2¹⁵);</item>
+/// <item><c>Scales</c> (one float per block);</item>
 /// <item>for 4 bits, per 128 inputs (4 groups): <c>Arranged</c>, the groups' first halves then their second halves (the order
 /// the packed nibbles unpack in), <c>Corrections</c> (8 · Σq per lane: the stored nibbles are q + 8) and
 /// <c>GroupScales</c> (the block scale of each lane).</item>
@@ -26,8 +25,8 @@ internal static unsafe class QuantizedInput
     /// <summary>One prepared row's parts.</summary>
     internal readonly struct Row(byte* start, Layout layout)
     {
-        public readonly sbyte* Values = (sbyte*)start, Negated = (sbyte*)(start + layout.Negated);
-        public readonly float* Scales = (float*)(start + layout.Scales), LaneScales = (float*)(start + layout.LaneScales);
+        public readonly sbyte* Values = (sbyte*)start;
+        public readonly float* Scales = (float*)(start + layout.Scales);
         public readonly sbyte* Arranged = (sbyte*)(start + layout.Arranged);
         public readonly int* Corrections = (int*)(start + layout.Corrections);
         public readonly float* GroupScales = (float*)(start + layout.GroupScales);
@@ -36,14 +35,12 @@ internal static unsafe class QuantizedInput
     /// <summary>Byte offsets of a row's parts for width K, and the row's stride (checked 64-bit arithmetic).</summary>
     internal readonly struct Layout
     {
-        public readonly long Negated, Scales, LaneScales, Arranged, Corrections, GroupScales, Stride;
+        public readonly long Scales, Arranged, Corrections, GroupScales, Stride;
 
         public Layout(long k, bool int4)
         {
             long at = Align(k);
-            Negated = at; at = checked(at + Align(k));
             Scales = at; at = checked(at + Align(checked((k + Block - 1) / Block * 4)));
-            LaneScales = at; at = checked(at + Align(checked(k / 64 * 16 * 4)));
             long chunks = int4 ? k / 128 : 0;
             Arranged = at; at = checked(at + chunks * 128);
             Corrections = at; at = checked(at + chunks * 64);
@@ -74,6 +71,7 @@ internal static unsafe class QuantizedInput
         return start;
     }
 
+    // 256-bit operations only: the AVX2 kernels prepare their inputs here too.
     private static void QuantizeRow(float* x, long k, Row row)
     {
         long blocks = (k + Block - 1) / Block;
@@ -82,17 +80,15 @@ internal static unsafe class QuantizedInput
             long at = b * Block;
             if (k - at >= Block)
             {
-                var v0 = Vector512.Load(x + at);
-                var v1 = Vector512.Load(x + at + 16);
-                float max = MaxAbs(v0, v1);
-                float inv = Inverse(max);
+                var v0 = Vector256.Load(x + at);
+                var v1 = Vector256.Load(x + at + 8);
+                var v2 = Vector256.Load(x + at + 16);
+                var v3 = Vector256.Load(x + at + 24);
+                float max = MaxAbs(Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3))));
+                var inv = Vector256.Create(Inverse(max));
                 row.Scales[b] = max / 127f;
-                var q0 = Narrow(v0 * inv);
-                var q1 = Narrow(v1 * inv);
-                q0.Store(row.Values + at);
-                q1.Store(row.Values + at + 16);
-                (Vector128<sbyte>.Zero - q0).Store(row.Negated + at);
-                (Vector128<sbyte>.Zero - q1).Store(row.Negated + at + 16);
+                var q = Vector256.Narrow(Vector256.Narrow(Round(v0 * inv), Round(v1 * inv)), Vector256.Narrow(Round(v2 * inv), Round(v3 * inv)));
+                q.Store(row.Values + at);
             }
             else
             {
@@ -100,22 +96,16 @@ internal static unsafe class QuantizedInput
                 for (long i = at; i < k; i++) max = MathF.Max(max, MathF.Abs(x[i]));
                 float inv = Inverse(max);
                 row.Scales[b] = max / 127f;
-                for (long i = at; i < k; i++)
-                {
-                    var q = (sbyte)Math.Clamp((int)MathF.Round(x[i] * inv), -127, 127);
-                    row.Values[i] = q;
-                    row.Negated[i] = (sbyte)-q;
-                }
+                for (long i = at; i < k; i++) row.Values[i] = (sbyte)Math.Clamp((int)MathF.Round(x[i] * inv), -127, 127);
             }
         }
-        for (long c = 0; c < k / 64; c++)
-            Vector512.Create(Vector256.Create(row.Scales[2 * c]), Vector256.Create(row.Scales[2 * c + 1])).Store(row.LaneScales + c * 16);
     }
 
-    // Groups 4c…4c+3's first halves, then their second halves; 8 · Σq and the block scale per 32-bit lane.
+    // Groups 4c…4c+3's first halves, then their second halves; 8 · Σq and the block scale per 32-bit lane (lanes 0–7 from
+    // the first 32 bytes of each half, 8–15 from the second).
     private static void Arrange(long k, Row row)
     {
-        var eights = Vector512.Create((byte)8);
+        var eights = Vector256.Create((byte)8);
         for (long c = 0; c < k / 128; c++)
         {
             sbyte* source = row.Values + c * 128, target = row.Arranged + c * 128;
@@ -124,26 +114,26 @@ internal static unsafe class QuantizedInput
                 Vector128.Load(source + g * 32).Store(target + g * 16);
                 Vector128.Load(source + g * 32 + 16).Store(target + 64 + g * 16);
             }
-            var sums = Avx512BW.MultiplyAddAdjacent(eights, Vector512.Load(target)) + Avx512BW.MultiplyAddAdjacent(eights, Vector512.Load(target + 64));
-            Avx512BW.MultiplyAddAdjacent(sums, Vector512<short>.One).Store(row.Corrections + c * 16);
-            float* s = row.Scales + c * 4;
-            Vector512.Create(Vector256.Create(Vector128.Create(s[0]), Vector128.Create(s[1])), Vector256.Create(Vector128.Create(s[2]), Vector128.Create(s[3])))
-                .Store(row.GroupScales + c * 16);
+            for (int h = 0; h < 2; h++)
+            {
+                var sums = Avx2.MultiplyAddAdjacent(eights, Vector256.Load(target + h * 32)) + Avx2.MultiplyAddAdjacent(eights, Vector256.Load(target + 64 + h * 32));
+                Avx2.MultiplyAddAdjacent(sums, Vector256<short>.One).Store(row.Corrections + c * 16 + h * 8);
+                float* s = row.Scales + c * 4 + h * 2;
+                Vector256.Create(Vector128.Create(s[0]), Vector128.Create(s[1])).Store(row.GroupScales + c * 16 + h * 8);
+            }
         }
     }
 
     // A zero block keeps q = 0 (and s = 0) rather than 0 · ∞.
     private static float Inverse(float max) => max == 0 ? 0 : 127f / max;
 
-    private static float MaxAbs(Vector512<float> a, Vector512<float> b)
+    private static float MaxAbs(Vector256<float> m)
     {
-        var m = Vector512.Max(Vector512.Abs(a), Vector512.Abs(b));
-        var h = Vector256.Max(m.GetLower(), m.GetUpper());
-        var q = Vector128.Max(h.GetLower(), h.GetUpper());
+        var q = Vector128.Max(m.GetLower(), m.GetUpper());
         return MathF.Max(MathF.Max(q[0], q[1]), MathF.Max(q[2], q[3]));
     }
 
     // Rounded to nearest (ties to even: the processor's default mode), clamped to ±127 (a NaN converts to int.MinValue).
-    private static Vector128<sbyte> Narrow(Vector512<float> scaled) =>
-        Avx512F.ConvertToVector128SByteWithSaturation(Avx512F.Max(Avx512F.ConvertToVector512Int32(scaled), Vector512.Create(-127)));
+    private static Vector256<int> Round(Vector256<float> scaled) =>
+        Vector256.Min(Vector256.Max(Avx.ConvertToVector256Int32(scaled), Vector256.Create(-127)), Vector256.Create(127));
 }

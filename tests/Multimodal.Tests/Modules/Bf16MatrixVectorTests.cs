@@ -161,7 +161,17 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
         output.WriteLine($"libgomp: {OpenMpTeam.LibraryPath ?? "(none)"}");
         Assert.True(OpenMpTeam.Available, "libtorch's libgomp was not found: the kernels cannot run on its OpenMP team");
         Assert.True(CpuKernelOptions.Supported);
-        Assert.True(Bf16MatrixVector.Available && Float32FewRows.Available, "a kernel is off although this machine supports it");
+        Assert.True(Bf16MatrixVector.Available && Float32FewRows.Available && QuantizedMatrixRows.Available, "a kernel is off although this machine supports it");
+    }
+
+    [SkippableFact]
+    public void The_quantized_kernel_runs_in_avx2_wherever_the_cpu_has_it()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux() && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported,
+            "no AVX2 and FMA on this machine (or not Linux)");
+        Skip.If(Environment.GetEnvironmentVariable(CpuKernelOptions.Variable) == "0", $"{CpuKernelOptions.Variable}=0 turns the kernels off");
+        Assert.True(CpuKernelOptions.SupportedAvx2);
+        Assert.True(QuantizedMatrixRows.Available, "the quantized kernel is off although this machine supports its AVX2 form");
     }
 
     [SkippableFact]

@@ -38,7 +38,8 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
     [InlineData(WeightQuantization.Int4, 2, 64, 4096, false)]
     public void Each_product_is_the_dequantized_weights_times_the_input_to_float32_accumulation(WeightQuantization kind, int m, int n, int k, bool withBias)
     {
-        Skip.IfNot(QuantizedMatrixRows.Available, "this machine cannot run the quantized kernel (no AVX-512 or no libtorch libgomp), or it is switched off");
+        Skip.IfNot(QuantizedMatrixRows.Available && CpuKernelOptions.Supported,
+            "this machine cannot run the quantized kernel's float path (no AVX-512 or no libtorch libgomp), or it is switched off");
         using var floatInputs = CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { QuantizedInputs = false });
         using var scope = NewDisposeScope();
         using var layer = Layer(n, k, withBias, (ulong)(m * 31 + n * 7 + k));
@@ -115,9 +116,18 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
     [InlineData(WeightQuantization.Int4, 2, 64, 4096, false)]
     public void With_quantized_inputs_each_product_is_the_dequantized_weights_times_the_dequantized_inputs(WeightQuantization kind, int m, int n, int k, bool withBias)
     {
-        Skip.IfNot(QuantizedMatrixRows.Available && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported,
-            "this machine cannot run the quantized kernel's integer path (no AVX-512 BW or no libtorch libgomp), or it is switched off");
-        using var integers = CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { QuantizedInputs = true });
+        var forms = new List<bool>();
+        if (CpuKernelOptions.Supported && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported) forms.Add(true);
+        if (CpuKernelOptions.SupportedAvx2) forms.Add(false);
+        Skip.If(!QuantizedMatrixRows.Available || forms.Count == 0,
+            "this machine cannot run the quantized kernel's integer path (neither AVX-512 BW nor AVX2, or no libtorch libgomp), or it is switched off");
+        foreach (bool avx512 in forms)
+            using (CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { QuantizedInputs = true, Avx512 = avx512 }))
+                CheckQuantizedInputs(kind, m, n, k, withBias, avx512 ? "AVX-512" : "AVX2");
+    }
+
+    private void CheckQuantizedInputs(WeightQuantization kind, int m, int n, int k, bool withBias, string form)
+    {
         using var scope = NewDisposeScope();
         using var layer = Layer(n, k, withBias, (ulong)(m * 37 + n * 5 + k));
         var original = layer.weight!.clone();
@@ -147,7 +157,7 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         double moved = ((ours.to(ScalarType.Float64) - unquantized).norm() / unquantized.norm()).item<double>();
         double relative = ((ours.to(ScalarType.Float64) - x.to(ScalarType.Float64).matmul(original.to(ScalarType.Float64).t()) - bias).norm()
                            / x.to(ScalarType.Float64).matmul(original.to(ScalarType.Float64).t()).norm()).item<double>();
-        output.WriteLine($"{kind} M={m} N={n} K={k}: max abs error {error.max().item<double>():E2} against the dequantized weights times the " +
+        output.WriteLine($"{form} {kind} M={m} N={n} K={k}: max abs error {error.max().item<double>():E2} against the dequantized weights times the " +
                          $"dequantized inputs; quantizing the inputs moves the product by {moved:E2} (relative); against the float weights and " +
                          $"inputs {relative:E2}");
         Assert.True(excess <= 0, $"an output exceeds its float32 accumulation bound by {excess:E2}");
@@ -171,7 +181,7 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         using var inference = inference_mode();
         var expected = nn.functional.linear(x, QuantizedLinear.Dequantize(q, ScalarType.Float32), layer.bias);
         Assert.True(layer.Apply(x).allclose(expected, rtol: 0, atol: 0), "the fallback product differs from libtorch on the dequantized weights");
-        if (QuantizedMatrixRows.Available)
+        if (QuantizedMatrixRows.Available && CpuKernelOptions.Supported)
         {
             using var floatInputs = CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { QuantizedInputs = false });
             // A prefill's 12 rows: two passes of the kernel over the integers, not the dequantized weights.
@@ -228,7 +238,8 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
     [SkippableFact]
     public void A_quantized_decode_step_runs_the_kernel_and_gives_the_dequantized_paths_ids()
     {
-        Skip.IfNot(QuantizedMatrixRows.Available, "this machine cannot run the quantized kernel, or it is switched off");
+        Skip.IfNot(QuantizedMatrixRows.Available && CpuKernelOptions.Supported && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported,
+            "this machine cannot run the quantized kernel's AVX-512 paths, or it is switched off");
         using var captioner = Blip2Captioner.FromPretrained(Repo.ShapesModel, quantization: WeightQuantization.Int8);
         using var inputs = captioner.Processor.Process([ImageDecoder.Decode(Repo.Scene1)], [""]);
         long[] Ids()
@@ -248,9 +259,13 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         var floatInputs = Path(current with { QuantizedInputs = false }, out long floatCalls, out long floatIntegerCalls);
         var dequantized = Path(current with { Quantized = false }, out long libtorchCalls, out _);
         var integers = Path(current with { QuantizedInputs = true }, out long integerPathCalls, out long integerCalls);
+        var avx2 = Path(current with { QuantizedInputs = true, Avx512 = false }, out _, out long avx2Calls);
         string Text(long[] ids) => captioner.Processor.Tokenizer.Decode(ids);
         output.WriteLine($"int8 caption with float inputs \"{Text(floatInputs)}\" ({floatCalls} products in the kernel), with 8-bit inputs " +
-                         $"\"{Text(integers)}\" ({integerCalls} in integers), dequantized weights through libtorch \"{Text(dequantized)}\"");
+                         $"\"{Text(integers)}\" ({integerCalls} in integers; AVX2 form \"{Text(avx2)}\"), dequantized weights through libtorch \"{Text(dequantized)}\"");
+        // The two integer forms add the same exact integer sums in another order: the same ids.
+        Assert.True(avx2Calls > 0, "the AVX2 form never ran");
+        Assert.Equal(integers, avx2);
         Assert.True(floatCalls > 0 && floatIntegerCalls == 0, "the float-input decode never reached the kernel's float path");
         Assert.True(integerCalls > 0 && integerCalls == integerPathCalls, "the decode never reached the kernel's integer path");
         Assert.Equal(0, libtorchCalls);
