@@ -18,6 +18,14 @@ public static class Evaluate
         int seed, int count, Multimodal.Common.WeightQuantization quantization = Multimodal.Common.WeightQuantization.None)
     {
         using var blip2 = Blip2Captioner.FromPretrained(folder, quantization: quantization);
+        return await CaptionsAsync(blip2, seed, count);
+    }
+
+    /// <summary><see cref="CaptionsAsync(string, int, int, Multimodal.Common.WeightQuantization)"/> with a captioner already
+    /// loaded (and perhaps altered).</summary>
+    public static async Task<(double Accuracy, List<(string Expected, string Actual)> Misses, List<string> Captions)> CaptionsAsync(Blip2Captioner blip2,
+        int seed, int count)
+    {
         var captions = new List<string>();
         var scenes = Scenes.Generate(seed, count).ToList();
         var images = scenes.Select(s => Scenes.Render(s.Shapes, s.Background)).ToList();

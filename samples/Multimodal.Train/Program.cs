@@ -4,6 +4,7 @@
 //       [--batch 48] [--lr 2e-3] [--resume <folder>]
 //   ... -- --eval <folder>       exact-match accuracy on 200 scenes of seed 424242 (never trained on)
 //   ... -- --scenes <folder>     four example scenes (seed 777001) as PNG files with CAPTIONS.md
+//   ... -- --quantization-sweep <folder>   the same accuracy per quantized part and 4-bit group size (QuantizationSweep)
 using System.Diagnostics;
 using System.Text.Json;
 using Multimodal.Blip2;
@@ -21,6 +22,11 @@ if (args.Length >= 2 && args[0] == "--eval")
     var (accuracy, misses) = await Evaluate.ExactMatchAsync(args[1], seed: 424242, count: 200);
     Console.WriteLine($"exact-match accuracy on 200 unseen scenes: {accuracy:P1}");
     foreach (var (expected, actual) in misses.Take(10)) Console.WriteLine($"  expected \"{expected}\"\n  got      \"{actual}\"");
+    return;
+}
+if (args.Length >= 2 && args[0] == "--quantization-sweep")
+{
+    await QuantizationSweep.RunAsync(args[1]);
     return;
 }
 if (args.Length >= 2 && args[0] == "--scenes")
