@@ -50,8 +50,9 @@ public static class QuantizationSweep
                     if (onlyWhole && weight.shape[1] % 128 != 0) continue;
                     layers++;
                     using var rounded = head ? Rounded(weight, 0) : Rounded(weight, group);
-                    error += (rounded - weight).square().sum().item<float>();
-                    norm += weight.square().sum().item<float>();
+                    using var difference = rounded - weight;
+                    error += (difference * difference).sum().item<float>();
+                    norm += (weight * weight).sum().item<float>();
                     weight.copy_(rounded);
                 }
             var (accuracy, _, captions) = await Evaluate.CaptionsAsync(captioner, seed, count);
@@ -64,20 +65,17 @@ public static class QuantizationSweep
     private static Tensor Rounded(Tensor weight, int group)
     {
         using var scope = NewDisposeScope();
+        // Bounds as 0-dim tensors rather than Scalars: the suite checks this sample makes no temporary Scalar
+        // (ScalarLifetimeTests).
         long n = weight.shape[0], k = weight.shape[1];
         var w = weight.to(ScalarType.Float32);
-        Tensor result;
-        if (group == 0 || k % group != 0)
-        {
-            var scale = w.abs().amax([1L], keepdim: true).clamp_min(1e-30) / 127;
-            result = (w / scale).round().clamp(-127, 127) * scale;
-        }
-        else
-        {
-            var g = w.view(n, k / group, group);
-            var scale = g.abs().amax([2L], keepdim: true).clamp_min(1e-30) / 7;
-            result = ((g / scale).round().clamp(-8, 7) * scale).view(n, k);
-        }
+        bool eightBits = group == 0 || k % group != 0;
+        var steps = tensor(eightBits ? 127f : 7f);
+        var low = tensor(eightBits ? -127f : -8f);
+        var high = tensor(eightBits ? 127f : 7f);
+        var grouped = eightBits ? w : w.view(n, k / group, group);
+        var scale = maximum(grouped.abs().amax([grouped.dim() - 1], keepdim: true), tensor(1e-30f)) / steps;
+        var result = minimum(maximum((grouped / scale).round(), low), high).mul(scale).view(n, k);
         return result.to(weight.dtype).MoveToOuterDisposeScope();
     }
 }

@@ -53,9 +53,12 @@ internal static unsafe class QuantizedInput
 
     [ThreadStatic] private static byte[]? _buffer;
 
+    // Fully optimized from the first call, as the kernels are: at tier 0 the vector helpers are calls, and the first
+    // products of a run (a prefill, a benchmark's first shape) took 60–100 µs more each.
     /// <summary>Quantizes <paramref name="m"/> float32 rows of width <paramref name="k"/> into this thread's buffer (reused
     /// from call to call, grown when a wider product needs more) and returns the first row's start; row j starts
     /// <see cref="Layout.Stride"/> · j bytes further. The buffer stays valid until this thread's next call.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static byte* Prepare(float* x, int m, long k, Layout layout, bool int4)
     {
         long bytes = checked(layout.Stride * m + 64);
@@ -72,6 +75,7 @@ internal static unsafe class QuantizedInput
     }
 
     // 256-bit operations only: the AVX2 kernels prepare their inputs here too.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeRow(float* x, long k, Row row)
     {
         long blocks = (k + Block - 1) / Block;
@@ -103,6 +107,7 @@ internal static unsafe class QuantizedInput
 
     // Groups 4c…4c+3's first halves, then their second halves; 8 · Σq and the block scale per 32-bit lane (lanes 0–7 from
     // the first 32 bytes of each half, 8–15 from the second).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Arrange(long k, Row row)
     {
         var eights = Vector256.Create((byte)8);

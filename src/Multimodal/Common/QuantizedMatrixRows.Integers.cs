@@ -20,6 +20,7 @@ internal static unsafe partial class QuantizedMatrixRows
     private static void RunInt4Integers(void* data) => OpenMpTeam.Guard(&Int4IntegersPart, data);
 
     // Inputs from a multiple of 32 to K, block by block.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Int8Tail(sbyte* w, QuantizedInput.Row x, long from, long k)
     {
         float sum = 0;
@@ -64,6 +65,7 @@ internal static unsafe partial class QuantizedMatrixRows
     }
 
     // Groups from a multiple of 4 to the row's end.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Int4Tail(byte* w, float* weightScales, QuantizedInput.Row x, long from, long groups)
     {
         float sum = 0;
@@ -78,6 +80,7 @@ internal static unsafe partial class QuantizedMatrixRows
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Int4OneRow(Job* job, long start, long end)
     {
         long groups = job->K / QuantizedLinear.Group, chunks = groups / 4, rowBytes = job->K / 2;
@@ -108,6 +111,7 @@ internal static unsafe partial class QuantizedMatrixRows
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Int4Rows(Job* job, long start, long end)
     {
         long groups = job->K / QuantizedLinear.Group, chunks = groups / 4, rowBytes = job->K / 2;
