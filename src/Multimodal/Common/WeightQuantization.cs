@@ -1,7 +1,8 @@
 namespace Multimodal.Common;
 
 /// <summary>How a language model's linear weights are stored after loading: as the checkpoint gives them, or quantized
-/// (weight-only; activations stay in the model's dtype).</summary>
+/// (weights only: activations stay in the model's dtype between layers; on the CPU each quantized product rounds its
+/// input rows to 8 bits for the integer multiply, see <see cref="CpuKernelOptions.QuantizedInputs"/>).</summary>
 public enum WeightQuantization
 {
     /// <summary>As loaded.</summary>
