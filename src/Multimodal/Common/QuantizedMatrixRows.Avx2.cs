@@ -36,12 +36,14 @@ internal static unsafe partial class QuantizedMatrixRows
         int m = job->M;
         var acc = stackalloc Vector256<float>[MaxRows];
         var sums = stackalloc float[MaxRows];
+        var rows = stackalloc QuantizedInput.Row[MaxRows];            // found once, not at every step of the inner loops
+        for (int j = 0; j < m; j++) rows[j] = job->Input(j);
         for (long r = start; r < end; r++)
         {
             sbyte* w = (sbyte*)job->Weight + r * k;
             if (m == 1)
             {
-                var x = job->Input(0);
+                var x = rows[0];
                 var a0 = Vector256<float>.Zero; var a1 = a0;
                 long i = 0;
                 for (; i + 64 <= whole; i += 64)
@@ -57,9 +59,9 @@ internal static unsafe partial class QuantizedMatrixRows
             for (long i = 0; i < whole; i += 32)
             {
                 var wv = Vector256.Load(w + i);
-                for (int j = 0; j < m; j++) acc[j] = Int8Step256(wv, job->Input(j), i, acc[j]);
+                for (int j = 0; j < m; j++) acc[j] = Int8Step256(wv, rows[j], i, acc[j]);
             }
-            for (int j = 0; j < m; j++) sums[j] = Vector256.Sum(acc[j]) + Int8Tail(w, job->Input(j), whole, k);
+            for (int j = 0; j < m; j++) sums[j] = Vector256.Sum(acc[j]) + Int8Tail(w, rows[j], whole, k);
             StoreRows(job, r, sums, job->Scales[r]);
         }
     }
@@ -92,6 +94,8 @@ internal static unsafe partial class QuantizedMatrixRows
         int m = job->M;
         var acc = stackalloc Vector256<float>[MaxRows];
         var sums = stackalloc float[MaxRows];
+        var rows = stackalloc QuantizedInput.Row[MaxRows];            // found once, not at every step of the inner loops
+        for (int j = 0; j < m; j++) rows[j] = job->Input(j);
         for (long r = start; r < end; r++)
         {
             byte* w = job->Weight + r * rowBytes;
@@ -101,9 +105,9 @@ internal static unsafe partial class QuantizedMatrixRows
                 for (int h = 0; h < 2; h++)
                 {
                     var (low, high, s) = Int4Unpack256(w + c * 64 + h * 32, scales + c * 4 + h * 2);
-                    for (int j = 0; j < m; j++) acc[j] = Int4Step256(low, high, s, job->Input(j), c, h, acc[j]);
+                    for (int j = 0; j < m; j++) acc[j] = Int4Step256(low, high, s, rows[j], c, h, acc[j]);
                 }
-            for (int j = 0; j < m; j++) sums[j] = Vector256.Sum(acc[j]) + Int4Tail(w, scales, job->Input(j), chunks * 4, groups);
+            for (int j = 0; j < m; j++) sums[j] = Vector256.Sum(acc[j]) + Int4Tail(w, scales, rows[j], chunks * 4, groups);
             StoreRows(job, r, sums, 1f);
         }
     }

@@ -118,6 +118,8 @@ internal static unsafe partial class QuantizedMatrixRows
         int m = job->M;
         var acc = stackalloc Vector512<float>[MaxRows];
         var sums = stackalloc float[MaxRows];
+        var rows = stackalloc QuantizedInput.Row[MaxRows];            // found once, not at every step of the inner loops
+        for (int j = 0; j < m; j++) rows[j] = job->Input(j);
         for (long r = start; r < end; r++)
         {
             byte* w = job->Weight + r * rowBytes;
@@ -126,9 +128,9 @@ internal static unsafe partial class QuantizedMatrixRows
             for (long c = 0; c < chunks; c++)
             {
                 var (low, high, s) = Int4Unpack(w + c * 64, scales + c * 4);
-                for (int j = 0; j < m; j++) acc[j] = Int4Step(low, high, s, job->Input(j), c, acc[j]);
+                for (int j = 0; j < m; j++) acc[j] = Int4Step(low, high, s, rows[j], c, acc[j]);
             }
-            for (int j = 0; j < m; j++) sums[j] = Vector512.Sum(acc[j]) + Int4Tail(w, scales, job->Input(j), chunks * 4, groups);
+            for (int j = 0; j < m; j++) sums[j] = Vector512.Sum(acc[j]) + Int4Tail(w, scales, rows[j], chunks * 4, groups);
             StoreRows(job, r, sums, 1f);
         }
     }
