@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 namespace Multimodal.Common;
 
 /// <summary>The switches of this library's CPU kernels, in one place: the products a decode step sends to our own kernels
-/// instead of libtorch (one bfloat16 row, 5–8 float32 rows). Every language model's and Flamingo block's linears take the
+/// instead of libtorch (one bfloat16 row, one or 5–8 float32 rows, 1–64 rows times quantized weights). Every language model's and Flamingo block's linears take the
 /// same routing, so these switches decide for all of them.</summary>
 public sealed record CpuKernelOptions
 {

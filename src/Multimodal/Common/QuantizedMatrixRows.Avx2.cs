@@ -19,6 +19,20 @@ internal static unsafe partial class QuantizedMatrixRows
     [UnmanagedCallersOnly]
     private static void RunInt4Avx2(void* data) => OpenMpTeam.Guard(&Int4Avx2Part, data);
 
+    // Inputs from a multiple of 32 to K, block by block.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Int8Tail(sbyte* w, QuantizedInput.Row x, long from, long k)
+    {
+        float sum = 0;
+        for (long at = from; at < k; at += QuantizedInput.Block)
+        {
+            int dot = 0;
+            for (long i = at, end = Math.Min(k, at + QuantizedInput.Block); i < end; i++) dot += w[i] * x.Values[i];
+            sum += x.Scales[at / QuantizedInput.Block] * dot;
+        }
+        return sum;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Int8Step256(Vector256<sbyte> w, QuantizedInput.Row x, long i, Vector256<float> acc)
     {

@@ -19,20 +19,6 @@ internal static unsafe partial class QuantizedMatrixRows
     [UnmanagedCallersOnly]
     private static void RunInt4Integers(void* data) => OpenMpTeam.Guard(&Int4IntegersPart, data);
 
-    // Inputs from a multiple of 32 to K, block by block.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Int8Tail(sbyte* w, QuantizedInput.Row x, long from, long k)
-    {
-        float sum = 0;
-        for (long at = from; at < k; at += QuantizedInput.Block)
-        {
-            int dot = 0;
-            for (long i = at, end = Math.Min(k, at + QuantizedInput.Block); i < end; i++) dot += w[i] * x.Values[i];
-            sum += x.Scales[at / QuantizedInput.Block] * dot;
-        }
-        return sum;
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Int4IntegersPart(void* data)
     {

@@ -6,13 +6,13 @@ using System.Runtime.Intrinsics.X86;
 namespace Multimodal.Common;
 
 /// <summary>1–8 rows times a quantized weight (<see cref="QuantizedLinear"/>) on the CPU — a decode step's linear of a
-/// quantized model — read straight from the integers: each weight vector is widened to float32 in registers, scaled
-/// (per group for 4 bits) and multiplied into every row, so the weights are read once, in a quarter (8 bits) or about a
-/// sixth (4 bits) of float32's bytes. Sums are float32; the result takes the input's dtype.</summary>
+/// quantized model — read straight from the integers, so the weights are read once, in a quarter (8 bits) or about a
+/// sixth (4 bits) of float32's bytes; the result takes the input's dtype. Two paths: with
+/// <see cref="CpuKernelOptions.QuantizedInputs"/> (the default) the input rows are rounded to 8 bits too and multiplied in
+/// integers (AVX-512 BW or AVX2: the other parts of this class); without, each weight vector is widened to float32 in
+/// registers, scaled (per group for 4 bits) and multiplied into every row in float32 (AVX-512, below).</summary>
 /// <remarks>Runs on libtorch's OpenMP team like <see cref="Float32FewRows"/>, under <see cref="CpuKernelOptions"/>; its
-/// operands are checked here, at the entry, and anything it does not take goes to the dequantized path. With
-/// <see cref="CpuKernelOptions.QuantizedInputs"/> (the default) the input rows are quantized too and the products run in
-/// integers (the integer part of this class); without, they run in float32 as described above.</remarks>
+/// operands are checked here, at the entry, and anything it does not take goes to the dequantized path.</remarks>
 internal static unsafe partial class QuantizedMatrixRows
 {
     private const int MaxRows = 8;
@@ -48,7 +48,8 @@ internal static unsafe partial class QuantizedMatrixRows
     public static bool TryLinear(Tensor input, QuantizedLinear.Weights q, Tensor? bias, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
     {
         result = null;
-        if (!Available || is_grad_enabled() || input.device_type != DeviceType.CPU || !input.is_contiguous() || input.dim() < 1
+        var options = CpuKernelOptions.Current;
+        if (!options.Enabled || !options.Quantized || is_grad_enabled() || input.device_type != DeviceType.CPU || !input.is_contiguous() || input.dim() < 1
             || input.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || input.shape[^1] != q.K || q.K % 16 != 0
             || q.Values.device_type != DeviceType.CPU || !q.Values.is_contiguous() || !q.Scales.is_contiguous()
             || q.Values.dtype != (q.Kind == WeightQuantization.Int8 ? ScalarType.Int8 : ScalarType.Byte) || q.Scales.dtype != ScalarType.Float32
@@ -58,7 +59,7 @@ internal static unsafe partial class QuantizedMatrixRows
         if (bias is not null && (bias.dtype != input.dtype || bias.numel() != q.N || bias.device_type != DeviceType.CPU)) return false;
         long rows = input.numel() / q.K;
         if (rows is < 1 or > MaxRows) return false;
-        var path = Pick(CpuKernelOptions.Current);
+        var path = Pick(options);                             // None where the machine cannot run the path asked for
         if (path == Path.None) return false;
         result = Compute(input, q, bias, (int)rows, path);
         _calls++;
