@@ -96,15 +96,18 @@ internal static unsafe class Bf16MatrixVector
     {
         long vectorK = k & ~31L;
         long r = start;
-        // Four weight rows stream side by side (four hardware-prefetched streams per core); each 32-value chunk of
-        // bf16 widens to two float32 vectors, so every row keeps two accumulators.
+        // Four weight rows stream side by side while the next four are prefetched (Float32SingleRow.PrefetchNext); each
+        // 32-value chunk of bf16 widens to two float32 vectors, so every row keeps two accumulators.
         for (; r + 4 <= end; r += 4)
         {
             ushort* w0 = w + r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            byte* next = (byte*)(w0 + 4 * k);
             var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
             var c0 = a0; var c1 = a0; var c2 = a0; var c3 = a0;
             for (long i = 0; i < vectorK; i += 32)
             {
+                Float32SingleRow.PrefetchNext(next);
+                next += 256;
                 var xl = Vector512.Load(x + i);
                 var xh = Vector512.Load(x + i + 16);
                 var (l0, h0) = Widen(Vector512.Load(w0 + i)); a0 = Avx512F.FusedMultiplyAdd(l0, xl, a0); c0 = Avx512F.FusedMultiplyAdd(h0, xh, c0);

