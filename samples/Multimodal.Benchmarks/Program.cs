@@ -6,11 +6,13 @@
 //       --dir <folder; default: the temp folder's multimodal-bench> --new-tokens 20 --dtype float32|bfloat16 --batches 1,4,8
 //       --serving-tokens 20,64,128 (answer lengths for the serving figure; the server caps answers at 256; 0: no serving or
 //       batch figures) --runs cold_float32,warm_float32,warm_bfloat16,warm_int8,warm_int4 (a subset)]
-// Each load runs in a fresh child process (--measure), so its peak RSS is the load's own.
+// Each load runs in a fresh child process (--measure), so its peak RSS is the load's own. Each child decodes twice: once
+// uninterrupted (the figures above), once with one plain pass over the step's own weight bytes (WeightStream) before every
+// step, so each step is judged against the same memory at the same moment and split into time in our kernels and outside.
 // --hostile-mix 1 [--seconds 60 --good 8 --hostile 2 --budget-mb 300]: the server under a hostile mix (see HostileMix).
 // --floors-only 1: only this machine's limits (the decode floor's two candidates side by side), then exit.
 // --kernels 1 [--formats float32,bfloat16,int8,int4,int4 avx2]: the floors, then each decode-step linear of the preset
-//     alone per weight format (KernelRates), then exit.
+//     alone per weight format against a plain pass over the same bytes (KernelRates), then exit.
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -41,7 +43,7 @@ Console.WriteLine($"floors: read {floors.ReadGBps:F1} GB/s (best of libtorch sum
 if (options.Get("--floors-only") is not null) return;
 if (options.Get("--kernels") is not null)
 {
-    foreach (var preset in presetArg == "both" ? ["small", "2.7b"] : new[] { presetArg }) KernelRates.Measure(Presets.Named(preset), floors, options.Get("--formats")?.Split(','));
+    foreach (var preset in presetArg == "both" ? ["small", "2.7b"] : new[] { presetArg }) KernelRates.Measure(Presets.Named(preset), options.Get("--formats")?.Split(','));
     return;
 }
 var summary = new JsonObject
@@ -113,6 +115,7 @@ static void Report(string preset, string label, string dtype, JsonObject m, Floo
     Row("load (vs raw sequential read)", Get("load_s"), rawRead, " s");
     Row("first token (vs FLOPs / GEMM rate)", Get("first_token_s"), firstFloor, " s");
     Row("decode per token (vs LM bytes / read)", Get("per_token_ms"), decodeFloorMs, "ms");
+    if (m["stepwise"] is JsonObject steps) StepwiseReport(steps, Get("stream_bytes") / 1e9);
     Row("caption, 20 new tokens", Get("caption_s"), firstFloor + 19 * decodeFloorMs / 1000, " s");
     Console.WriteLine($"   peak RSS {Get("peak_rss_mb"):F0} MB = {Get("peak_rss_mb") * 1e6 / Get("parameter_bytes"):F3}x the parameter bytes ({Get("parameter_bytes") / 1e9:F2} GB)");
     // What a load must hold at once: the model as loaded plus the largest tensor read whole (the runtime, measured before
@@ -134,6 +137,23 @@ static void Report(string preset, string label, string dtype, JsonObject m, Floo
         double ceiling = gemm / Get("image_encoder_gflop");
         Console.WriteLine($"   ceiling: the image encoder alone ({Get("image_encoder_gflop"):F0} GFLOP per image at the GEMM rate) allows {ceiling:F3} images/s = {ceiling / one:F2}x batch 1");
     }
+}
+
+// Each later step of the probed run against the plain pass over the same bytes just before it, split into the time in our
+// kernels (which stream the weights) and the rest (attention, norms, residuals, the generator): medians over the steps, so
+// a step the machine stalled does not move them.
+static void StepwiseReport(JsonObject steps, double streamGB)
+{
+    double[] Values(string key) => steps[key]!.AsArray().Select(n => n!.GetValue<double>()).ToArray();
+    var (time, kernels, passes) = (Values("step_s"), Values("kernel_s"), Values("pass_s"));
+    static double Median(IEnumerable<double> values) { var v = values.Order().ToArray(); return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2; }
+    var ratios = time.Select((t, i) => t / passes[i]).ToArray();
+    var rates = passes.Select(p => streamGB / p).ToArray();
+    Console.WriteLine($"   step by step, each against one plain pass over its {streamGB * 1000:F0} MB of weights just before it " +
+                      $"({rates.Min():F1}–{rates.Max():F1} GB/s, median {Median(rates):F1}):");
+    Console.WriteLine($"     decode per token {Median(time) * 1000:F2} ms = {Median(ratios):F2}x the pass (steps {ratios.Min():F2}–{ratios.Max():F2}x); " +
+                      $"in our kernels {Median(kernels) * 1000:F2} ms = {Median(kernels.Select((k, i) => k / passes[i])):F2}x, " +
+                      $"outside them {Median(time.Select((t, i) => t - kernels[i])) * 1000:F2} ms = +{Median(time.Select((t, i) => (t - kernels[i]) / passes[i])):F2}x");
 }
 
 /// <summary>--key value pairs.</summary>
@@ -177,17 +197,26 @@ internal static class Measurement
         double peakAfterLoad = PeakRssMb();
         var state = model.state_dict();
         long parameterBytes = state.Where(kv => kv.Key != "language_model.lm_head.weight").Sum(kv => kv.Value.numel() * kv.Value.ElementSize);
-        long lmBytes = state.Where(kv => kv.Key.StartsWith("language_model.") && kv.Key != "language_model.lm_head.weight").Sum(kv => kv.Value.numel() * kv.Value.ElementSize);
+        // What a decode step reads: the language model's weights (the tied head's once), not the position table, of which
+        // it reads one row.
+        long lmBytes = state.Where(kv => kv.Key.StartsWith("language_model.") && kv.Key != "language_model.lm_head.weight" && !kv.Key.Contains("embed_positions"))
+            .Sum(kv => kv.Value.numel() * kv.Value.ElementSize);
 
         var config = model.Config;
         int prompt = 4;
-        var (first, perToken, caption, generated) = Generate(model, 1, prompt, newTokens);
+        var (first, perToken, caption, generated, _) = Generate(model, 1, prompt, newTokens);
+        // Again with one plain pass over the same weight bytes before every step (see WeightStream), unless the OpenMP
+        // team was not found.
+        var stream = WeightStream.Available ? new WeightStream(DecodeTensors(state)) : null;
+        var stepwise = stream is null ? null : Generate(model, 1, prompt, newTokens, stream).Steps;
         var result = new JsonObject
         {
             ["dtype"] = quantization == Multimodal.Common.WeightQuantization.None ? dtype.ToString() : quantization.ToString(),
             ["load_s"] = load,
             ["first_token_s"] = first,
             ["per_token_ms"] = perToken * 1000,
+            ["stepwise"] = stepwise,
+            ["stream_bytes"] = stream?.Bytes ?? 0,
             ["caption_s"] = caption,
             ["ids"] = new JsonArray(generated.Select(id => (JsonNode)id).ToArray()),
             ["peak_rss_mb"] = peakAfterLoad,
@@ -203,7 +232,7 @@ internal static class Measurement
             var batches = new JsonObject();
             foreach (var b in list.Split(',').Select(int.Parse))
             {
-                var (_, _, total, _) = Generate(model, b, prompt, newTokens);
+                var (_, _, total, _, _) = Generate(model, b, prompt, newTokens);
                 batches[b.ToString(CultureInfo.InvariantCulture)] = b / total;
             }
             result["batches"] = batches;
@@ -215,19 +244,35 @@ internal static class Measurement
     }
 
     // Greedy generation of exactly newTokens tokens from the same (seeded) image in every run; returns the first step (image
-    // encode, Q-Former, prefill), the mean later step and the whole call, in seconds, and the first row's ids.
-    private static (double First, double PerToken, double Total, long[] Ids) Generate(Multimodal.Blip2.Blip2ForConditionalGeneration model, int batch, int prompt, int newTokens)
+    // encode, Q-Former, prefill), the mean later step and the whole call, in seconds, and the first row's ids. With a probe,
+    // one pass over the step's weight bytes runs before every step (outside the steps' times), and Steps holds each later
+    // step's time, the part of it spent in our kernels (OpenMpTeam.Run: the linear layers' products on the CPU) and the
+    // pass before it.
+    private static (double First, double PerToken, double Total, long[] Ids, JsonObject? Steps) Generate(
+        Multimodal.Blip2.Blip2ForConditionalGeneration model, int batch, int prompt, int newTokens, WeightStream? probe = null)
     {
         using var scope = NewDisposeScope();
         var pixels = randn(batch, 3, 224, 224, generator: new Generator(2024));
         var ids = tensor(new long[] { 2, 102, 1345, 9 }).unsqueeze(0).expand(batch, prompt).contiguous(); // "</s>a photo of"
         var options = new Multimodal.Generation.GenerationOptions { MaxNewTokens = newTokens, MinNewTokens = newTokens };
-        var steps = new List<double>();
+        var (steps, kernels, passes) = (new List<double>(), new List<double>(), new List<double>());
+        double pass = probe?.Pass() ?? 0;
+        long ticks = Multimodal.Common.OpenMpTeam.Ticks;
         var step = Stopwatch.StartNew();
         var clock = Stopwatch.StartNew();
-        using var output = model.Generate(pixels, ids, null, options, null, (_, _) => { steps.Add(step.Elapsed.TotalSeconds); step.Restart(); }, default);
+        using var output = model.Generate(pixels, ids, null, options, null, (_, _) =>
+        {
+            steps.Add(step.Elapsed.TotalSeconds);
+            kernels.Add((double)(Multimodal.Common.OpenMpTeam.Ticks - ticks) / Stopwatch.Frequency);
+            passes.Add(pass);
+            if (probe is not null) pass = probe.Pass();
+            ticks = Multimodal.Common.OpenMpTeam.Ticks;
+            step.Restart();
+        }, default);
         double total = clock.Elapsed.TotalSeconds;
-        return (steps[0], steps.Skip(1).Average(), total, output.Sequences[0]);
+        JsonArray Later(List<double> values) => new(values.Skip(1).Select(v => (JsonNode)v).ToArray());
+        var detail = probe is null ? null : new JsonObject { ["step_s"] = Later(steps), ["kernel_s"] = Later(kernels), ["pass_s"] = Later(passes) };
+        return (steps[0], steps.Skip(1).Average(), total, output.Sequences[0], detail);
     }
 
     // Linear layers dominate: 2 · weights · rows for the ViT (all patches + class), the Q-Former (32 queries;
@@ -251,6 +296,14 @@ internal static class Measurement
     }
 
     // One image through the ViT: the part of a caption whose cost per image batching cannot lower.
+    // What a decode step reads whole: the language model's tensors (WeightStream reads a tied head once), not the position
+    // table.
+    private static IEnumerable<Tensor> DecodeTensors(IReadOnlyDictionary<string, Tensor> state)
+    {
+        foreach (var (name, t) in state)
+            if (name.StartsWith("language_model.") && !name.Contains("embed_positions")) yield return t;
+    }
+
     private static double ImageEncoderFlops(IReadOnlyDictionary<string, Tensor> state, Multimodal.Blip2.Blip2Config config)
     {
         var v = config.VisionConfig;
