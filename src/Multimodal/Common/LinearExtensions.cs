@@ -14,6 +14,18 @@ internal static class LinearExtensions
         ? QuantizedLinear.Product(input, quantized, layer.bias)
         : Product(input, layer.weight!, layer.bias);
 
+    /// <summary>Several layers' products of one input (an attention's q, k and v projections; a gated MLP's two inputs), each
+    /// what <see cref="Apply"/> gives it: when every layer is quantized alike and the kernel takes them, all in one pass of
+    /// <see cref="QuantizedMatrixRows"/> (one fork and join, the input rounded once), else each on its own.</summary>
+    public static Tensor[] ApplyEach(Tensor input, params Linear[] layers)
+    {
+        var quantized = new List<(QuantizedLinear.Weights, Tensor?)>(layers.Length);
+        foreach (var layer in layers)
+            if (QuantizedLinear.TryGet(layer, out var q)) quantized.Add((q, layer.bias));
+        if (layers.Length > 1 && quantized.Count == layers.Length && QuantizedMatrixRows.TryLinearEach(input, quantized, out var products)) return products;
+        return layers.Select(l => l.Apply(input)).ToArray();
+    }
+
     /// <summary><c>nn.functional.linear(input, weight, bias)</c> through the same routing as <see cref="Apply"/>, for heads
     /// that hold their weight as a parameter rather than a <c>Linear</c> (IDEFICS' decoupled head).</summary>
     public static Tensor Product(Tensor input, Tensor weight, Tensor? bias)

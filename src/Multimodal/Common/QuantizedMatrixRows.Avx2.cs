@@ -13,12 +13,6 @@ namespace Multimodal.Common;
 /// 4-group chunk's first 32 bytes of each half are its groups 0–1, the next 32 its groups 2–3).</remarks>
 internal static unsafe partial class QuantizedMatrixRows
 {
-    [UnmanagedCallersOnly]
-    private static void RunInt8Avx2(void* data) => OpenMpTeam.Guard(&Int8Avx2Part, data);
-
-    [UnmanagedCallersOnly]
-    private static void RunInt4Avx2(void* data) => OpenMpTeam.Guard(&Int4Avx2Part, data);
-
     // Inputs from a multiple of 32 to K, block by block.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Int8Tail(sbyte* w, QuantizedInput.Row x, long from, long k)

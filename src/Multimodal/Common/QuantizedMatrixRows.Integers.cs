@@ -9,16 +9,13 @@ namespace Multimodal.Common;
 /// of 32 (<see cref="QuantizedInput"/>), as llama.cpp's Q8_0 · Q4_0/Q8_0 dot products do. Each 64 bytes of 4-bit weights
 /// take two u8 × s8 multiply–adds into 16-bit pairs, one into 32-bit lanes, one conversion and two float operations by the
 /// lanes' input and weight scales: a quarter of the float path's work per weight, so the weights stream at the memory's
-/// rate. 8-bit weights run the AVX2 form on every machine (<see cref="RunInt8Avx2"/>).</summary>
+/// rate. 8-bit weights run the AVX2 form on every machine (<see cref="Int8Avx2Part"/>).</summary>
 /// <remarks>The integer sums are exact (a lane holds at most 8 products of |w| ≤ 128 and |q| ≤ 127); the float part is
 /// the sum over blocks of s · (the block's integer dot product), times the weight scale — the dequantized weights times the
 /// dequantized input, to float32 accumulation. Inputs past the last whole 32 (8 bits) or 128 (4 bits) are summed one by
 /// one in the same integers.</remarks>
 internal static unsafe partial class QuantizedMatrixRows
 {
-    [UnmanagedCallersOnly]
-    private static void RunInt4Integers(void* data) => OpenMpTeam.Guard(&Int4IntegersPart, data);
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Int4IntegersPart(void* data)
     {

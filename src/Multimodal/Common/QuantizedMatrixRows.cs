@@ -47,54 +47,96 @@ internal static unsafe partial class QuantizedMatrixRows
     /// The input rows are quantized when <see cref="CpuKernelOptions.QuantizedInputs"/> is on.</summary>
     public static bool TryLinear(Tensor input, QuantizedLinear.Weights q, Tensor? bias, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
     {
-        result = null;
+        result = TryLinearEach(input, [(q, bias)], out var results) ? results[0] : null;
+        return result is not null;
+    }
+
+    /// <summary>The products of one input with several layers quantized alike (the same kind and width K: an attention's
+    /// q, k and v projections) in one parallel region, the input prepared once: each call's fixed cost (the team's fork and
+    /// join, the ramp of the first reads) is paid once instead of per layer. Each layer must be one <see cref="TryLinear"/>
+    /// takes; false, and nothing computed, otherwise.</summary>
+    public static bool TryLinearEach(Tensor input, IReadOnlyList<(QuantizedLinear.Weights Q, Tensor? Bias)> layers,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor[]? results)
+    {
+        results = null;
         var options = CpuKernelOptions.Current;
-        if (!options.Enabled || !options.Quantized || is_grad_enabled() || input.device_type != DeviceType.CPU || !input.is_contiguous() || input.dim() < 1
-            || input.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || input.shape[^1] != q.K || q.K % 16 != 0
-            || q.Values.device_type != DeviceType.CPU || !q.Values.is_contiguous() || !q.Scales.is_contiguous()
-            || q.Values.dtype != (q.Kind == WeightQuantization.Int8 ? ScalarType.Int8 : ScalarType.Byte) || q.Scales.dtype != ScalarType.Float32
-            || q.Values.numel() != (q.Kind == WeightQuantization.Int8 ? checked(q.N * q.K) : checked(q.N * q.K / 2))
-            || q.Scales.numel() != (q.Kind == WeightQuantization.Int8 ? q.N : checked(q.N * q.K / QuantizedLinear.Group)))
+        if (layers.Count == 0 || !options.Enabled || !options.Quantized || is_grad_enabled() || input.device_type != DeviceType.CPU || !input.is_contiguous()
+            || input.dim() < 1 || input.dtype is not (ScalarType.Float32 or ScalarType.BFloat16))
             return false;
-        if (bias is not null && (bias.dtype != input.dtype || bias.numel() != q.N || bias.device_type != DeviceType.CPU)) return false;
-        long rows = input.numel() / q.K;
+        var (kind, k) = (layers[0].Q.Kind, layers[0].Q.K);
+        if (input.shape[^1] != k || k % 16 != 0) return false;
+        foreach (var (q, bias) in layers)
+            if (q.Kind != kind || q.K != k || !Takes(q) || bias is not null && (bias.dtype != input.dtype || bias.numel() != q.N || bias.device_type != DeviceType.CPU))
+                return false;
+        long rows = input.numel() / k;
         if (rows is < 1 or > MaxRows) return false;
         var path = Pick(options);                             // None where the machine cannot run the path asked for
         if (path == Path.None) return false;
-        result = Compute(input, q, bias, (int)rows, path);
-        _calls++;
-        if (path != Path.Float) _integerCalls++;
+        results = Compute(input, layers, (int)rows, path);
+        _calls += layers.Count;
+        if (path != Path.Float) _integerCalls += layers.Count;
         return true;
     }
 
-    private static Tensor Compute(Tensor input, QuantizedLinear.Weights q, Tensor? bias, int m, Path path)
+    // A quantized layer's own tensors as the kernels read them.
+    private static bool Takes(QuantizedLinear.Weights q) =>
+        q.Values.device_type == DeviceType.CPU && q.Values.is_contiguous() && q.Scales.is_contiguous()
+        && q.Values.dtype == (q.Kind == WeightQuantization.Int8 ? ScalarType.Int8 : ScalarType.Byte) && q.Scales.dtype == ScalarType.Float32
+        && q.Values.numel() == (q.Kind == WeightQuantization.Int8 ? checked(q.N * q.K) : checked(q.N * q.K / 2))
+        && q.Scales.numel() == (q.Kind == WeightQuantization.Int8 ? q.N : checked(q.N * q.K / QuantizedLinear.Group));
+
+    private static Tensor[] Compute(Tensor input, IReadOnlyList<(QuantizedLinear.Weights Q, Tensor? Bias)> layers, int m, Path path)
     {
         using var scope = NewDisposeScope();
         var x = input.to(ScalarType.Float32);                  // the input itself when it is float32 (contiguous: checked)
-        var output = LinearExtensions.KernelOutput(input, q.N, ScalarType.Float32);
-        var b = bias?.to(ScalarType.Float32).contiguous();
-        bool int4 = q.Kind == WeightQuantization.Int4;
-        fixed (byte* w = q.Values.bytes)
-        fixed (byte* s = q.Scales.bytes)
-        fixed (byte* xp = x.bytes)
-        fixed (byte* o = output.bytes)
-        fixed (byte* bp = b is null ? default : b.bytes)
+        long k = layers[0].Q.K;
+        bool int4 = layers[0].Q.Kind == WeightQuantization.Int4;
+        var outputs = new Tensor[layers.Count];
+        var jobs = stackalloc Job[layers.Count];
+        var layout = new QuantizedInput.Layout(k, int4);
+        float* xp = (float*)Address(x);
+        byte* inputs = path == Path.Float ? null : QuantizedInput.Prepare(xp, m, k, layout, int4);
+        for (int i = 0; i < layers.Count; i++)
         {
-            var layout = new QuantizedInput.Layout(q.K, int4);
-            byte* inputs = path == Path.Float ? null : QuantizedInput.Prepare((float*)xp, m, q.K, layout, int4);
-            var job = new Job(w, (float*)s, (float*)xp, (float*)bp, (float*)o, q.N, q.K, m, inputs, layout);
-            OpenMpTeam.Run(path switch
-            {
-                Path.Float => int4 ? &RunInt4 : &RunInt8,
-                // 8 bits: the AVX2 form is the faster one on AVX-512 machines too. Measured on this 2-core Zen 4 (which runs
-                // 512-bit operations as two 256-bit halves), one row of the 2.7b's shapes: 30.7–46.5 GB/s against an AVX-512
-                // form's 22.9–25.4, whose sign selection needed negated inputs and a blend where AVX2 has vpsignb.
-                Path.Integers512 => int4 ? &RunInt4Integers : &RunInt8Avx2,
-                _ => int4 ? &RunInt4Avx2 : &RunInt8Avx2,
-            }, &job);
+            var (q, bias) = layers[i];
+            outputs[i] = LinearExtensions.KernelOutput(input, q.N, ScalarType.Float32);
+            var b = bias?.to(ScalarType.Float32).contiguous();
+            jobs[i] = new Job(Address(q.Values), (float*)Address(q.Scales), xp, b is null ? null : (float*)Address(b), (float*)Address(outputs[i]),
+                q.N, k, m, inputs, layout);
         }
+        var list = new JobList(jobs, layers.Count, path switch
+        {
+            Path.Float => int4 ? &Int4Part : &Int8Part,
+            // 8 bits: the AVX2 form is the faster one on AVX-512 machines too. Measured on this 2-core Zen 4 (which runs
+            // 512-bit operations as two 256-bit halves), one row of the 2.7b's shapes: 30.7–46.5 GB/s against an AVX-512
+            // form's 22.9–25.4, whose sign selection needed negated inputs and a blend where AVX2 has vpsignb.
+            Path.Integers512 => int4 ? &Int4IntegersPart : &Int8Avx2Part,
+            _ => int4 ? &Int4Avx2Part : &Int8Avx2Part,
+        });
+        OpenMpTeam.Run(&RunJobs, &list);
         OpenMpTeam.ThrowIfFailed(nameof(QuantizedMatrixRows));
-        return output.to(input.dtype).MoveToOuterDisposeScope();
+        return outputs.Select(o => o.to(input.dtype).MoveToOuterDisposeScope()).ToArray();
+    }
+
+    // A CPU tensor's data lives in native memory (libtorch's or a mapped file) that the GC never moves: its address stays
+    // valid while the tensor does, which every tensor here outlives the region by.
+    private static byte* Address(Tensor t) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
+
+    // Every team thread runs its share of each job in turn, with no barrier between the jobs.
+    private readonly struct JobList(Job* jobs, int count, delegate*<void*, void> part)
+    {
+        public readonly Job* Jobs = jobs;
+        public readonly int Count = count;
+        public readonly delegate*<void*, void> Part = part;
+    }
+
+    [UnmanagedCallersOnly]
+    private static void RunJobs(void* data) => OpenMpTeam.Guard(&JobsPart, data);
+
+    private static void JobsPart(void* data)
+    {
+        var list = (JobList*)data;
+        for (int i = 0; i < list->Count; i++) list->Part(list->Jobs + i);
     }
 
     private readonly struct Job(byte* weight, float* scales, float* x, float* bias, float* output, long n, long k, int m,
@@ -111,12 +153,6 @@ internal static unsafe partial class QuantizedMatrixRows
 
         public QuantizedInput.Row Input(int j) => new(Inputs + j * Layout.Stride, Layout);
     }
-
-    [UnmanagedCallersOnly]
-    private static void RunInt8(void* data) => OpenMpTeam.Guard(&Int8Part, data);
-
-    [UnmanagedCallersOnly]
-    private static void RunInt4(void* data) => OpenMpTeam.Guard(&Int4Part, data);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Int8Part(void* data)

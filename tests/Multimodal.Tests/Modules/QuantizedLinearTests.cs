@@ -166,6 +166,54 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         Assert.True(moved < 0.02, $"quantizing the inputs moved the product by {moved:E2}");
     }
 
+    [SkippableTheory]
+    [InlineData(WeightQuantization.Int8, 1)]
+    [InlineData(WeightQuantization.Int8, 3)]
+    [InlineData(WeightQuantization.Int4, 1)]
+    [InlineData(WeightQuantization.Int4, 3)]
+    public void Several_layers_in_one_pass_give_each_layer_its_own_product_exactly(WeightQuantization kind, int m)
+    {
+        Skip.If(!QuantizedMatrixRows.Available, "this machine cannot run the quantized kernel, or it is switched off");
+        var paths = new List<(string Name, CpuKernelOptions Options)>();
+        if (CpuKernelOptions.Supported) paths.Add(("float inputs", CpuKernelOptions.Current with { QuantizedInputs = false }));
+        if (CpuKernelOptions.Supported && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported) paths.Add(("8-bit inputs, AVX-512", CpuKernelOptions.Current with { QuantizedInputs = true }));
+        if (CpuKernelOptions.SupportedAvx2) paths.Add(("8-bit inputs, AVX2", CpuKernelOptions.Current with { QuantizedInputs = true, Avx512 = false }));
+        using var scope = NewDisposeScope();
+        // Different heights, one without a bias, one with a tail of rows for the four-row blocks: the jobs must not mix.
+        const int k = 1056;
+        var layers = new[] { Layer(130, k, true, 1), Layer(64, k, false, 2), Layer(33, k, true, 3) };
+        foreach (var layer in layers) QuantizedLinear.Quantize(layer, kind);
+        var x = randn(m, k, generator: new TorchSharp.torch.Generator(4));
+        foreach (var (name, options) in paths)
+            using (CpuKernelOptions.InThisFlow(options))
+            using (inference_mode())
+            {
+                var alone = layers.Select(l => l.Apply(x)).ToArray();
+                long calls = QuantizedMatrixRows.Calls;
+                var together = LinearExtensions.ApplyEach(x, layers);
+                Assert.Equal(calls + layers.Length, QuantizedMatrixRows.Calls);
+                for (int i = 0; i < layers.Length; i++)
+                {
+                    Assert.Equal(alone[i].shape, together[i].shape);
+                    double difference = (together[i] - alone[i]).abs().max().item<float>();
+                    output.WriteLine($"{name} {kind} M={m} layer {i}: max abs difference from its own call {difference:E2}");
+                    Assert.True(difference == 0, $"{name}: layer {i}'s product in the shared pass differs from its own call by {difference:E2}");
+                }
+            }
+        // Layers quantized differently do not share a pass: each gets its own call, with the same products.
+        using var other = Layer(64, k, true, 5);
+        QuantizedLinear.Quantize(other, kind == WeightQuantization.Int8 ? WeightQuantization.Int4 : WeightQuantization.Int8);
+        Assert.True(QuantizedLinear.TryGet(layers[0], out var first));
+        Assert.True(QuantizedLinear.TryGet(other, out var second));
+        using (inference_mode())
+        {
+            Assert.False(QuantizedMatrixRows.TryLinearEach(x, [(first, layers[0].bias), (second, other.bias)], out _));
+            var mixed = LinearExtensions.ApplyEach(x, layers[0], other);
+            Assert.Equal(0, (mixed[0] - layers[0].Apply(x)).abs().max().item<float>());
+            Assert.Equal(0, (mixed[1] - other.Apply(x)).abs().max().item<float>());
+        }
+    }
+
     [Fact]
     public void A_quantized_layer_keeps_its_names_and_products_outside_the_kernel_use_the_dequantized_weights()
     {

@@ -42,7 +42,8 @@ internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return _downProj.Apply(_activation(_gateProj.Apply(x)) * _upProj.Apply(x)).MoveToOuterDisposeScope();
+        var gateUp = LinearExtensions.ApplyEach(x, _gateProj, _upProj);
+        return _downProj.Apply(_activation(gateUp[0]) * gateUp[1]).MoveToOuterDisposeScope();
     }
 }
 
@@ -92,9 +93,10 @@ internal sealed class LlamaAttention : nn.Module
     public Tensor SelfAttention(Tensor hidden, Tensor mask, Tensor cos, Tensor sin, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var q = Rotary.Apply(Attention.SplitHeads(_qProj.Apply(hidden), _heads), cos, sin);
-        var k = Rotary.Apply(Attention.SplitHeads(_kProj.Apply(hidden), _kvHeads), cos, sin);
-        var v = Attention.SplitHeads(_vProj.Apply(hidden), _kvHeads);
+        var projected = LinearExtensions.ApplyEach(hidden, _qProj, _kProj, _vProj);
+        var q = Rotary.Apply(Attention.SplitHeads(projected[0], _heads), cos, sin);
+        var k = Rotary.Apply(Attention.SplitHeads(projected[1], _kvHeads), cos, sin);
+        var v = Attention.SplitHeads(projected[2], _kvHeads);
         if (cache is not null) (k, v) = cache.Update(_layerIndex, k, v);
         if (_qLayerNorm is not null) { q = _qLayerNorm.forward(q); k = _kLayerNorm!.forward(k); }
         if (_kvHeads != _heads)

@@ -34,9 +34,10 @@ internal sealed class OptAttention : nn.Module
     public Tensor Forward(Tensor hidden, Tensor mask, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var q = Attention.SplitHeads(_qProj.Apply(hidden), _heads);   // (B, H, Tnew, d)
-        var k = Attention.SplitHeads(_kProj.Apply(hidden), _heads);
-        var v = Attention.SplitHeads(_vProj.Apply(hidden), _heads);
+        var projected = LinearExtensions.ApplyEach(hidden, _qProj, _kProj, _vProj);
+        var q = Attention.SplitHeads(projected[0], _heads);           // (B, H, Tnew, d)
+        var k = Attention.SplitHeads(projected[1], _heads);
+        var v = Attention.SplitHeads(projected[2], _heads);
         if (cache is not null) (k, v) = cache.Update(_layerIndex, k, v); // (B, H, Tpast + Tnew, d)
         var context = Attention.ScaledDotProduct(q, k, v, mask);
         return _outProj.Apply(Attention.MergeHeads(context)).MoveToOuterDisposeScope();

@@ -65,9 +65,10 @@ internal sealed class T5Attention : nn.Module
     public Tensor SelfAttention(Tensor x, Tensor bias, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var q = Attention.SplitHeads(_q.Apply(x), _config.NumHeads);
-        var k = Attention.SplitHeads(_k.Apply(x), _config.NumHeads);
-        var v = Attention.SplitHeads(_v.Apply(x), _config.NumHeads);
+        var projected = LinearExtensions.ApplyEach(x, _q, _k, _v);
+        var q = Attention.SplitHeads(projected[0], _config.NumHeads);
+        var k = Attention.SplitHeads(projected[1], _config.NumHeads);
+        var v = Attention.SplitHeads(projected[2], _config.NumHeads);
         if (cache is not null) (k, v) = cache.Update(_layerIndex, k, v);
         return Attend(q, k, v, bias).MoveToOuterDisposeScope();
     }
@@ -121,8 +122,9 @@ internal sealed class T5DenseReluDense : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = _wi is not null ? _activation(_wi.Apply(x)) : _activation(_wi0!.Apply(x)) * _wi1!.Apply(x);
-        return _wo.Apply(h).MoveToOuterDisposeScope();
+        if (_wi is not null) return _wo.Apply(_activation(_wi.Apply(x))).MoveToOuterDisposeScope();
+        var gated = LinearExtensions.ApplyEach(x, _wi0!, _wi1!);
+        return _wo.Apply(_activation(gated[0]) * gated[1]).MoveToOuterDisposeScope();
     }
 }
 
