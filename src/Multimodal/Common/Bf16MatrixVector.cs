@@ -88,7 +88,47 @@ internal static unsafe class Bf16MatrixVector
     {
         var job = (Job*)data;
         var (start, end) = OpenMpTeam.Band(job->N, 4);
-        Rows(job->Weight, job->X, job->Bias, job->Output, job->K, start, end);
+        if (job->K <= Float32SingleRow.RowByRowWidth) RowByRow(job->Weight, job->X, job->Bias, job->Output, job->K, start, end);
+        else Rows(job->Weight, job->X, job->Bias, job->Output, job->K, start, end);
+    }
+
+    // One row at a time, 128 inputs (256 bytes) per step, the weights 4 KB ahead brought into L2
+    // (Float32SingleRow.PrefetchAhead): each thread reads one sequential stream. Against a plain read of the same bytes
+    // just before it, per 512 MB of layers (medians of 7, two runs): K = 1024, 1.08–1.34× where four rows side by side
+    // with the next four prefetched took 1.17–1.44×; K = 2560, 1.05–1.14× against 1.12–1.16×.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowByRow(ushort* w, float* x, ushort* bias, ushort* o, long k, long start, long end)
+    {
+        long vectorK = k & ~127L;
+        for (long r = start; r < end; r++)
+        {
+            ushort* wr = w + r * k;
+            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            long i = 0;
+            for (; i < vectorK; i += 128)
+            {
+                Float32SingleRow.PrefetchAhead((byte*)(wr + i));
+                var (l0, h0) = Widen(Vector512.Load(wr + i));
+                a0 = Avx512F.FusedMultiplyAdd(l0, Vector512.Load(x + i), a0);
+                a1 = Avx512F.FusedMultiplyAdd(h0, Vector512.Load(x + i + 16), a1);
+                var (l1, h1) = Widen(Vector512.Load(wr + i + 32));
+                a2 = Avx512F.FusedMultiplyAdd(l1, Vector512.Load(x + i + 32), a2);
+                a3 = Avx512F.FusedMultiplyAdd(h1, Vector512.Load(x + i + 48), a3);
+                var (l2, h2) = Widen(Vector512.Load(wr + i + 64));
+                a0 = Avx512F.FusedMultiplyAdd(l2, Vector512.Load(x + i + 64), a0);
+                a1 = Avx512F.FusedMultiplyAdd(h2, Vector512.Load(x + i + 80), a1);
+                var (l3, h3) = Widen(Vector512.Load(wr + i + 96));
+                a2 = Avx512F.FusedMultiplyAdd(l3, Vector512.Load(x + i + 96), a2);
+                a3 = Avx512F.FusedMultiplyAdd(h3, Vector512.Load(x + i + 112), a3);
+            }
+            for (; i + 32 <= k; i += 32)
+            {
+                var (l, h) = Widen(Vector512.Load(wr + i));
+                a0 = Avx512F.FusedMultiplyAdd(l, Vector512.Load(x + i), a0);
+                a1 = Avx512F.FusedMultiplyAdd(h, Vector512.Load(x + i + 16), a1);
+            }
+            Finish(o, bias, r, Vector512.Sum(a0 + a1 + (a2 + a3)) + Tail(wr, x, i, k));
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -9,7 +9,8 @@ namespace Multimodal.Common;
 /// here instead of by libtorch's matrix–vector product, which streamed the weights at 19–31 GB/s where a plain loop on the
 /// same threads streams 35–56 (issue measurements; README's Performance section has this machine's). Each output is a
 /// float32 dot product plus the bias, as libtorch's, up to the order of the sums.</summary>
-/// <remarks>Four weight rows share each load of the input; the weight rows are split over libtorch's OpenMP team, as for
+/// <remarks>Each thread reads its band of weight rows as one stream, one row at a time, or four side by side for wide
+/// inputs (<see cref="RowByRowWidth"/>); the bands are split over libtorch's OpenMP team, as for
 /// <see cref="Bf16MatrixVector"/>. Operands are checked here, at the entry; the switch is
 /// <see cref="CpuKernelOptions.Float32SingleRow"/>.</remarks>
 internal static unsafe class Float32SingleRow
@@ -59,11 +60,49 @@ internal static unsafe class Float32SingleRow
     [UnmanagedCallersOnly]
     private static void RunPart(void* data) => OpenMpTeam.Guard(&Part, data);
 
+    /// <summary>Widest input read one weight row at a time: up to it the input (16 KB) stays in L1 while a row streams past;
+    /// wider, re-reading it for every row doubled the traffic from L2, and four rows share each load of it instead
+    /// (K = 10240, bfloat16: 1.35× a plain read of the same bytes one row at a time, 1.13× four at a time).</summary>
+    internal const long RowByRowWidth = 4096;
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Part(void* data)
     {
         var job = (Job*)data;
         var (start, end) = OpenMpTeam.Band(job->N, 4);
+        if (job->K <= RowByRowWidth) RowByRow(job, start, end);
+        else FourRows(job, start, end);
+    }
+
+    // One row at a time, 64 inputs per step in four accumulators, the weights 4 KB ahead brought into L2 (PrefetchAhead):
+    // each thread reads one sequential stream.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowByRow(Job* job, long start, long end)
+    {
+        long k = job->K, vectorK = k & ~63L;
+        float* x = job->X;
+        for (long r = start; r < end; r++)
+        {
+            float* w = job->Weight + r * k;
+            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            long i = 0;
+            for (; i < vectorK; i += 64)
+            {
+                PrefetchAhead((byte*)(w + i));
+                a0 = Avx512F.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a0);
+                a1 = Avx512F.FusedMultiplyAdd(Vector512.Load(w + i + 16), Vector512.Load(x + i + 16), a1);
+                a2 = Avx512F.FusedMultiplyAdd(Vector512.Load(w + i + 32), Vector512.Load(x + i + 32), a2);
+                a3 = Avx512F.FusedMultiplyAdd(Vector512.Load(w + i + 48), Vector512.Load(x + i + 48), a3);
+            }
+            for (; i + 16 <= k; i += 16) a0 = Avx512F.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a0);
+            Store(job, r, w, i, Vector512.Sum(a0 + a1 + (a2 + a3)));
+        }
+    }
+
+    // Four weight rows side by side share each load of the input, while the next four are brought into L2 (PrefetchNext).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void FourRows(Job* job, long start, long end)
+    {
         long k = job->K, vectorK = k & ~15L;
         float* x = job->X;
         long r = start;
@@ -96,13 +135,27 @@ internal static unsafe class Float32SingleRow
         }
     }
 
-    /// <summary>Four rows are read side by side, 64 bytes of each per step, while the next four (contiguous after them) are
-    /// brought into L2 at the same pace, 256 bytes per step, so the next block is there when the loop reaches it (the
-    /// hardware prefetchers otherwise restart at every block of short rows). Measured on this machine, each run over 512 MB
-    /// of layers against a plain read of the same bytes just before it (medians of 7): float32, K = 1024, 1.23–1.33× the
-    /// read without, 1.02–1.10× with; K = 4096, 1.12× and 1.05–1.07×; bfloat16, K = 1024, 1.82–2.68× and 1.14–1.46×.
-    /// Prefetching into L1 was as good for K = 1024 (and, while the machine read ~60 GB/s, 1.29–1.35× against 1.91–1.99×
-    /// without) but not for K = 4096, whose 64 KB block ahead does not fit L1.</summary>
+    /// <summary>Brings the 256 bytes 4 KB past <paramref name="at"/> into L2, for a loop that reads 256 bytes per step in
+    /// one sequential stream: the loads then find their lines in L2 however fast the memory answers. Measured on this
+    /// machine, each run over 512 MB of float32 layers against a plain read of the same bytes just before it (medians of 7,
+    /// three runs, the forms alternating): while the machine read ~35 GB/s, four rows side by side with the next four
+    /// prefetched (the previous form), one row at a time with this, and one row at a time without it all took 1.02–1.14×
+    /// the read; while it read ~57–64 GB/s, 1.53–1.68×, 1.16–1.38× and 1.50–1.68×. Four rows side by side without any
+    /// prefetch: 1.23–1.33× at ~35 GB/s on K = 1024, ~2× at ~60.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void PrefetchAhead(byte* at)
+    {
+        Sse.Prefetch1(at + 4096);
+        Sse.Prefetch1(at + 4160);
+        Sse.Prefetch1(at + 4224);
+        Sse.Prefetch1(at + 4288);
+    }
+
+    /// <summary>For four rows read side by side, 64 bytes of each per step: brings the next four (contiguous after them)
+    /// into L2 at the same pace, 256 bytes per step, so the next block is there when the loop reaches it (the hardware
+    /// prefetchers otherwise restart at every block of rows). Float32, K = 4096, each run over 512 MB of layers against a
+    /// plain read of the same bytes just before it: 1.12× the read without, 1.05–1.07× with; K = 1024: 1.23–1.33× and
+    /// 1.02–1.10×.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void PrefetchNext(byte* next)
     {

@@ -22,7 +22,9 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
     [InlineData(37, 33, true)]
     [InlineData(1027, 1024, true)]
     [InlineData(64, 1040, false)]
-    [InlineData(3, 4099, true)]
+    [InlineData(9, 1090, true)]        // one row at a time: 64-input steps, a 32-input step, a scalar tail
+    [InlineData(6, 4096, false)]       // the widest input read one row at a time
+    [InlineData(3, 4099, true)]        // four rows at a time
     public void Each_output_is_the_dot_product_rounded_to_bf16_then_plus_the_bias_rounded_again(int n, int k, bool withBias)
     {
         SkipUnlessAvailable();

@@ -37,7 +37,9 @@ public sealed class Float32FewRowsTests(ITestOutputHelper output)
     [InlineData(5, 15, false)]
     [InlineData(7, 16, true)]
     [InlineData(1027, 1024, true)]
-    [InlineData(64, 4099, false)]
+    [InlineData(9, 1090, true)]        // one row at a time: 64-input steps, a scalar tail
+    [InlineData(6, 4096, false)]       // the widest input read one row at a time
+    [InlineData(64, 4099, false)]      // four rows at a time
     public void A_single_row_is_the_dot_product_plus_the_bias_to_float32_accumulation(int n, int k, bool withBias)
     {
         Skip.IfNot(Float32SingleRow.Available, "this machine cannot run the single-row kernel, or it is switched off");
