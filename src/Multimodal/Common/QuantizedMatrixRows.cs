@@ -51,16 +51,19 @@ internal static unsafe partial class QuantizedMatrixRows
         return result is not null;
     }
 
+    // Layers one pass takes at most: their jobs live on the caller's stack.
+    private const int MaxLayers = 8;
+
     /// <summary>The products of one input with several layers quantized alike (the same kind and width K: an attention's
     /// q, k and v projections) in one parallel region, the input prepared once: each call's fixed cost (the team's fork and
-    /// join, the ramp of the first reads) is paid once instead of per layer. Each layer must be one <see cref="TryLinear"/>
+    /// join, the ramp of the first reads) is paid once instead of per layer. Up to 8 layers, each one <see cref="TryLinear"/>
     /// takes; false, and nothing computed, otherwise.</summary>
     public static bool TryLinearEach(Tensor input, IReadOnlyList<(QuantizedLinear.Weights Q, Tensor? Bias)> layers,
         [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor[]? results)
     {
         results = null;
         var options = CpuKernelOptions.Current;
-        if (layers.Count == 0 || !options.Enabled || !options.Quantized || is_grad_enabled() || input.device_type != DeviceType.CPU || !input.is_contiguous()
+        if (layers.Count is 0 or > MaxLayers || !options.Enabled || !options.Quantized || is_grad_enabled() || input.device_type != DeviceType.CPU || !input.is_contiguous()
             || input.dim() < 1 || input.dtype is not (ScalarType.Float32 or ScalarType.BFloat16))
             return false;
         var (kind, k) = (layers[0].Q.Kind, layers[0].Q.K);

@@ -208,6 +208,8 @@ public sealed class QuantizedLinearTests(ITestOutputHelper output)
         using (inference_mode())
         {
             Assert.False(QuantizedMatrixRows.TryLinearEach(x, [(first, layers[0].bias), (second, other.bias)], out _));
+            // Nor do more layers than one pass takes (their jobs live on the stack).
+            Assert.False(QuantizedMatrixRows.TryLinearEach(x, Enumerable.Repeat<(QuantizedLinear.Weights, Tensor?)>((first, layers[0].bias), 9).ToList(), out _));
             var mixed = LinearExtensions.ApplyEach(x, layers[0], other);
             Assert.Equal(0, (mixed[0] - layers[0].Apply(x)).abs().max().item<float>());
             Assert.Equal(0, (mixed[1] - other.Apply(x)).abs().max().item<float>());
