@@ -115,7 +115,7 @@ static void Report(string preset, string label, string dtype, JsonObject m, Floo
     Row("load (vs raw sequential read)", Get("load_s"), rawRead, " s");
     Row("first token (vs FLOPs / GEMM rate)", Get("first_token_s"), firstFloor, " s");
     Row("decode per token (vs LM bytes / read)", Get("per_token_ms"), decodeFloorMs, "ms");
-    if (m["stepwise"] is JsonObject steps) StepwiseReport(steps, Get("stream_bytes") / 1e9);
+    if (m["stepwise"] is JsonObject steps) StepwiseReport(steps, weightGB);
     Row("caption, 20 new tokens", Get("caption_s"), firstFloor + 19 * decodeFloorMs / 1000, " s");
     Console.WriteLine($"   peak RSS {Get("peak_rss_mb"):F0} MB = {Get("peak_rss_mb") * 1e6 / Get("parameter_bytes"):F3}x the parameter bytes ({Get("parameter_bytes") / 1e9:F2} GB)");
     // What a load must hold at once: the model as loaded plus the largest tensor read whole (the runtime, measured before
@@ -197,18 +197,16 @@ internal static class Measurement
         double peakAfterLoad = PeakRssMb();
         var state = model.state_dict();
         long parameterBytes = state.Where(kv => kv.Key != "language_model.lm_head.weight").Sum(kv => kv.Value.numel() * kv.Value.ElementSize);
-        // What a decode step reads: the language model's weights (the tied head's once), not the position table, of which
-        // it reads one row.
-        long lmBytes = state.Where(kv => kv.Key.StartsWith("language_model.") && kv.Key != "language_model.lm_head.weight" && !kv.Key.Contains("embed_positions"))
-            .Sum(kv => kv.Value.numel() * kv.Value.ElementSize);
+        // What a decode step reads (DecodeTensors), the bytes its floor and the per-step pass count.
+        var stream = new WeightStream(DecodeTensors(state));
+        long lmBytes = stream.Bytes;
 
         var config = model.Config;
         int prompt = 4;
         var (first, perToken, caption, generated, _) = Generate(model, 1, prompt, newTokens);
         // Again with one plain pass over the same weight bytes before every step (see WeightStream), unless the OpenMP
         // team was not found.
-        var stream = WeightStream.Available ? new WeightStream(DecodeTensors(state)) : null;
-        var stepwise = stream is null ? null : Generate(model, 1, prompt, newTokens, stream).Steps;
+        var stepwise = WeightStream.Available ? Generate(model, 1, prompt, newTokens, stream).Steps : null;
         var result = new JsonObject
         {
             ["dtype"] = quantization == Multimodal.Common.WeightQuantization.None ? dtype.ToString() : quantization.ToString(),
@@ -216,7 +214,6 @@ internal static class Measurement
             ["first_token_s"] = first,
             ["per_token_ms"] = perToken * 1000,
             ["stepwise"] = stepwise,
-            ["stream_bytes"] = stream?.Bytes ?? 0,
             ["caption_s"] = caption,
             ["ids"] = new JsonArray(generated.Select(id => (JsonNode)id).ToArray()),
             ["peak_rss_mb"] = peakAfterLoad,
@@ -295,14 +292,15 @@ internal static class Measurement
         return flops;
     }
 
-    // One image through the ViT: the part of a caption whose cost per image batching cannot lower.
     // What a decode step reads whole: the language model's tensors (WeightStream reads a tied head once), not the position
-    // table.
+    // table, of which it reads one row.
     private static IEnumerable<Tensor> DecodeTensors(IReadOnlyDictionary<string, Tensor> state)
     {
         foreach (var (name, t) in state)
             if (name.StartsWith("language_model.") && !name.Contains("embed_positions")) yield return t;
     }
+
+    // One image through the ViT: the part of a caption whose cost per image batching cannot lower.
 
     private static double ImageEncoderFlops(IReadOnlyDictionary<string, Tensor> state, Multimodal.Blip2.Blip2Config config)
     {
