@@ -211,7 +211,7 @@ public sealed class Blip2ForConditionalGeneration : nn.Module
     internal Tensor RunQFormer(Tensor imageEmbeds)
     {
         using var scope = NewDisposeScope();
-        var queryTokens = _queryTokens.expand(imageEmbeds.shape[0], -1, -1);
+        var queryTokens = _queryTokens.expand(imageEmbeds.size(0), -1, -1);
         return _qformer.Forward(queryTokens, imageEmbeds, Config.NumQueryTokens).MoveToOuterDisposeScope();
     }
 }

@@ -86,12 +86,12 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
         using var inference = inference_mode();
         using var scope = NewDisposeScope();
         var image = _visionModel.forward(ToImages(pixelValues)).LastHiddenState;
-        var (ids, mask) = Text(inputIds, attentionMask, image.shape[0]);
-        var queries = _queryTokens.expand(image.shape[0], -1, -1);
+        var (ids, mask) = Text(inputIds, attentionMask, image.size(0));
+        var queries = _queryTokens.expand(image.size(0), -1, -1);
         // Queries and text attend to each other; only the queries see the image.
-        var fullMask = cat([ones(queries.shape[0], queries.shape[1], ScalarType.Int64, Device), mask], 1);
-        var hidden = _qformer.Forward(_embeddings.Forward(ids, queries), image, queries.shape[1], Attention.PaddingMask(fullMask, DType));
-        var logits = _itmHead.forward(hidden.narrow(1, 0, queries.shape[1])).mean([1]);
+        var fullMask = cat([ones(queries.size(0), queries.size(1), ScalarType.Int64, Device), mask], 1);
+        var hidden = _qformer.Forward(_embeddings.Forward(ids, queries), image, queries.size(1), Attention.PaddingMask(fullMask, DType));
+        var logits = _itmHead.forward(hidden.narrow(1, 0, queries.size(1))).mean([1]);
         return new Blip2ItmOutput(logits.MoveToOuterDisposeScope(), hidden.MoveToOuterDisposeScope());
     }
 
@@ -130,14 +130,14 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
 
     private Tensor ProjectQueries(Tensor vision)
     {
-        var queries = _qformer.Forward(_queryTokens.expand(vision.shape[0], -1, -1), vision, Config.NumQueryTokens);
+        var queries = _qformer.Forward(_queryTokens.expand(vision.size(0), -1, -1), vision, Config.NumQueryTokens);
         return nn.functional.normalize(_visionProjection.forward(queries), dim: -1);
     }
 
     // The Q-Former's text-only pass (query length 0): no image, the text FFN in every layer.
     private (Tensor Hidden, Tensor Embeds) TextPass(Tensor inputIds, Tensor? attentionMask)
     {
-        var (ids, mask) = Text(inputIds, attentionMask, inputIds.shape[0]);
+        var (ids, mask) = Text(inputIds, attentionMask, inputIds.size(0));
         var hidden = _qformer.Forward(_embeddings.Forward(ids), null, 0, Attention.PaddingMask(mask, DType));
         return (hidden, nn.functional.normalize(_textProjection.forward(hidden), dim: -1));
     }
@@ -155,7 +155,7 @@ public sealed class Blip2ForImageTextRetrieval : nn.Module
             throw new ArgumentException($"input_ids must lie in [0, {Config.QformerConfig.VocabSize}).", nameof(inputIds));
         var ids = inputIds.to(ScalarType.Int64, Device);
         var mask = attentionMask?.to(ScalarType.Int64, Device) ?? ones_like(ids);
-        Shape.Require(mask, "attention_mask", ids.shape[0], ids.shape[1]);
+        Shape.Require(mask, "attention_mask", ids.size(0), ids.size(1));
         return (ids, mask);
     }
 }

@@ -75,7 +75,7 @@ public sealed class Blip2Retriever(Blip2ForImageTextRetrieval model, BlipImagePr
         {
             using var embeds = Model.EmbedImages(ImageProcessor.Preprocess(images)).to(ScalarType.Float32).cpu();
             return Enumerable.Range(0, images.Count).Select(i =>
-                Enumerable.Range(0, (int)embeds.shape[1]).Select(q => embeds[i, q].data<float>().ToArray()).ToArray()).ToArray();
+                Enumerable.Range(0, (int)embeds.size(1)).Select(q => embeds[i, q].data<float>().ToArray()).ToArray()).ToArray();
         }, cancellationToken);
 
     /// <summary>The text's normalized embedding (its first token's, as ITC uses it).</summary>

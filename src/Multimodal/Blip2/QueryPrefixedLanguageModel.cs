@@ -54,7 +54,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
     public (Tensor Embeds, Tensor Mask) BuildInputs(Tensor projected, Tensor inputIds, Tensor? attentionMask)
     {
         using var scope = NewDisposeScope();
-        long b = projected.shape[0];
+        long b = projected.size(0);
         Shape.Require(inputIds, "input_ids", b, -1);
         if (inputIds.dtype != ScalarType.Int64) throw new ArgumentException($"input_ids must be int64, not {inputIds.dtype}.", nameof(inputIds));
         int vocab = VocabSize;
@@ -62,7 +62,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
             throw new ArgumentException($"input_ids must lie in [0, {vocab}); got [{inputIds.min().item<long>()}, {inputIds.max().item<long>()}].", nameof(inputIds));
         var ids = inputIds.to(device);
         var mask = attentionMask is null ? ones_like(ids) : attentionMask.to(ScalarType.Int64, device);
-        Shape.Require(mask, "attention_mask", ids.shape[0], ids.shape[1]);
+        Shape.Require(mask, "attention_mask", ids.size(0), ids.size(1));
         var embeds = EmbedText(ids);
         if (imageTokenIndex is int imageToken)
         {
@@ -77,7 +77,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         else
         {
             embeds = cat([projected.to(embeds.dtype), embeds], 1);                          // (B, Q + T, E)
-            mask = cat([ones(b, projected.shape[1], ScalarType.Int64, device), mask], 1);   // (B, Q + T)
+            mask = cat([ones(b, projected.size(1), ScalarType.Int64, device), mask], 1);   // (B, Q + T)
         }
         return (embeds.MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope());
     }
@@ -91,7 +91,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
             // Encoder-decoder: [queries; prompt] go to the ENCODER; the decoder reads them by cross-attention.
             var encoderHidden = t5.Encode(embeds, mask);
             var decoderIds = decoderInputIds?.to(ScalarType.Int64, device)
-                             ?? Scalars.Full([embeds.shape[0], 1], t5.DecoderStartTokenId, ScalarType.Int64, device);
+                             ?? Scalars.Full([embeds.size(0), 1], t5.DecoderStartTokenId, ScalarType.Int64, device);
             var session = t5.DecoderSession(encoderHidden, mask);
             using var owned = (IDisposable)session;
             return (session.Forward(t5.Embed(decoderIds), ones_like(decoderIds), null), encoderHidden);
@@ -107,7 +107,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         if (EncoderDecoder is { } t5) return GenerateEncoderDecoder(t5, embeds, mask, call);
         var options = call.Options;
         bool legacy = imageTokenIndex is null;
-        int prompt = (int)embeds.shape[1];
+        int prompt = (int)embeds.size(1);
         // The wrappers shift max_length by Q − 1 and min_length by Q in the original layout; transformers then
         // counts the whole prompt-embedding length (no input_ids are passed). Neither set: 20 new tokens.
         int queries = legacy ? numQueries : 0;
@@ -139,7 +139,7 @@ internal sealed class QueryPrefixedLanguageModel(nn.Module languageModel, TextCo
         var encoderHidden = t5.Encode(embeds, mask);
         var session = t5.DecoderSession(encoderHidden, mask);
         using var owned = (IDisposable)session;
-        var startIds = Scalars.Full([embeds.shape[0], 1], start, ScalarType.Int64, device);
+        var startIds = Scalars.Full([embeds.size(0), 1], start, ScalarType.Int64, device);
         var request = new GenerationRequest
         {
             Model = session, PromptEmbeds = t5.Embed(startIds), PromptMask = ones_like(startIds), PromptIds = startIds,

@@ -11,14 +11,14 @@ internal static class Attention
     /// <summary>(B, T, H·d) → (B, H, T, d).</summary>
     public static Tensor SplitHeads(Tensor x, int heads)
     {
-        long b = x.shape[0], t = x.shape[1], d = x.shape[2] / heads;
+        long b = x.size(0), t = x.size(1), d = x.size(2) / heads;
         return x.view(b, t, heads, d).transpose(1, 2);
     }
 
     /// <summary>(B, H, T, d) → (B, T, H·d).</summary>
     public static Tensor MergeHeads(Tensor x)
     {
-        long b = x.shape[0], h = x.shape[1], t = x.shape[2], d = x.shape[3];
+        long b = x.size(0), h = x.size(1), t = x.size(2), d = x.size(3);
         return x.transpose(1, 2).reshape(b, t, h * d);
     }
 
@@ -46,7 +46,7 @@ internal static class Attention
     public static Tensor CausalPaddingMask(Tensor attentionMask, long queryLength, ScalarType dtype, double? future = null)
     {
         using var scope = NewDisposeScope();
-        long keyLength = attentionMask.shape[1];
+        long keyLength = attentionMask.size(1);
         var device = attentionMask.device;
         var queryPos = Scalars.Arange(keyLength - queryLength, keyLength, ScalarType.Int64, device).unsqueeze(1); // (Tq, 1)
         var keyPos = Scalars.Arange(0, keyLength, ScalarType.Int64, device).unsqueeze(0);                        // (1, Tk)
@@ -66,5 +66,5 @@ internal static class Attention
     }
 
     private static Tensor AllowedToAdditive(Tensor allowed, ScalarType dtype) =>
-        zeros(allowed.shape, dtype, allowed.device).FillWhere(allowed.logical_not(), MinValue(dtype));
+        zeros(Shape.Of(allowed), dtype, allowed.device).FillWhere(allowed.logical_not(), MinValue(dtype));
 }

@@ -47,7 +47,7 @@ internal static unsafe class Bf16MatrixVector
 
     private static Tensor Compute(Tensor input, Tensor weight, Tensor? bias)
     {
-        long n = weight.shape[0], k = weight.shape[1];
+        long n = weight.size(0), k = weight.size(1);
         var result = LinearExtensions.KernelOutput(input, n, ScalarType.BFloat16);
         var x = Widened(MemoryMarshal.Cast<byte, ushort>(input.bytes));
         fixed (byte* w = weight.bytes)

@@ -33,7 +33,7 @@ internal sealed class EmbeddingTable : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor ids)
     {
         using var scope = NewDisposeScope();
-        long[] shape = [.. ids.shape, _weight.shape[1]];
+        long[] shape = [.. Shape.Of(ids), _weight.size(1)];
         return _weight.index_select(0, ids.reshape(-1)).view(shape).MoveToOuterDisposeScope();
     }
 }

@@ -48,7 +48,7 @@ internal static unsafe class Float32FewRows
 
     private static Tensor Compute(Tensor input, Tensor weight, Tensor? bias)
     {
-        long n = weight.shape[0], k = weight.shape[1];
+        long n = weight.size(0), k = weight.size(1);
         int m = (int)(input.numel() / k);
         var result = LinearExtensions.KernelOutput(input, n, ScalarType.Float32);
         // The kernel always multiplies 8 rows (its registers hold 8 accumulators per weight row); missing rows are zeros.

@@ -37,7 +37,7 @@ internal static unsafe class Float32SingleRow
 
     private static Tensor Compute(Tensor input, Tensor weight, Tensor? bias)
     {
-        long n = weight.shape[0], k = weight.shape[1];
+        long n = weight.size(0), k = weight.size(1);
         var result = LinearExtensions.KernelOutput(input, n, ScalarType.Float32);
         fixed (byte* w = weight.bytes)
         fixed (byte* x = input.bytes)

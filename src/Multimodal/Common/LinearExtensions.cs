@@ -43,9 +43,9 @@ internal static class LinearExtensions
         rows = 0;
         bool Fits(Tensor t) => t.dtype == dtype && t.device_type == DeviceType.CPU && t.is_contiguous();
         if (is_grad_enabled() || !Fits(input) || !Fits(weight) || weight.dim() != 2 || input.dim() < 1
-            || input.shape[^1] != weight.shape[1] || weight.shape[1] == 0) return false;
-        if (bias is not null && !(Fits(bias) && bias.dim() == 1 && bias.shape[0] == weight.shape[0])) return false;
-        rows = input.numel() / weight.shape[1];
+            || input.size(-1) != weight.size(1) || weight.size(1) == 0) return false;
+        if (bias is not null && !(Fits(bias) && bias.dim() == 1 && bias.size(0) == weight.size(0))) return false;
+        rows = input.numel() / weight.size(1);
         return true;
     }
 
@@ -53,7 +53,7 @@ internal static class LinearExtensions
     /// <paramref name="n"/>.</summary>
     internal static Tensor KernelOutput(Tensor input, long n, ScalarType dtype)
     {
-        var shape = input.shape.ToArray();
+        var shape = Shape.Of(input);
         shape[^1] = n;
         return empty(shape, dtype);
     }

@@ -28,7 +28,7 @@ internal static class QuantizedLinear
         if (kind == WeightQuantization.None || Quantized.TryGetValue(layer, out _)) return;
         var weight = layer.weight ?? throw new ArgumentException("The layer has no weight.", nameof(layer));
         if (weight.dim() != 2) throw new ArgumentException($"A linear weight is (N, K), not {Shape.Format(weight.shape)}.", nameof(layer));
-        kind = Effective(kind, weight.shape[1]);
+        kind = Effective(kind, weight.size(1));
         var (values, scales) = QuantizeWeight(weight, kind);
         Install(layer, kind, values, scales);
     }
@@ -41,7 +41,7 @@ internal static class QuantizedLinear
     private static void Install(Linear layer, WeightQuantization kind, Tensor values, Tensor scales)
     {
         var weight = layer.weight!;
-        long n = weight.shape[0], k = weight.shape[1];
+        long n = weight.size(0), k = weight.size(1);
         using (no_grad())
         {
             layer.weight = new Parameter(values, requires_grad: false);
@@ -64,7 +64,7 @@ internal static class QuantizedLinear
     /// <param name="kind">Int8 or Int4 (see <see cref="Layout"/> for the kind a layer of width K gets).</param>
     internal static (Tensor Values, Tensor Scales) QuantizeWeight(Tensor weight, WeightQuantization kind)
     {
-        var (valuesShape, valuesType, scalesShape) = Layout(kind, weight.shape[0], weight.dim() == 2 ? weight.shape[1] : 0);
+        var (valuesShape, valuesType, scalesShape) = Layout(kind, weight.size(0), weight.dim() == 2 ? weight.size(1) : 0);
         var values = empty(valuesShape, valuesType, weight.device);
         var scales = empty(scalesShape, ScalarType.Float32, weight.device);
         try
@@ -86,7 +86,7 @@ internal static class QuantizedLinear
     {
         if (weight.dim() != 2 || !weight.is_floating_point())
             throw new ArgumentException($"A linear weight is a float (N, K) matrix, not {weight.dtype} {Shape.Format(weight.shape)}.", nameof(weight));
-        long n = weight.shape[0], k = weight.shape[1];
+        long n = weight.size(0), k = weight.size(1);
         if (kind == WeightQuantization.Int4 && k % Group != 0)
             throw new ArgumentException($"4-bit groups of {Group} need a width that is a multiple of {Group}, not {k}.", nameof(kind));
         var (valuesShape, valuesType, scalesShape) = Layout(kind, n, k);
@@ -133,7 +133,7 @@ internal static class QuantizedLinear
     // Symmetric, per group of 32: q = round(w / s) in −8…7, s = max|w| / 7; packed as described on the class.
     private static (Tensor Values, Tensor Scales) ToInt4(Tensor weight)
     {
-        long n = weight.shape[0], k = weight.shape[1];
+        long n = weight.size(0), k = weight.size(1);
         var w = weight.to(ScalarType.Float32).view(n, k / Group, Group);
         var max = w.abs().amax([2L], keepdim: true);
         var scale = where(max.EqualTo(0), ones_like(max), max.Over(7));
@@ -164,7 +164,7 @@ internal static class QuantizedLinear
     private static void Prepare(Linear layer, WeightQuantization kind)
     {
         var weight = layer.weight!;
-        long n = weight.shape[0], k = weight.shape[1];
+        long n = weight.size(0), k = weight.size(1);
         kind = Effective(kind, k);
         var (valuesShape, valuesType, scalesShape) = Layout(kind, n, k);
         Install(layer, kind, empty(valuesShape, valuesType, weight.device), empty(scalesShape, ScalarType.Float32, weight.device));
@@ -201,7 +201,7 @@ internal static class QuantizedLinear
     {
         if (QuantizedMatrixRows.TryLinear(input, q, bias, out var product)) return product;
         using var scope = NewDisposeScope();
-        long rows = input.dim() >= 1 && input.shape[^1] == q.K ? input.numel() / q.K : 0;
+        long rows = input.dim() >= 1 && input.size(-1) == q.K ? input.numel() / q.K : 0;
         if (rows > 8 && rows <= KernelRows && input.is_contiguous())
         {
             var flat = input.reshape(rows, q.K);
@@ -213,7 +213,7 @@ internal static class QuantizedLinear
             }
             if (parts.Count * 8 >= rows)
             {
-                var shape = input.shape.ToArray();
+                var shape = Shape.Of(input);
                 shape[^1] = q.N;
                 return cat(parts, 0).view(shape).MoveToOuterDisposeScope();
             }

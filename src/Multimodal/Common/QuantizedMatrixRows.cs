@@ -67,7 +67,7 @@ internal static unsafe partial class QuantizedMatrixRows
             || input.dim() < 1 || input.dtype is not (ScalarType.Float32 or ScalarType.BFloat16))
             return false;
         var (kind, k) = (layers[0].Q.Kind, layers[0].Q.K);
-        if (input.shape[^1] != k || k % 16 != 0) return false;
+        if (input.size(-1) != k || k % 16 != 0) return false;
         foreach (var (q, bias) in layers)
             if (q.Kind != kind || q.K != k || !Takes(q) || bias is not null && (bias.dtype != input.dtype || bias.numel() != q.N || bias.device_type != DeviceType.CPU))
                 return false;

@@ -218,9 +218,9 @@ public sealed class FlamingoModel : nn.Module
         using var scope = NewDisposeScope();
         var (_, _, media) = EncodeVision(visionX);
         var ids = langX.to(ScalarType.Int64, Device);
-        Shape.Require(ids, "lang_x", media.shape[0], -1);
+        Shape.Require(ids, "lang_x", media.size(0), -1);
         var mask = attentionMask?.to(ScalarType.Int64, Device) ?? ones_like(ids);
-        int prompt = (int)ids.shape[1];
+        int prompt = (int)ids.size(1);
         // transformers counts max_length and min_length over prompt + new tokens when input_ids are given.
         var (maxNew, minNew) = options.ResolveLimits(prompt, prompt);
         var eos = (options.EosTokenIds ?? [Config.EocTokenId]).ToArray();
@@ -241,13 +241,13 @@ public sealed class FlamingoModel : nn.Module
     /// <summary>(B, T, F, 3, H, W) → patch tokens, pooled embeddings and perceiver latents (B, T, n, Dv).</summary>
     private (Tensor Tokens, Tensor Pooled, Tensor Media) EncodeVision(Tensor visionX)
     {
-        if (visionX.dim() != 6 || visionX.shape[2] != 1)
+        if (visionX.dim() != 6 || visionX.size(2) != 1)
             throw new ArgumentException($"vision_x must be (B, T_img, F=1, 3, H, W); got {Shape.Format(visionX.shape)}.", nameof(visionX));
-        long b = visionX.shape[0], t = visionX.shape[1], f = visionX.shape[2];
+        long b = visionX.size(0), t = visionX.size(1), f = visionX.size(2);
         var images = visionX.to(DType, Device).flatten(0, 2);                          // (B·T·F, 3, H, W)
         var hidden = _visionEncoder.forward(images);                                   // (B·T·F, 1 + v, Dv)
-        var tokens = hidden.narrow(1, 1, hidden.shape[1] - 1);                         // (B·T·F, v, Dv): the class token is only pooled
-        var media = _perceiver.forward(tokens.view(b, t, f, tokens.shape[1], tokens.shape[2]));
+        var tokens = hidden.narrow(1, 1, hidden.size(1) - 1);                         // (B·T·F, v, Dv): the class token is only pooled
+        var media = _perceiver.forward(tokens.view(b, t, f, tokens.size(1), tokens.size(2)));
         return (tokens, _visionEncoder.Pool(hidden), media);
     }
 }
@@ -277,13 +277,13 @@ internal sealed class FlamingoSession(FlamingoModel model, Tensor media, bool ge
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
     {
         if (inputIds is null) throw new ArgumentException("Flamingo needs the token ids of every position it is fed (to locate <image> tokens).");
-        PrepareMedia(inputsEmbeds.shape[0]);
+        PrepareMedia(inputsEmbeds.size(0));
         using var scope = NewDisposeScope();
         var locations = inputIds.EqualTo(model.Config.MediaTokenId);                        // (B, Lnew)
         Tensor textTime;
         if (generating && _lastLocations is not null && !locations.any().item<bool>())
         {
-            textTime = _lastLocations.sum(1, keepdim: true).expand(-1, inputIds.shape[1]);  // count of cached images
+            textTime = _lastLocations.sum(1, keepdim: true).expand(-1, inputIds.size(1));  // count of cached images
         }
         else
         {
@@ -291,7 +291,7 @@ internal sealed class FlamingoSession(FlamingoModel model, Tensor media, bool ge
             _lastLocations = locations.to(ScalarType.Int64).DetachFromDisposeScope();
             textTime = _lastLocations.cumsum(1);
         }
-        var media = new FlamingoMedia(_mediaKv!, textTime, _media.shape[2]);
+        var media = new FlamingoMedia(_mediaKv!, textTime, _media.size(2));
         // generate() derives positions from the mask; a plain forward() counts them (RoPE models differ in pad rows).
         return model.Host.Forward(inputsEmbeds, attentionMask, cache, media, positionsFromMask: generating).MoveToOuterDisposeScope();
     }
@@ -300,11 +300,11 @@ internal sealed class FlamingoSession(FlamingoModel model, Tensor media, bool ge
     // The session owns what it derives (outside every dispose scope) until it is disposed.
     private void PrepareMedia(long rows)
     {
-        if (_mediaKv is not null && _media.shape[0] == rows) return;
-        if (rows != _media.shape[0])
+        if (_mediaKv is not null && _media.size(0) == rows) return;
+        if (rows != _media.size(0))
         {
-            if (rows % _media.shape[0] != 0) throw new ArgumentException($"{rows} text rows for {_media.shape[0]} media rows.");
-            _media = _media.repeat_interleave(rows / _media.shape[0], 0).DetachFromDisposeScope();
+            if (rows % _media.size(0) != 0) throw new ArgumentException($"{rows} text rows for {_media.size(0)} media rows.");
+            _media = _media.repeat_interleave(rows / _media.size(0), 0).DetachFromDisposeScope();
             _ownsMedia = true;
         }
         DisposeKv();

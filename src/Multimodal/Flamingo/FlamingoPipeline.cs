@@ -95,10 +95,10 @@ public sealed class FlamingoPipeline(FlamingoModel model, ITextTokenizer tokeniz
             throw new ArgumentException("Every prompt of a batch needs the same number of images (OpenFlamingo's vision_x is one tensor).", nameof(prompts));
         using var scope = NewDisposeScope();
         var (ids, mask, padding) = LeftPad(rows, Model.Config.PadTokenId ?? Model.Config.EocTokenId);
-        int width = (int)ids.shape[1];
+        int width = (int)ids.size(1);
         call = call.AnsweringRows(onRowResult, (row, alone) => RowResult(alone, 0, width, padding[row], Tokenizer));
         var pixels = ImageProcessor.Preprocess(prompts.SelectMany(p => p.Images).ToList());        // (B·T, 3, H, W)
-        var visionX = pixels.view(prompts.Count, images, 1, pixels.shape[1], pixels.shape[2], pixels.shape[3]);
+        var visionX = pixels.view(prompts.Count, images, 1, pixels.size(1), pixels.size(2), pixels.size(3));
         using var output = Model.Generate(visionX, ids, mask, call);
         return Enumerable.Range(0, prompts.Count).Select(r => RowResult(output, r, width, padding[r], Tokenizer)).ToList();
     }

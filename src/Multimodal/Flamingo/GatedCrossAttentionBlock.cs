@@ -50,9 +50,9 @@ internal sealed class MaskedCrossAttention : nn.Module
         using var scope = NewDisposeScope();
         var q = Common.Attention.SplitHeads(_toQ.Apply(_norm.forward(x)), _heads).Times(_scale); // (B, h, L, d)
         var sim = q.matmul(keys.transpose(-1, -2));                                              // (B, h, L, T·n)
-        long images = keys.shape[2] / latentsPerImage;
+        long images = keys.size(2) / latentsPerImage;
         var mediaTime = Common.Scalars.Arange(1, images + 1, ScalarType.Int64, x.device).repeat_interleave(latentsPerImage); // (T·n)
-        var tt = textTime.view(textTime.shape[0], 1, textTime.shape[1], 1);                      // (B, 1, L, 1)
+        var tt = textTime.view(textTime.size(0), 1, textTime.size(1), 1);                      // (B, 1, L, 1)
         var allowed = _onlyImmediate ? tt.eq(mediaTime) : tt.ge(mediaTime);                      // (B, 1, L, T·n)
         sim = sim.FillWhere(allowed.logical_not(), -MaxValue(sim.dtype));
         var attn = (sim - sim.amax([-1], keepdim: true)).softmax(-1);

@@ -54,11 +54,11 @@ internal sealed class PerceiverAttention : nn.Module
     public Tensor Forward(Tensor media, Tensor latents)
     {
         using var scope = NewDisposeScope();
-        long b = latents.shape[0], t = latents.shape[1], n = latents.shape[2], dim = latents.shape[3];
+        long b = latents.size(0), t = latents.size(1), n = latents.size(2), dim = latents.size(3);
         media = _normMedia.forward(media);
         latents = _normLatents.forward(latents);
         var q = _toQ.forward(latents).view(b * t, n, -1);                               // (bT, n, h·d)
-        var kv = _toKv.forward(cat([media, latents], 2)).view(b * t, media.shape[2] + n, -1).chunk(2, -1);
+        var kv = _toKv.forward(cat([media, latents], 2)).view(b * t, media.size(2) + n, -1).chunk(2, -1);
         // Upstream subtracts the row max before softmax; softmax is shift-invariant, so the fused kernel agrees.
         var context = Attention.ScaledDotProduct(
             Attention.SplitHeads(q, _heads), Attention.SplitHeads(kv[0], _heads), Attention.SplitHeads(kv[1], _heads), null);
@@ -92,9 +92,9 @@ internal sealed class PerceiverResampler : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor media)
     {
         using var scope = NewDisposeScope();
-        long b = media.shape[0], t = media.shape[1];
+        long b = media.size(0), t = media.size(1);
         var x = media.flatten(2, 3);                                                 // (b, T, F·v, D)
-        var latents = _latents.view(1, 1, _latents.shape[0], -1).expand(b, t, -1, -1);  // (b, T, n, D)
+        var latents = _latents.view(1, 1, _latents.size(0), -1).expand(b, t, -1, -1);  // (b, T, n, D)
         foreach (var layer in _layers)
         {
             latents = ((PerceiverAttention)layer[0]).Forward(x, latents).Plus(latents);

@@ -92,7 +92,7 @@ internal static class BeamSearch
             (_request, _cache) = (request, cache);
             var options = request.Options;
             _nb = options.NumBeams;
-            _batch = (int)request.PromptEmbeds.shape[0];
+            _batch = (int)request.PromptEmbeds.size(0);
             _device = request.PromptEmbeds.device;
             // Candidates per row: enough that nb of them do not end, whatever the number of end ids.
             _keep = Math.Max(2, 1 + request.Eos.Length) * _nb;
@@ -120,7 +120,7 @@ internal static class BeamSearch
                 _stepScores.Add(processed.cpu().MoveToOuterDisposeScope());
                 _stepLogits.Add(logits.cpu().MoveToOuterDisposeScope());
             }
-            long vocab = processed.shape[1];
+            long vocab = processed.size(1);
             var total = processed.Plus(_beamScores.unsqueeze(1)).view(_batch, _nb * vocab);
             var (topScores, topIndex) = total.topk(_keep, 1, largest: true, sorted: true);
             var (nextScores, nextTokens, nextRows) = Select(topScores.cpu().data<float>().ToArray(), topIndex.cpu().data<long>().ToArray(), vocab, step + 1);
@@ -183,7 +183,7 @@ internal static class BeamSearch
             {
                 if (!_done[b])
                     for (int j = 0; j < _nb; j++)
-                        _hypotheses[b].Add(finalTokens[b * _nb + j].data<long>().ToArray(), finalScores[b * _nb + j], (int)finalTokens.shape[1], ended: false);
+                        _hypotheses[b].Add(finalTokens[b * _nb + j].data<long>().ToArray(), finalScores[b * _nb + j], (int)finalTokens.size(1), ended: false);
                 // Python's sorted(...).pop(): the last of the highest scores.
                 var winner = _hypotheses[b].Beams.Select((h, i) => (h, i)).OrderBy(x => x.h.Score).ThenBy(x => x.i).Last().h;
                 (best[b], bestScores[b]) = (winner.Tokens, winner.Score);

@@ -64,7 +64,7 @@ internal sealed record GenerationRequest
     public Tensor NextLogits(Tensor promptEmbeds, Tensor mask, Tensor tokens, KvCache? cache, Tensor? promptIds)
     {
         using var scope = NewDisposeScope();
-        long step = tokens.shape[1];
+        long step = tokens.size(1);
         Tensor input;
         Tensor? ids;
         if (step == 0)
@@ -83,7 +83,7 @@ internal sealed record GenerationRequest
             ids = promptIds is null ? null : cat([promptIds, tokens], 1);
         }
         var logits = Model.Forward(input.to(promptEmbeds.dtype), mask, cache, ids);
-        return logits.select(1, logits.shape[1] - 1).to(ScalarType.Float32).MoveToOuterDisposeScope();
+        return logits.select(1, logits.size(1) - 1).to(ScalarType.Float32).MoveToOuterDisposeScope();
     }
 
     /// <summary>(N, steps, V) of per-step (N, V) tensors, outliving the search's dispose scopes; null when none were kept.</summary>

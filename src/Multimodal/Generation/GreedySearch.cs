@@ -54,7 +54,7 @@ internal static class GreedySearch
             (_request, _cache) = (request, cache);
             _inputTokens = request.CountInputTokens();
             var options = request.Options;
-            int batch = (int)request.PromptEmbeds.shape[0];
+            int batch = (int)request.PromptEmbeds.size(0);
             _device = request.PromptEmbeds.device;
             _generator = options.DoSample && options.Seed is ulong seed ? new TorchSharp.torch.Generator(seed, _device) : null;
             _compact = request.RowCancel is not null && !options.OutputScores;
@@ -103,7 +103,7 @@ internal static class GreedySearch
             var chosen = scores.log_softmax(-1).gather(1, next.unsqueeze(1)).squeeze(1).to(ScalarType.Float64);
             _logProbSum = _logProbSum.Plus(where(_unfinished, chosen, zeros_like(chosen))).MoveToOuterDisposeScope();
             _counted = _counted.Plus(_unfinished.to(ScalarType.Float64)).MoveToOuterDisposeScope();
-            next = where(_unfinished, next, Scalars.Full(next.shape, _request.Pad, next.dtype, next.device));
+            next = where(_unfinished, next, Scalars.Full(Shape.Of(next), _request.Pad, next.dtype, next.device));
             _tokens = cat([_tokens, next.unsqueeze(1)], 1).MoveToOuterDisposeScope();
             _mask = cat([_mask, ones(_active.Length, 1, ScalarType.Int64, _device)], 1).MoveToOuterDisposeScope();
             return next;

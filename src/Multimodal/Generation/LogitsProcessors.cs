@@ -18,7 +18,7 @@ internal static class LogitsProcessors
     public static Tensor Apply(Tensor tokens, Tensor scores, GenerationOptions options, long[] eos, int minNewTokens, int generated, int minTokensToKeep = 1)
     {
         using var scope = NewDisposeScope();
-        if (options.RepetitionPenalty != 1.0 && tokens.shape[1] > 0)
+        if (options.RepetitionPenalty != 1.0 && tokens.size(1) > 0)
         {
             // RepetitionPenaltyLogitsProcessor: every id present (once or more) is penalised once.
             var picked = scores.gather(1, tokens);
@@ -36,7 +36,7 @@ internal static class LogitsProcessors
             if (options.Temperature != 1.0) scores = scores.Over(options.Temperature);
             if (options.TopK > 0)
             {
-                long k = Math.Min(Math.Max(options.TopK, minTokensToKeep), scores.shape[1]);
+                long k = Math.Min(Math.Max(options.TopK, minTokensToKeep), scores.size(1));
                 var kth = scores.topk((int)k).values.narrow(1, k - 1, 1);
                 scores = scores.FillWhere(scores.lt(kth), double.NegativeInfinity);
             }
@@ -45,7 +45,7 @@ internal static class LogitsProcessors
                 var (sorted, order) = scores.sort(-1, descending: false);
                 var cumulative = sorted.softmax(-1).cumsum(-1);
                 var removeSorted = cumulative.LessOrEqual(1 - options.TopP);
-                removeSorted.narrow(1, removeSorted.shape[1] - minTokensToKeep, minTokensToKeep).Fill_(false);
+                removeSorted.narrow(1, removeSorted.size(1) - minTokensToKeep, minTokensToKeep).Fill_(false);
                 var remove = removeSorted.scatter(1, order, removeSorted);
                 scores = scores.FillWhere(remove, double.NegativeInfinity);
             }

@@ -26,9 +26,9 @@ internal sealed class IdeficsDecoupledEmbedding : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor ids)
     {
         using var scope = NewDisposeScope();
-        long vocab = _weight.shape[0];
+        long vocab = _weight.size(0);
         var extra = ids.GreaterOrEqual(vocab);
-        var embeds = _weight.index_select(0, ids.AtMost(vocab - 1).flatten()).view(ids.shape[0], ids.shape[1], -1);
+        var embeds = _weight.index_select(0, ids.AtMost(vocab - 1).flatten()).view(ids.size(0), ids.size(1), -1);
         if (_additionalEmbedding is not null && extra.any().item<bool>())
         {
             var added = _additionalEmbedding.forward(ids.Minus(vocab).AtLeast(0));
@@ -153,7 +153,7 @@ internal sealed class IdeficsModel : nn.Module
     public Tensor Forward(Tensor embeds, Tensor attentionMask, KvCache? cache, IReadOnlyList<(Tensor Keys, Tensor Values)> media, Tensor crossMask, Tensor gate)
     {
         using var scope = NewDisposeScope();
-        long past = cache?.SequenceLength ?? 0, fresh = embeds.shape[1];
+        long past = cache?.SequenceLength ?? 0, fresh = embeds.size(1);
         var mask = Attention.CausalPaddingMask(attentionMask, fresh, embeds.dtype);
         // position_ids = cumsum(mask) − 1 with padding at 1, as IdeficsModel and its generation inputs compute them.
         var positions = Rotary.MaskPositions(attentionMask, past, fresh);
@@ -308,7 +308,7 @@ public sealed class IdeficsForVisionText2Text : nn.Module
         var (_, _, images) = EncodeImages(pixelValues);
         var ids = inputIds.to(ScalarType.Int64, Device);
         var mask = attentionMask.to(ScalarType.Int64, Device);
-        int prompt = (int)ids.shape[1];
+        int prompt = (int)ids.size(1);
         var (maxNew, minNew) = options.ResolveLimits(prompt, prompt);
         var eos = (options.EosTokenIds ?? [Config.EosTokenId]).ToArray();
         long pad = options.PadTokenId ?? Config.PadTokenId;
@@ -327,9 +327,9 @@ public sealed class IdeficsForVisionText2Text : nn.Module
     private (Tensor Vision, Tensor Latents, Tensor Images) EncodeImages(Tensor pixelValues)
     {
         if (pixelValues.dim() != 5) throw new ArgumentException($"pixel_values must be (B, N, 3, H, W); got {Shape.Format(pixelValues.shape)}.", nameof(pixelValues));
-        long b = pixelValues.shape[0], n = pixelValues.shape[1];
+        long b = pixelValues.size(0), n = pixelValues.size(1);
         var (vision, latents) = _model.EncodeImages(pixelValues.to(DType, Device).flatten(0, 1));
-        return (vision, latents, latents.view(b, n, latents.shape[1], latents.shape[2]));
+        return (vision, latents, latents.view(b, n, latents.size(1), latents.size(2)));
     }
 }
 
@@ -352,13 +352,13 @@ internal sealed class IdeficsSession(IdeficsForVisionText2Text model, Tensor ima
 
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
     {
-        Prepare(inputsEmbeds.shape[0]);
+        Prepare(inputsEmbeds.size(0));
         using var scope = NewDisposeScope();
-        long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1], promptLength = _rows.shape[1];
+        long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.size(1), promptLength = _rows.size(1);
         // Image attention row of every new position: the prompt's own row, then the last prompt row.
         var index = Scalars.Arange(past, past + fresh, ScalarType.Int64, _rows.device).AtMost(promptLength - 1);
         var rows = _rows.index_select(1, index);                                    // (B, Lnew, N)
-        long latents = _images.shape[2];
+        long latents = _images.size(2);
         var perLatent = rows.repeat_interleave(latents, 2);                          // (B, Lnew, N·n)
         var crossMask = zeros(perLatent.shape, inputsEmbeds.dtype, perLatent.device)
             .FillWhere(perLatent.EqualTo(0), Attention.MinValue(inputsEmbeds.dtype)).unsqueeze(1);   // (B, 1, Lnew, N·n)
@@ -369,10 +369,10 @@ internal sealed class IdeficsSession(IdeficsForVisionText2Text model, Tensor ima
 
     private void Prepare(long rows)
     {
-        if (_media is not null && _images.shape[0] == rows) return;
-        if (_images.shape[0] != rows)
+        if (_media is not null && _images.size(0) == rows) return;
+        if (_images.size(0) != rows)
         {
-            long factor = rows / _images.shape[0];
+            long factor = rows / _images.size(0);
             _images = _images.repeat_interleave(factor, 0).DetachFromDisposeScope();
             _rows = _rows.repeat_interleave(factor, 0).DetachFromDisposeScope();
             _owns = true;

@@ -96,7 +96,7 @@ internal sealed class IdeficsPerceiverResampler : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor context)
     {
         using var scope = NewDisposeScope();
-        var latents = _latents.unsqueeze(0).expand(context.shape[0], -1, -1);
+        var latents = _latents.unsqueeze(0).expand(context.size(0), -1, -1);
         foreach (var block in _blocks)
         {
             latents = ((IdeficsPerceiverAttention)block[0]).Forward(context, latents).Plus(latents);

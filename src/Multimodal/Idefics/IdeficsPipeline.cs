@@ -81,7 +81,7 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
         }).ToList();
         using var scope = NewDisposeScope();
         var (ids, mask, padding) = LeftPad(rows, Model.Config.PadTokenId);
-        int width = (int)ids.shape[1];
+        int width = (int)ids.size(1);
         // Each row's image attention (position × image), its padding attending nothing.
         var attention = new long[checked((long)prompts.Count * width * images)];
         for (int r = 0; r < rows.Count; r++)
@@ -92,7 +92,7 @@ public sealed class IdeficsPipeline(IdeficsForVisionText2Text model, LlamaSenten
         }
         call = call.AnsweringRows(onRowResult, (row, alone) => RowResult(alone, 0, width, padding[row], Tokenizer));
         var pixels = ImageProcessor.Preprocess(prompts.SelectMany(p => p.Images).ToList());
-        var pixelValues = pixels.view(prompts.Count, images, pixels.shape[1], pixels.shape[2], pixels.shape[3]);   // (B, N, 3, H, W)
+        var pixelValues = pixels.view(prompts.Count, images, pixels.size(1), pixels.size(2), pixels.size(3));   // (B, N, 3, H, W)
         using var output = Model.Generate(ids, mask, pixelValues, tensor(attention, [prompts.Count, width, images]), call);
         return Enumerable.Range(0, prompts.Count).Select(r => RowResult(output, r, width, padding[r], Tokenizer)).ToList();
     }

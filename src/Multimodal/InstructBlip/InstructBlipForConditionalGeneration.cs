@@ -191,13 +191,13 @@ public sealed class InstructBlipForConditionalGeneration : nn.Module
 
     private (Tensor Embeddings, Tensor Hidden) RunQFormer(Tensor image, Tensor qformerInputIds, Tensor? qformerAttentionMask)
     {
-        long b = image.shape[0];
+        long b = image.size(0);
         Shape.Require(qformerInputIds, "qformer_input_ids", b, -1);
         if (qformerInputIds.numel() > 0 && (qformerInputIds.min().item<long>() < 0 || qformerInputIds.max().item<long>() >= Config.QformerConfig.VocabSize))
             throw new ArgumentException($"qformer_input_ids must lie in [0, {Config.QformerConfig.VocabSize}).", nameof(qformerInputIds));
         var ids = qformerInputIds.to(ScalarType.Int64, Device);
         var mask = qformerAttentionMask?.to(ScalarType.Int64, Device) ?? ones_like(ids);
-        Shape.Require(mask, "qformer_attention_mask", b, ids.shape[1]);
+        Shape.Require(mask, "qformer_attention_mask", b, ids.size(1));
         return _qformer.Forward(_queryTokens.expand(b, -1, -1), ids, mask, image);
     }
 }

@@ -27,9 +27,9 @@ internal sealed class InstructBlipQFormerEmbeddings : nn.Module
     public Tensor Forward(Tensor instructionIds, Tensor queryEmbeds)
     {
         using var scope = NewDisposeScope();
-        long t = instructionIds.shape[1];
-        if (t > _positionEmbeddings.weight!.shape[0])
-            throw new ArgumentException($"The instruction has {t} Q-Former tokens; the Q-Former has {_positionEmbeddings.weight.shape[0]} positions.", nameof(instructionIds));
+        long t = instructionIds.size(1);
+        if (t > _positionEmbeddings.weight!.size(0))
+            throw new ArgumentException($"The instruction has {t} Q-Former tokens; the Q-Former has {_positionEmbeddings.weight.size(0)} positions.", nameof(instructionIds));
         var text = _wordEmbeddings.forward(instructionIds).Plus(_positionEmbeddings.weight.narrow(0, 0, t));
         return _layernorm.forward(cat([queryEmbeds, text.to(queryEmbeds.dtype)], 1)).MoveToOuterDisposeScope();
     }
@@ -58,7 +58,7 @@ internal sealed class InstructBlipQFormerModel : nn.Module
     public (Tensor Embeddings, Tensor Hidden) Forward(Tensor queryEmbeds, Tensor instructionIds, Tensor instructionMask, Tensor image)
     {
         using var scope = NewDisposeScope();
-        long b = queryEmbeds.shape[0], q = queryEmbeds.shape[1];
+        long b = queryEmbeds.size(0), q = queryEmbeds.size(1);
         var embeddings = _embeddings.Forward(instructionIds, queryEmbeds);
         // Queries are never masked; upstream's (1 − mask)·−10000 and our finfo.min both give exact zeros after softmax.
         var fullMask = cat([ones(b, q, ScalarType.Int64, instructionMask.device), instructionMask.to(ScalarType.Int64)], 1);

@@ -49,7 +49,7 @@ internal static class Rotary
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
-        long ndims = cos.shape[^1], d = x.shape[^1];
+        long ndims = cos.size(-1), d = x.size(-1);
         var rot = x.narrow(-1, 0, ndims);
         var half = ndims / 2;
         var rotated = cat([rot.narrow(-1, half, half).neg(), rot.narrow(-1, 0, half)], -1);  // rotate_half

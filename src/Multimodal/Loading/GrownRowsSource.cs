@@ -73,7 +73,7 @@ internal sealed class GrownRowsSource : ITensorSource
         using var scope = NewDisposeScope();
         grown.narrow(0, 0, _stored).copy_(stored);
         // The mean in float64, so a 32,000-row half-precision matrix averages without rounding drift.
-        grown.narrow(0, _stored, grown.shape[0] - _stored).copy_(stored.to(ScalarType.Float64).mean([0L], keepdim: true).to(stored.dtype).expand(grown.shape[0] - _stored, -1));
+        grown.narrow(0, _stored, grown.size(0) - _stored).copy_(stored.to(ScalarType.Float64).mean([0L], keepdim: true).to(stored.dtype).expand(grown.size(0) - _stored, -1));
     }
 
     /// <inheritdoc/>

@@ -201,9 +201,9 @@ public sealed class TorchCheckpointFile : ITensorSource
         {
             using var stream = _zip.GetEntry(_prefix + "data/" + t.Storage.Key)!.Open();
             Skip(stream, t.Offset * elementSize);
-            for (long start = 0; start < numel; start += staging.shape[0])
+            for (long start = 0; start < numel; start += staging.size(0))
             {
-                long count = Math.Min(staging.shape[0], numel - start);
+                long count = Math.Min(staging.size(0), numel - start);
                 using var part = staging.narrow(0, 0, count);
                 ReadInto(stream, part.bytes);
                 using var target = flat.narrow(0, start, count);

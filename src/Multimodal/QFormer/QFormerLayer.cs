@@ -40,7 +40,7 @@ internal sealed class QFormerLayer : nn.Module
     {
         using var scope = NewDisposeScope();
         var attended = _attention.Forward(hidden, hidden, selfMask);
-        long total = attended.shape[1];
+        long total = attended.size(1);
         Tensor? output = null;
         if (queryLength > 0)
         {

@@ -23,9 +23,9 @@ internal sealed class QFormerTextEmbeddings : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor? queryEmbeds = null)
     {
         using var scope = NewDisposeScope();
-        long t = inputIds.shape[1];
-        if (t > _positionEmbeddings.weight!.shape[0])
-            throw new ArgumentException($"The text has {t} tokens; the Q-Former has {_positionEmbeddings.weight.shape[0]} positions.", nameof(inputIds));
+        long t = inputIds.size(1);
+        if (t > _positionEmbeddings.weight!.size(0))
+            throw new ArgumentException($"The text has {t} tokens; the Q-Former has {_positionEmbeddings.weight.size(0)} positions.", nameof(inputIds));
         var text = _wordEmbeddings.forward(inputIds).Plus(_positionEmbeddings.weight.narrow(0, 0, t));
         var result = queryEmbeds is null ? text : cat([queryEmbeds, text.to(queryEmbeds.dtype)], 1);
         return result.MoveToOuterDisposeScope();

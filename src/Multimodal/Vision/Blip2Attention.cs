@@ -24,7 +24,7 @@ internal sealed class Blip2Attention : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hidden)
     {
         using var scope = NewDisposeScope();
-        long b = hidden.shape[0], t = hidden.shape[1], d = hidden.shape[2];
+        long b = hidden.size(0), t = hidden.size(1), d = hidden.size(2);
         var qkv = _qkv.forward(hidden)
             .view(b, t, 3, _heads, d / _heads)   // (B, T, 3, H, d)
             .permute(2, 0, 3, 1, 4);             // (3, B, H, T, d)

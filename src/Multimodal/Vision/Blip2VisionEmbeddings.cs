@@ -27,7 +27,7 @@ internal sealed class Blip2VisionEmbeddings : nn.Module<Tensor, Tensor>
     {
         Shape.Require(pixelValues, "pixel_values", -1, 3, _config.ImageSize, _config.ImageSize);
         using var scope = NewDisposeScope();
-        long b = pixelValues.shape[0];
+        long b = pixelValues.size(0);
         var patches = _patchEmbedding.forward(pixelValues.to(_patchEmbedding.weight!.dtype)) // (B, D, h, w)
             .flatten(2).transpose(1, 2);                                                       // (B, h·w, D)
         var cls = _classEmbedding.expand(b, 1, -1);

@@ -187,7 +187,7 @@ internal sealed class ClipVisionTransformer : nn.Module<Tensor, Tensor>
     {
         Shape.Require(pixels, _inputName, -1, _config.Channels, _config.ImageSize, _config.ImageSize);
         using var scope = NewDisposeScope();
-        long b = pixels.shape[0];
+        long b = pixels.size(0);
         var x = _conv1.forward(pixels.to(_conv1.weight!.dtype)).flatten(2).transpose(1, 2);       // (B, P, D)
         x = cat([_classEmbedding.view(1, 1, -1).expand(b, 1, -1), x], 1).Plus(_positionalEmbedding); // (B, 1 + P, D)
         return _transformer.forward(_lnPre.forward(x)).MoveToOuterDisposeScope();

@@ -25,7 +25,7 @@ internal sealed class GptNeoXAttention : nn.Module
     public Tensor Forward(Tensor hidden, Tensor mask, Tensor cos, Tensor sin, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        long b = hidden.shape[0], t = hidden.shape[1], d = hidden.shape[2] / _heads;
+        long b = hidden.size(0), t = hidden.size(1), d = hidden.size(2) / _heads;
         var qkv = _queryKeyValue.Apply(hidden).view(b, t, _heads, 3 * d).permute(0, 2, 1, 3);  // (B, H, T, 3d)
         var q = Rotary.Apply(qkv.narrow(-1, 0, d), cos, sin);
         var k = Rotary.Apply(qkv.narrow(-1, d, d), cos, sin);
@@ -122,7 +122,7 @@ internal sealed class GptNeoXModel : nn.Module
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context, bool positionsFromMask)
     {
         using var scope = NewDisposeScope();
-        long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1];
+        long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.size(1);
         // Upstream masks future keys with finfo.min and then adds the (finfo.min) padding mask: future keys
         // become −∞, padded past keys stay finite.
         var mask = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype, future: double.NegativeInfinity);

@@ -118,7 +118,7 @@ internal sealed class LlamaModel : nn.Module
         using var scope = NewDisposeScope();
         // Eager attention: future and padded keys get the same finfo.min (not added twice), so a left-pad query,
         // which may see no key, softmaxes uniformly over all keys, as upstream's pad rows do.
-        var mask = Attention.CausalPaddingMask(attentionMask, embeds.shape[1], embeds.dtype);
+        var mask = Attention.CausalPaddingMask(attentionMask, embeds.size(1), embeds.dtype);
         var (cos, sin) = Rotary.TablesAt(positions, _dims.HeadDim, _ropeTheta, embeds.dtype);
         var hidden = DecoderLayers.Run<LlamaDecoderLayer>(_layers, embeds, context, (layer, h) => layer.Forward(h, mask, cos, sin, cache));
         return _norm.forward(hidden).MoveToOuterDisposeScope();
@@ -156,10 +156,10 @@ internal sealed class LlamaForCausalLM : nn.Module, IFlamingoHost
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context, bool positionsFromMask)
     {
         using var scope = NewDisposeScope();
-        long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.shape[1];
+        long past = cache?.SequenceLength ?? 0, fresh = inputsEmbeds.size(1);
         var positions = positionsFromMask
             ? Rotary.MaskPositions(attentionMask, past, fresh)
-            : Scalars.Arange(past, past + fresh, ScalarType.Int64, inputsEmbeds.device).unsqueeze(0).expand(inputsEmbeds.shape[0], fresh);
+            : Scalars.Arange(past, past + fresh, ScalarType.Int64, inputsEmbeds.device).unsqueeze(0).expand(inputsEmbeds.size(0), fresh);
         return _lmHead.Apply(_model.Forward(inputsEmbeds, attentionMask, positions, cache, context)).MoveToOuterDisposeScope();
     }
 }

@@ -112,9 +112,9 @@ internal sealed class MptModel : nn.Module
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, ILayerContext? context)
     {
         using var scope = NewDisposeScope();
-        long fresh = inputsEmbeds.shape[1];
+        long fresh = inputsEmbeds.size(1);
         var padding = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype);   // (B, 1, Tnew, Tk)
-        var mask = padding.Plus(Alibi(attentionMask.shape[1], inputsEmbeds.dtype, inputsEmbeds.device)); // (B, H, Tnew, Tk)
+        var mask = padding.Plus(Alibi(attentionMask.size(1), inputsEmbeds.dtype, inputsEmbeds.device)); // (B, H, Tnew, Tk)
         var hidden = DecoderLayers.Run<MptBlock>(_blocks, inputsEmbeds, context, (block, h) => block.Forward(h, mask, cache));
         return _normF.forward(hidden).MoveToOuterDisposeScope();
     }

@@ -41,10 +41,10 @@ internal sealed class OptDecoder : nn.Module
     {
         using var scope = NewDisposeScope();
         long past = cache?.SequenceLength ?? 0;
-        long fresh = inputsEmbeds.shape[1];
-        if (attentionMask.shape[1] != past + fresh)
+        long fresh = inputsEmbeds.size(1);
+        if (attentionMask.size(1) != past + fresh)
             throw new ArgumentException(
-                $"attention_mask has {attentionMask.shape[1]} positions; expected {past} cached + {fresh} new.", nameof(attentionMask));
+                $"attention_mask has {attentionMask.size(1)} positions; expected {past} cached + {fresh} new.", nameof(attentionMask));
         var mask = Attention.CausalPaddingMask(attentionMask, fresh, inputsEmbeds.dtype);  // (B, 1, Tnew, Tpast + Tnew)
         var positions = _embedPositions.Forward(attentionMask, past);                        // (B, Tnew, D)
         var hidden = (_projectIn?.Apply(inputsEmbeds) ?? inputsEmbeds).Plus(positions);

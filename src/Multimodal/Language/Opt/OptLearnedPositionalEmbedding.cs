@@ -24,11 +24,11 @@ internal sealed class OptLearnedPositionalEmbedding : nn.Module
     {
         using var scope = NewDisposeScope();
         var mask = attentionMask.to(ScalarType.Int64);
-        var positions = mask.cumsum(1).mul(mask).Minus(1).narrow(1, pastLength, mask.shape[1] - pastLength).Plus(Offset);
-        if (positions.max().item<long>() >= _weight.shape[0])
+        var positions = mask.cumsum(1).mul(mask).Minus(1).narrow(1, pastLength, mask.size(1) - pastLength).Plus(Offset);
+        if (positions.max().item<long>() >= _weight.size(0))
             throw new ArgumentException(
-                $"The sequence needs position {positions.max().item<long>() - Offset}, but this OPT has max_position_embeddings = {_weight.shape[0] - Offset}.");
-        long b = positions.shape[0], t = positions.shape[1];
+                $"The sequence needs position {positions.max().item<long>() - Offset}, but this OPT has max_position_embeddings = {_weight.size(0) - Offset}.");
+        long b = positions.size(0), t = positions.size(1);
         return _weight.index_select(0, positions.flatten()).view(b, t, -1).MoveToOuterDisposeScope();
     }
 }

@@ -220,7 +220,7 @@ internal sealed class T5Stack : nn.Module
     public Tensor Encode(Tensor embeds, Tensor mask)
     {
         using var scope = NewDisposeScope();
-        var bias = _block[0][0].Attention.PositionBias(0, embeds.shape[1], embeds.shape[1], bidirectional: true, embeds.device)
+        var bias = _block[0][0].Attention.PositionBias(0, embeds.size(1), embeds.size(1), bidirectional: true, embeds.device)
                    .Plus(Attention.PaddingMask(mask, embeds.dtype));                         // (B, H, S, S)
         var h = embeds;
         foreach (var block in _block) h = block[1].FeedForward(block[0].Self(h, bias, null));
@@ -232,7 +232,7 @@ internal sealed class T5Stack : nn.Module
     public Tensor Decode(Tensor embeds, Tensor mask, IReadOnlyList<(Tensor Keys, Tensor Values)> encoder, Tensor encoderMask, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        long past = cache?.SequenceLength ?? 0, fresh = embeds.shape[1];
+        long past = cache?.SequenceLength ?? 0, fresh = embeds.size(1);
         var selfBias = _block[0][0].Attention.PositionBias(past, fresh, past + fresh, bidirectional: false, embeds.device)
                        .Plus(Attention.CausalPaddingMask(mask, fresh, embeds.dtype));
         var crossBias = Attention.PaddingMask(encoderMask, embeds.dtype);
@@ -322,12 +322,12 @@ internal sealed class T5DecoderSession(T5ForConditionalGeneration model, Tensor 
 
     public Tensor Forward(Tensor inputsEmbeds, Tensor attentionMask, KvCache? cache, Tensor? inputIds = null)
     {
-        long rows = inputsEmbeds.shape[0];
-        if (_kv is null || _hidden.shape[0] != rows)
+        long rows = inputsEmbeds.size(0);
+        if (_kv is null || _hidden.size(0) != rows)
         {
-            if (_hidden.shape[0] != rows)
+            if (_hidden.size(0) != rows)
             {
-                long factor = rows / _hidden.shape[0];
+                long factor = rows / _hidden.size(0);
                 _hidden = _hidden.repeat_interleave(factor, 0).DetachFromDisposeScope();
                 _mask = _mask.repeat_interleave(factor, 0).DetachFromDisposeScope();
                 _owns = true;
