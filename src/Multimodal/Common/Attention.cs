@@ -23,9 +23,12 @@ internal static class Attention
     }
 
     /// <summary>softmax(q·kᵀ/√d + mask)·v over (B, H, T, d) tensors; <paramref name="additiveMask"/>
-    /// broadcasts to (B, H, Tq, Tk) and has q's dtype.</summary>
+    /// broadcasts to (B, H, Tq, Tk) and has q's dtype. One float32 query position on the CPU (a decode step) goes to
+    /// <see cref="DecodeAttention"/>, which reads k and v through their strides.</summary>
     public static Tensor ScaledDotProduct(Tensor q, Tensor k, Tensor v, Tensor? additiveMask) =>
-        nn.functional.scaled_dot_product_attention(q, k, v, additiveMask);
+        DecodeAttention.TryCompute(q, k, v, additiveMask, out var context)
+            ? context
+            : nn.functional.scaled_dot_product_attention(q, k, v, additiveMask);
 
     /// <summary>The most negative finite value of a floating dtype (<c>torch.finfo(dtype).min</c>).</summary>
     public static double MinValue(ScalarType dtype) => dtype switch

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 namespace Multimodal.Common;
 
 /// <summary>The switches of this library's CPU kernels, in one place: the products a decode step sends to our own kernels
-/// instead of libtorch (one bfloat16 row, one or 5–8 float32 rows, 1–64 rows times quantized weights). Every language model's and Flamingo block's linears take the
+/// instead of libtorch (one bfloat16 row, one or 5–8 float32 rows, 1–8 rows times quantized weights, one query position's attention). Every language model's and Flamingo block's linears take the
 /// same routing, so these switches decide for all of them.</summary>
 public sealed record CpuKernelOptions
 {
@@ -24,6 +24,10 @@ public sealed record CpuKernelOptions
 
     /// <summary>5–8 float32 rows (a batched decode step) through our few-rows kernel.</summary>
     public bool Float32FewRows { get; init; } = true;
+
+    /// <summary>A decode step's attention (one query position over the cache, float32) through our kernel
+    /// (<c>DecodeAttention</c>), reading the cache's keys and values where they lie.</summary>
+    public bool DecodeAttention { get; init; } = true;
 
     /// <summary>1–8 rows times a quantized weight (<see cref="WeightQuantization"/>) through our quantized kernel (off: the
     /// weights are dequantized for libtorch at every product).</summary>

@@ -54,19 +54,20 @@ internal static unsafe class OpenMpTeam
 
     /// <summary>Runs <paramref name="body"/>(<paramref name="data"/>) on every thread of a team of
     /// <see cref="get_num_threads"/> threads (the caller is thread 0) and returns when all have finished.
-    /// <paramref name="body"/> runs on native frames: it catches everything (<see cref="Guard"/>).</summary>
-    public static void Run(delegate* unmanaged<void*, void> body, void* data)
+    /// <paramref name="body"/> runs on native frames: it catches everything (<see cref="Guard"/>).
+    /// <paramref name="product"/>: whether the time counts in <see cref="Ticks"/> (a product's kernel, reading weights).</summary>
+    public static void Run(delegate* unmanaged<void*, void> body, void* data, bool product = true)
     {
         long start = Stopwatch.GetTimestamp();
         Parallel(body, data, (uint)get_num_threads(), 0);
-        Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);
+        if (product) Interlocked.Add(ref _ticks, Stopwatch.GetTimestamp() - start);
     }
 
     private static long _ticks;
 
     /// <summary><see cref="Stopwatch"/> ticks spent in <see cref="Run"/> by every caller together (fork,
-    /// the parts, join): the time a decode step spends in our kernels, which the benchmark sets beside the step's whole
-    /// time to show what the rest (attention, norms, the generator) costs.</summary>
+    /// the parts, join) for products: the time a decode step spends reading its weights in our kernels, which the
+    /// benchmark sets beside the step's whole time to show what the rest (attention, norms, the generator) costs.</summary>
     internal static long Ticks => Interlocked.Read(ref _ticks);
 
     private static Exception? _failure;

@@ -163,7 +163,7 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
         output.WriteLine($"libgomp: {OpenMpTeam.LibraryPath ?? "(none)"}");
         Assert.True(OpenMpTeam.Available, "libtorch's libgomp was not found: the kernels cannot run on its OpenMP team");
         Assert.True(CpuKernelOptions.Supported);
-        Assert.True(Bf16MatrixVector.Available && Float32FewRows.Available && QuantizedMatrixRows.Available, "a kernel is off although this machine supports it");
+        Assert.True(Bf16MatrixVector.Available && Float32FewRows.Available && QuantizedMatrixRows.Available && DecodeAttention.Available, "a kernel is off although this machine supports it");
     }
 
     [SkippableFact]
