@@ -81,7 +81,8 @@ internal static unsafe partial class QuantizedMatrixRows
         return true;
     }
 
-    // A quantized layer's own tensors as the kernels read them.
+    // A quantized layer's own tensors as the kernels read them (checked at every call: loading a saved quantized folder
+    // swaps their storage for the file's after the layer is built).
     private static bool Takes(QuantizedLinear.Weights q) =>
         q.Values.device_type == DeviceType.CPU && q.Values.is_contiguous() && q.Scales.is_contiguous()
         && q.Values.dtype == (q.Kind == WeightQuantization.Int8 ? ScalarType.Int8 : ScalarType.Byte) && q.Scales.dtype == ScalarType.Float32
@@ -91,7 +92,8 @@ internal static unsafe partial class QuantizedMatrixRows
     private static Tensor[] Compute(Tensor input, IReadOnlyList<(QuantizedLinear.Weights Q, Tensor? Bias)> layers, int m, Path path)
     {
         using var scope = NewDisposeScope();
-        var x = input.to(ScalarType.Float32);                  // the input itself when it is float32 (contiguous: checked)
+        bool float32 = input.dtype == ScalarType.Float32;
+        var x = float32 ? input : input.to(ScalarType.Float32);   // contiguous: checked
         long k = layers[0].Q.K;
         bool int4 = layers[0].Q.Kind == WeightQuantization.Int4;
         var outputs = new Tensor[layers.Count];
@@ -103,7 +105,7 @@ internal static unsafe partial class QuantizedMatrixRows
         {
             var (q, bias) = layers[i];
             outputs[i] = LinearExtensions.KernelOutput(input, q.N, ScalarType.Float32);
-            var b = bias?.to(ScalarType.Float32).contiguous();
+            var b = bias is null || float32 && bias.is_contiguous() ? bias : bias.to(ScalarType.Float32).contiguous();
             jobs[i] = new Job(Address(q.Values), (float*)Address(q.Scales), xp, b is null ? null : (float*)Address(b), (float*)Address(outputs[i]),
                 q.N, k, m, inputs, layout);
         }
@@ -118,7 +120,7 @@ internal static unsafe partial class QuantizedMatrixRows
         });
         OpenMpTeam.Run(&RunJobs, &list);
         OpenMpTeam.ThrowIfFailed(nameof(QuantizedMatrixRows));
-        return outputs.Select(o => o.to(input.dtype).MoveToOuterDisposeScope()).ToArray();
+        return outputs.Select(o => (float32 ? o : o.to(input.dtype)).MoveToOuterDisposeScope()).ToArray();
     }
 
     // A CPU tensor's data lives in native memory (libtorch's or a mapped file) that the GC never moves: its address stays
