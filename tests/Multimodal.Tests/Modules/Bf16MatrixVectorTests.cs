@@ -212,8 +212,5 @@ public sealed class Bf16MatrixVectorTests(ITestOutputHelper output)
     // Half a bf16 ulp (8 significant bits) of a value of this magnitude.
     private static Tensor HalfUlp(Tensor magnitude) => magnitude.clamp_min(1e-30).log2().floor().sub(8).exp2();
 
-    private static void SkipUnlessAvailable() =>
-        Skip.IfNot(Bf16MatrixVector.Available, CpuKernelOptions.Supported
-            ? $"the kernel is switched off ({CpuKernelOptions.Variable}=0 or CpuKernelOptions.Current)"
-            : "this machine cannot run the kernel (no AVX-512, or libtorch's libgomp not found)");
+    private static void SkipUnlessAvailable() => KernelChecks.SkipUnless(Bf16MatrixVector.Available);
 }

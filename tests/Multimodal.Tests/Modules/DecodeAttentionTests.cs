@@ -1,7 +1,5 @@
-using Multimodal.Blip2;
 using Multimodal.Common;
 using Multimodal.Generation;
-using Multimodal.Processing;
 using Multimodal.Tests.TestSupport;
 using TorchSharp;
 using Xunit.Abstractions;
@@ -116,26 +114,9 @@ public sealed class DecodeAttentionTests(ITestOutputHelper output)
     public void One_image_decodes_the_same_ids_with_and_without_the_attention_kernel()
     {
         SkipUnlessAvailable();
-        using var captioner = Blip2Captioner.FromPretrained(Repo.ShapesModel);
-        using var inputs = captioner.Processor.Process([ImageDecoder.Decode(Repo.Scene1)], ["a big"]);
-        long[] Ids()
-        {
-            using var result = captioner.Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, new GenerationOptions { MaxNewTokens = 20 });
-            return result.Sequences[0];
-        }
-        long calls = DecodeAttention.Calls;
-        var withKernel = Ids();
-        long used = DecodeAttention.Calls - calls;
-        long[] withLibtorch;
-        using (CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { DecodeAttention = false })) withLibtorch = Ids();
-        Assert.Equal(calls + used, DecodeAttention.Calls);
-        output.WriteLine($"\"{captioner.Processor.Tokenizer.Decode(withKernel)}\": {used} attentions in the kernel");
-        Assert.True(used > 0, "the decode never reached the attention kernel");
-        Assert.Equal(withLibtorch, withKernel);
+        KernelChecks.SameIdsWithAndWithout(output, "attentions", () => DecodeAttention.Calls,
+            () => CpuKernelOptions.InThisFlow(CpuKernelOptions.Current with { DecodeAttention = false }));
     }
 
-    private static void SkipUnlessAvailable() =>
-        Skip.IfNot(DecodeAttention.Available, CpuKernelOptions.Supported
-            ? $"the kernel is switched off ({CpuKernelOptions.Variable}=0 or CpuKernelOptions.Current)"
-            : "this machine cannot run the kernel (no AVX-512, or libtorch's libgomp not found)");
+    private static void SkipUnlessAvailable() => KernelChecks.SkipUnless(DecodeAttention.Available);
 }

@@ -147,25 +147,8 @@ public sealed class Float32FewRowsTests(ITestOutputHelper output)
     public void One_image_decodes_the_same_ids_with_and_without_the_single_row_kernel()
     {
         Skip.IfNot(Float32SingleRow.Available, "this machine cannot run the single-row kernel, or it is switched off");
-        using var captioner = Blip2Captioner.FromPretrained(Repo.ShapesModel);
-        using var inputs = captioner.Processor.Process([ImageDecoder.Decode(Repo.Scene1)], ["a big"]);
-        long[] Ids()
-        {
-            using var result = captioner.Model.Generate(inputs.PixelValues, inputs.InputIds, inputs.AttentionMask, new GenerationOptions { MaxNewTokens = 20 });
-            return result.Sequences[0];
-        }
-        long calls = Float32SingleRow.Calls;
-        var withKernel = Ids();
-        long used = Float32SingleRow.Calls - calls;
-        long[] withLibtorch;
-        using (LinearExtensions.LibtorchOnlyOnThisThread()) withLibtorch = Ids();
-        output.WriteLine($"\"{captioner.Processor.Tokenizer.Decode(withKernel)}\": {used} products in the kernel");
-        Assert.True(used > 0, "the decode never reached the single-row kernel");
-        Assert.Equal(withLibtorch, withKernel);
+        KernelChecks.SameIdsWithAndWithout(output, "products", () => Float32SingleRow.Calls, LinearExtensions.LibtorchOnlyOnThisThread);
     }
 
-    private static void SkipUnlessAvailable() =>
-        Skip.IfNot(Float32FewRows.Available, CpuKernelOptions.Supported
-            ? $"the kernel is switched off ({CpuKernelOptions.Variable}=0 or CpuKernelOptions.Current)"
-            : "this machine cannot run the kernel (no AVX-512, or libtorch's libgomp not found)");
+    private static void SkipUnlessAvailable() => KernelChecks.SkipUnless(Float32FewRows.Available);
 }
