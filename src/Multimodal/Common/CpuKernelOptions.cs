@@ -26,7 +26,8 @@ public sealed record CpuKernelOptions
     public bool Float32FewRows { get; init; } = true;
 
     /// <summary>A decode step's attention (one query position over the cache, float32) through our kernel
-    /// (<c>DecodeAttention</c>), reading the cache's keys and values where they lie.</summary>
+    /// (<c>DecodeAttention</c>), reading the cache's keys and values where they lie; for OPT also the layer around it (its
+    /// norms, residual adds and ReLU on the step's rows in our own code, <c>DecodeRows</c>).</summary>
     public bool DecodeAttention { get; init; } = true;
 
     /// <summary>1–8 rows times a quantized weight (<see cref="WeightQuantization"/>) through our quantized kernel (off: the

@@ -39,63 +39,103 @@ internal static unsafe class DecodeAttention
         if (!Available || is_grad_enabled() || !Fits(q) || !Fits(k) || !Fits(v)) return false;
         long b = q.size(0), h = q.size(1), d = q.size(3), t = k.size(2);
         if (q.size(2) != 1 || d is < 1 or > MaxHeadDim || t is < 1 or > MaxKeys
-            || k.size(0) != b || k.size(1) != h || k.size(3) != d || !Shape.Of(v).SequenceEqual(Shape.Of(k)))
+            || k.size(0) != b || k.size(1) != h || k.size(3) != d || !Shape.Of(v).SequenceEqual(Shape.Of(k))
+            || !MaskStrides(mask, b, h, t, out var maskStrides))
             return false;
-        var maskStrides = new long[4];
-        if (mask is not null)
+        var job = new Job
         {
-            if (mask.dtype != ScalarType.Float32 || mask.device_type != DeviceType.CPU || mask.dim() != 4
-                || mask.size(0) is var m0 && m0 != 1 && m0 != b || mask.size(1) is var m1 && m1 != 1 && m1 != h
-                || mask.size(2) != 1 || mask.size(3) != t)
-                return false;
-            for (int i = 0; i < 4; i++) maskStrides[i] = mask.size(i) == 1 ? 0 : mask.stride(i);
-        }
-        result = Compute(q, k, v, mask, maskStrides);
-        _calls++;
+            Batch = b, Heads = h, Keys = t, Dim = d,
+            QBatch = q.stride(0), QHead = q.stride(1),
+            KBatch = k.stride(0), KHead = k.stride(1), KKey = k.stride(2),
+            VBatch = v.stride(0), VHead = v.stride(1), VKey = v.stride(2),
+            MaskBatch = maskStrides[0], MaskHead = maskStrides[1], MaskKey = maskStrides[3],
+        };
+        result = Compute(q, k, v, mask, job, [b, h, 1, d]);
+        return true;
+    }
+
+    /// <summary>The attention of one query position per batch row over a <c>KvCache</c> layer's storage,
+    /// as <c>KvCache.AppendRows</c> hands it out: q (B, 1, H·d) contiguous, the keys and values
+    /// (B, H, capacity, d) contiguous with their first <paramref name="length"/> positions filled, the mask as for
+    /// <see cref="TryCompute"/> over those positions; all float32 on the CPU, autograd off. The result is (B, 1, H·d), the
+    /// heads already merged; false, and nothing computed, otherwise.</summary>
+    public static bool TryComputeRows(Tensor q, int heads, Tensor keyStorage, Tensor valueStorage, long length, Tensor? mask,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
+    {
+        result = null;
+        if (!Available || is_grad_enabled() || heads < 1 || q.dtype != ScalarType.Float32 || q.device_type != DeviceType.CPU || q.dim() != 3
+            || !q.is_contiguous() || q.size(1) != 1 || q.size(2) % heads != 0)
+            return false;
+        long b = q.size(0), d = q.size(2) / heads;
+        bool Storage(Tensor s) => Fits(s) && s.is_contiguous() && s.size(0) == b && s.size(1) == heads && s.size(3) == d;
+        if (!Storage(keyStorage) || !Storage(valueStorage) || valueStorage.size(2) != keyStorage.size(2) || d > MaxHeadDim
+            || length < 1 || length > Math.Min(keyStorage.size(2), MaxKeys) || !MaskStrides(mask, b, heads, length, out var maskStrides))
+            return false;
+        long capacity = keyStorage.size(2);
+        var job = new Job
+        {
+            Batch = b, Heads = heads, Keys = length, Dim = d,
+            QBatch = heads * d, QHead = d,
+            KBatch = heads * capacity * d, KHead = capacity * d, KKey = d,
+            VBatch = heads * capacity * d, VHead = capacity * d, VKey = d,
+            MaskBatch = maskStrides[0], MaskHead = maskStrides[1], MaskKey = maskStrides[3],
+        };
+        result = Compute(q, keyStorage, valueStorage, mask, job, [b, 1, heads * d]);
+        return true;
+    }
+
+    // The mask's strides over (B, H, 1, T), 0 where it broadcasts; false when it is not an additive float32 CPU mask that
+    // broadcasts to that shape.
+    private static bool MaskStrides(Tensor? mask, long b, long h, long t, out long[] strides)
+    {
+        strides = new long[4];
+        if (mask is null) return true;
+        if (mask.dtype != ScalarType.Float32 || mask.device_type != DeviceType.CPU || mask.dim() != 4
+            || mask.size(0) is var m0 && m0 != 1 && m0 != b || mask.size(1) is var m1 && m1 != 1 && m1 != h
+            || mask.size(2) != 1 || mask.size(3) != t)
+            return false;
+        for (int i = 0; i < 4; i++) strides[i] = mask.size(i) == 1 ? 0 : mask.stride(i);
         return true;
     }
 
     private static bool Fits(Tensor t) =>
         t.dtype == ScalarType.Float32 && t.device_type == DeviceType.CPU && t.dim() == 4 && t.stride(3) == 1 && t.numel() > 0;
 
-    private static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor? mask, long[] maskStrides)
+    // The job's sizes and strides are the operands' own (checked by the caller); here the addresses and the run.
+    private static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor? mask, Job job, long[] shape)
     {
-        long b = q.size(0), h = q.size(1), d = q.size(3), t = k.size(2);
-        var result = empty([b, h, 1, d], ScalarType.Float32);
-        // Each operand through a one-dimensional view from its first element to its last: a contiguous span whose length
-        // bounds every read below (the kernel's own check that the strides stay inside the tensor).
-        using var qSpan = Extent(q);
-        using var kSpan = Extent(k);
-        using var vSpan = Extent(v);
-        using var maskSpan = mask is null ? null : Extent(mask);
-        fixed (byte* qp = qSpan.bytes)
-        fixed (byte* kp = kSpan.bytes)
-        fixed (byte* vp = vSpan.bytes)
-        fixed (byte* mp = maskSpan is null ? default : maskSpan.bytes)
-        fixed (byte* op = result.bytes)
+        var result = empty(shape, ScalarType.Float32);
+        // A strided operand is read through a one-dimensional view from its first element to its last: a contiguous span
+        // whose length bounds every read below (the kernel's own check that the strides stay inside the tensor).
+        var views = new List<Tensor>(4);
+        Tensor Span(Tensor t)
         {
-            var job = new Job
+            if (t.is_contiguous()) return t;
+            long last = 0;
+            for (int i = 0; i < t.dim(); i++) last = checked(last + (t.size(i) - 1) * t.stride(i));
+            views.Add(t.as_strided([checked(last + 1)], [1]));
+            return views[^1];
+        }
+        try
+        {
+            fixed (byte* qp = Span(q).bytes)
+            fixed (byte* kp = Span(k).bytes)
+            fixed (byte* vp = Span(v).bytes)
+            fixed (byte* mp = mask is null ? default : Span(mask).bytes)
+            fixed (byte* op = result.bytes)
             {
-                Q = (float*)qp, K = (float*)kp, V = (float*)vp, Mask = (float*)mp, Output = (float*)op,
-                Batch = b, Heads = h, Keys = t, Dim = d,
-                QBatch = q.stride(0), QHead = q.stride(1),
-                KBatch = k.stride(0), KHead = k.stride(1), KKey = k.stride(2),
-                VBatch = v.stride(0), VHead = v.stride(1), VKey = v.stride(2),
-                MaskBatch = maskStrides[0], MaskHead = maskStrides[1], MaskKey = maskStrides[3],
-                Scale = (float)(1.0 / Math.Sqrt(d)),
-            };
-            OpenMpTeam.Run(&RunPart, &job, product: false);
+                job.Q = (float*)qp; job.K = (float*)kp; job.V = (float*)vp; job.Mask = (float*)mp; job.Output = (float*)op;
+                job.Scale = (float)(1.0 / Math.Sqrt(job.Dim));
+                OpenMpTeam.Run(&RunPart, &job, product: false);
+            }
+        }
+        finally
+        {
+            foreach (var view in views) view.Dispose();
         }
         OpenMpTeam.ThrowIfFailed(nameof(DecodeAttention));
+        _calls++;
         return result;
-    }
-
-    // Elements from the first to the last a strided tensor reaches, in checked arithmetic.
-    private static Tensor Extent(Tensor t)
-    {
-        long last = 0;
-        for (int i = 0; i < t.dim(); i++) last = checked(last + (t.size(i) - 1) * t.stride(i));
-        return t.as_strided([checked(last + 1)], [1]);
     }
 
     private struct Job

@@ -1,3 +1,4 @@
+using Multimodal.Common;
 
 namespace Multimodal.Generation;
 
@@ -33,6 +34,10 @@ public sealed class KvCache : IDisposable
     /// <summary>Positions already cached (of layer 0, which a forward updates first).</summary>
     public long SequenceLength => _lengths[0];
 
+    /// <summary>Positions already cached in <paramref name="layer"/> (during a forward, layers before it hold one step
+    /// more).</summary>
+    public long LengthOf(int layer) => _lengths[layer];
+
     /// <summary>Appends new (B, H, Tnew, d) keys and values to a layer and returns the whole (B, H, T, d)
     /// pair: views of the cache's storage, valid until the next update of this layer (dispose them with the caller's
     /// scope; the storage stays the cache's).</summary>
@@ -46,25 +51,70 @@ public sealed class KvCache : IDisposable
         return (_keys[layer]!.narrow(2, 0, total), _values[layer]!.narrow(2, 0, total));
     }
 
+    /// <summary>Appends one position per batch row, keys and values as a projection gives them, (B, 1, H·d), and returns
+    /// the layer's (B, H, capacity, d) storages, owned by the cache (do not dispose them), and how many positions they now
+    /// hold: what <c>DecodeAttention.TryComputeRows</c> reads. On the CPU the rows are copied in place, without a view.</summary>
+    public (Tensor Keys, Tensor Values, long Length) AppendRows(int layer, Tensor keys, Tensor values, int heads)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (keys.dim() != 3 || keys.size(1) != 1 || heads < 1 || keys.size(2) % heads != 0 || !Shape.Of(values).SequenceEqual(Shape.Of(keys)))
+            throw new ArgumentException($"AppendRows takes (B, 1, H·d) keys and values for {heads} heads, not {Shape.Format(Shape.Of(keys))} and {Shape.Format(Shape.Of(values))}.");
+        long length = _lengths[layer], total = checked(length + 1), d = keys.size(2) / heads;
+        _keys[layer] = AppendRow(_keys[layer], keys, heads, d, length, total);
+        _values[layer] = AppendRow(_values[layer], values, heads, d, length, total);
+        _lengths[layer] = total;
+        return (_keys[layer]!, _values[layer]!, total);
+    }
+
+    private static Tensor AppendRow(Tensor? storage, Tensor fresh, long heads, long d, long length, long total)
+    {
+        long b = fresh.size(0);
+        storage = Reserved(storage, [b, heads, 0, d], fresh.dtype, fresh.device, length, total);
+        if (storage.device_type == DeviceType.CPU && fresh.device_type == DeviceType.CPU && fresh.is_contiguous() && fresh.dtype == storage.dtype
+            && storage.numel() * storage.element_size() <= int.MaxValue)   // a span's length is an int
+        {
+            // Row (b, h) of the fresh (B, 1, H·d) starts at (b·H + h)·d; its place in the (B, H, capacity, d) storage at
+            // ((b·H + h)·capacity + length)·d.
+            long size = fresh.element_size(), capacity = storage.size(2);
+            var source = fresh.bytes;
+            var target = storage.bytes;
+            int row = checked((int)(d * size));
+            for (long bh = 0; bh < b * heads; bh++)
+                source.Slice(checked((int)(bh * d * size)), row).CopyTo(target.Slice(checked((int)(((bh * capacity) + length) * d * size)), row));
+        }
+        else
+        {
+            using var split = fresh.view(b, 1, heads, d).transpose(1, 2);
+            using var slot = storage.narrow(2, length, 1);
+            slot.copy_(split);
+        }
+        return storage;
+    }
+
     private static Tensor Append(Tensor? storage, Tensor fresh, long length, long total)
     {
-        if (storage is null || storage.size(2) < total)
-        {
-            long capacity = Math.Max(storage is null ? 0 : 2 * storage.size(2), (total + Reserve - 1) / Reserve * Reserve);
-            var grown = empty([fresh.size(0), fresh.size(1), capacity, fresh.size(3)], fresh.dtype, fresh.device);
-            grown.DetachFromDisposeScope();
-            if (storage is not null)
-            {
-                using var filled = storage.narrow(2, 0, length);
-                using var target = grown.narrow(2, 0, length);
-                target.copy_(filled);
-                storage.Dispose();
-            }
-            storage = grown;
-        }
+        storage = Reserved(storage, Shape.Of(fresh), fresh.dtype, fresh.device, length, total);
         using var slot = storage.narrow(2, length, total - length);
         slot.copy_(fresh);
         return storage;
+    }
+
+    // The storage, grown when it holds fewer than `total` positions (the first `length` copied over), for (B, H, ·, d) rows
+    // of `like`'s batch, heads and width.
+    private static Tensor Reserved(Tensor? storage, long[] like, ScalarType dtype, Device device, long length, long total)
+    {
+        if (storage is not null && storage.size(2) >= total) return storage;
+        long capacity = Math.Max(storage is null ? 0 : 2 * storage.size(2), (total + Reserve - 1) / Reserve * Reserve);
+        var grown = empty([like[0], like[1], capacity, like[3]], dtype, device);
+        grown.DetachFromDisposeScope();
+        if (storage is not null)
+        {
+            using var filled = storage.narrow(2, 0, length);
+            using var target = grown.narrow(2, 0, length);
+            target.copy_(filled);
+            storage.Dispose();
+        }
+        return grown;
     }
 
     /// <summary>Selects batch rows (beam search: the beams each surviving hypothesis came from).</summary>

@@ -59,6 +59,33 @@ public sealed class KvCacheTests(ITestOutputHelper output)
         Assert.Equal(6, cache.SequenceLength);
     }
 
+    [Theory]
+    [InlineData(true)]      // contiguous rows: copied in place
+    [InlineData(false)]     // strided rows: through a view
+    public void Rows_appended_as_a_projection_gives_them_equal_the_same_keys_split_into_heads(bool contiguous)
+    {
+        using var scope = NewDisposeScope();
+        using var byRows = new KvCache(1);
+        using var bySplit = new KvCache(1);
+        const int b = 2, heads = 3, d = 5;
+        var prefill = randn(b, heads, 70, d);
+        byRows.Update(0, prefill, prefill.neg());
+        bySplit.Update(0, prefill, prefill.neg());
+        for (int step = 0; step < 60; step++)                 // across the growth from 128 positions
+        {
+            var keys = contiguous ? randn(b, 1, heads * d) : randn(b, heads * d, 1).transpose(1, 2);
+            var values = keys.neg();
+            var (k, v, length) = byRows.AppendRows(0, keys, values, heads);
+            var split = keys.view(b, 1, heads, d).transpose(1, 2);
+            var (expectedK, expectedV) = bySplit.Update(0, split, split.neg());
+            Assert.Equal(71 + step, length);
+            Assert.Equal(length, byRows.LengthOf(0));
+            Assert.True(k.narrow(2, 0, length).eq(expectedK).all().item<bool>() && v.narrow(2, 0, length).eq(expectedV).all().item<bool>(),
+                $"step {step}: the rows differ from the split heads");
+        }
+        Assert.Throws<ArgumentException>(() => byRows.AppendRows(0, randn(b, 2, heads * d), randn(b, 2, heads * d), heads));
+    }
+
     [Fact]
     public void A_disposed_cache_refuses_updates()
     {

@@ -66,6 +66,28 @@ public sealed class DecodeAttentionTests(ITestOutputHelper output)
         Assert.True(oursError <= 1e-5, $"max abs error {oursError:E2} against float64");
     }
 
+    [SkippableTheory]
+    [InlineData(1, 16, 64, 56)]
+    [InlineData(3, 4, 80, 130)]
+    public void Rows_over_a_cache_storage_equal_the_attention_over_its_views(int b, int h, int d, int t)
+    {
+        SkipUnlessAvailable();
+        using var scope = NewDisposeScope();
+        using var grad = no_grad();
+        var generator = new TorchSharp.torch.Generator((ulong)(b * 31 + t));
+        var keys = randn(b, h, 192, d, generator: generator);
+        var values = randn(b, h, 192, d, generator: generator);
+        var q = randn(b, 1, h * d, generator: generator);
+        var mask = Attention.PaddingMask(rand(b, t, generator: generator).gt(0.2).to(ScalarType.Int64), ScalarType.Float32);
+        Assert.True(DecodeAttention.TryComputeRows(q, h, keys, values, t, mask, out var rows));
+        Assert.True(DecodeAttention.TryCompute(q.view(b, 1, h, d).transpose(1, 2), keys.narrow(2, 0, t), values.narrow(2, 0, t), mask, out var viewed));
+        Assert.Equal(new long[] { b, 1, h * d }, rows.shape);
+        Assert.True(rows.eq(Attention.MergeHeads(viewed)).all().item<bool>(), "the two entries computed different attentions");
+        Assert.False(DecodeAttention.TryComputeRows(q, h, keys, values, 193, null, out _), "more positions than the storage holds");
+        Assert.False(DecodeAttention.TryComputeRows(q, h + 1, keys, values, t, null, out _), "heads that do not split the row");
+        Assert.False(DecodeAttention.TryComputeRows(q, h, keys.narrow(2, 0, 100), values.narrow(2, 0, 100), t, null, out _), "a strided storage");
+    }
+
     // Upstream's finfo.min masks give a query whose keys are all padding the uniform average of the values.
     [SkippableFact]
     public void A_query_whose_keys_are_all_padding_averages_every_value()

@@ -42,4 +42,31 @@ internal sealed class OptAttention : nn.Module
         var context = Attention.ScaledDotProduct(q, k, v, mask);
         return _outProj.Apply(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>Whether <see cref="DecodeStep"/> takes this step whole (checked before the cache is touched): the attention
+    /// kernel is on, one new position per row over at most <see cref="DecodeAttention.MaxKeys"/> positions, and a float32
+    /// (B or 1, 1, 1, T) mask.</summary>
+    public bool TakesDecodeStep(Tensor hidden, Tensor mask, KvCache cache)
+    {
+        long keys = cache.LengthOf(_layerIndex) + 1, d = hidden.size(-1) / _heads;
+        return DecodeAttention.Available && keys <= DecodeAttention.MaxKeys && d <= DecodeAttention.MaxHeadDim
+               && mask.dtype == ScalarType.Float32 && mask.device_type == DeviceType.CPU && mask.dim() == 4
+               && (mask.size(0) == 1 || mask.size(0) == hidden.size(0)) && mask.size(1) == 1 && mask.size(2) == 1 && mask.size(3) == keys;
+    }
+
+    /// <summary><see cref="Forward"/> for a step <see cref="TakesDecodeStep"/> takes: the new keys and values go into the
+    /// cache's storage as rows and the attention reads it there, the heads never split or merged.</summary>
+    /// <param name="hidden">(B, 1, D) float32.</param>
+    /// <param name="mask">additive (B or 1, 1, 1, Tpast + 1).</param>
+    /// <param name="cache">extended with this layer's new keys and values.</param>
+    /// <returns>(B, 1, D), a tensor the caller owns.</returns>
+    public Tensor DecodeStep(Tensor hidden, Tensor mask, KvCache cache)
+    {
+        using var scope = NewDisposeScope();
+        var projected = LinearExtensions.ApplyEach(hidden, _qProj, _kProj, _vProj);
+        var (keys, values, length) = cache.AppendRows(_layerIndex, projected[1], projected[2], _heads);
+        if (!DecodeAttention.TryComputeRows(projected[0], _heads, keys, values, length, mask, out var context))
+            throw new InvalidOperationException("The attention kernel refused a decode step it had been checked to take.");
+        return _outProj.Apply(context).MoveToOuterDisposeScope();
+    }
 }
