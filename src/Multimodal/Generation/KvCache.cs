@@ -70,6 +70,8 @@ public sealed class KvCache : IDisposable
     {
         long b = fresh.size(0);
         storage = Reserved(storage, [b, heads, 0, d], fresh.dtype, fresh.device, length, total);
+        if (storage.size(0) != b || storage.size(1) != heads || storage.size(3) != d)
+            throw new ArgumentException($"The cache holds {Shape.Format(Shape.Of(storage))} (B, H, capacity, d); rows for batch {b}, {heads} heads of {d} do not fit it.");
         if (storage.device_type == DeviceType.CPU && fresh.device_type == DeviceType.CPU && fresh.is_contiguous() && fresh.dtype == storage.dtype
             && storage.numel() * storage.element_size() <= int.MaxValue)   // a span's length is an int
         {

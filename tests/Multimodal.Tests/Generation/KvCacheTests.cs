@@ -84,6 +84,9 @@ public sealed class KvCacheTests(ITestOutputHelper output)
                 $"step {step}: the rows differ from the split heads");
         }
         Assert.Throws<ArgumentException>(() => byRows.AppendRows(0, randn(b, 2, heads * d), randn(b, 2, heads * d), heads));
+        Assert.Throws<ArgumentException>(() => byRows.AppendRows(0, randn(b + 1, 1, heads * d), randn(b + 1, 1, heads * d), heads));
+        Assert.Throws<ArgumentException>(() => byRows.AppendRows(0, randn(b, 1, heads * d), randn(b, 1, heads * d), heads * d));
+        Assert.Equal(130, byRows.LengthOf(0));        // nothing half-written by the refused rows
     }
 
     [Fact]
