@@ -63,14 +63,15 @@ internal static unsafe class DecodeAttention
         [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Tensor? result)
     {
         result = null;
-        if (!Available || is_grad_enabled() || heads < 1 || q.dtype != ScalarType.Float32 || q.device_type != DeviceType.CPU || q.dim() != 3
+        if (heads < 1 || q.dtype != ScalarType.Float32 || q.device_type != DeviceType.CPU || q.dim() != 3
             || !q.is_contiguous() || q.size(1) != 1 || q.size(2) % heads != 0)
             return false;
         long b = q.size(0), d = q.size(2) / heads;
         bool Storage(Tensor s) => Fits(s) && s.is_contiguous() && s.size(0) == b && s.size(1) == heads && s.size(3) == d;
-        if (!Storage(keyStorage) || !Storage(valueStorage) || valueStorage.size(2) != keyStorage.size(2) || d > MaxHeadDim
-            || length < 1 || length > Math.Min(keyStorage.size(2), MaxKeys) || !MaskStrides(mask, b, heads, length, out var maskStrides))
+        if (!TakesRows(b, heads, d, length, mask) || !Storage(keyStorage) || !Storage(valueStorage)
+            || valueStorage.size(2) != keyStorage.size(2) || length > keyStorage.size(2))
             return false;
+        MaskStrides(mask, b, heads, length, out var maskStrides);
         long capacity = keyStorage.size(2);
         var job = new Job
         {
@@ -83,6 +84,13 @@ internal static unsafe class DecodeAttention
         result = Compute(q, keyStorage, valueStorage, mask, job, [b, 1, heads * d]);
         return true;
     }
+
+    /// <summary>Whether <see cref="TryComputeRows"/> takes <paramref name="batch"/> rows of <paramref name="heads"/> heads of
+    /// width <paramref name="d"/> over <paramref name="keys"/> positions with this mask (given a cache storage that holds
+    /// them): what a caller checks before it writes a step's keys and values into its cache.</summary>
+    public static bool TakesRows(long batch, int heads, long d, long keys, Tensor? mask) =>
+        Available && !is_grad_enabled() && heads >= 1 && d is >= 1 and <= MaxHeadDim && keys is >= 1 and <= MaxKeys
+        && MaskStrides(mask, batch, heads, keys, out _);
 
     // The mask's strides over (B, H, 1, T), 0 where it broadcasts; false when it is not an additive float32 CPU mask that
     // broadcasts to that shape.

@@ -126,18 +126,17 @@ public sealed class KvCache : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         for (int i = 0; i < _keys.Length; i++)
         {
-            _keys[i] = Select(_keys[i], rows, _lengths[i]);
-            _values[i] = Select(_values[i], rows, _lengths[i]);
+            _keys[i] = Select(_keys[i], rows);
+            _values[i] = Select(_values[i], rows);
         }
     }
 
-    private static Tensor? Select(Tensor? storage, Tensor rows, long length)
+    // The whole storage's rows, capacity kept: one copy (the unfilled positions past the length go along, unread).
+    private static Tensor? Select(Tensor? storage, Tensor rows)
     {
         if (storage is null) return null;
         using var scope = NewDisposeScope();
-        var chosen = storage.narrow(2, 0, length).index_select(0, rows.to(storage.device));
-        var result = empty([chosen.size(0), storage.size(1), storage.size(2), storage.size(3)], storage.dtype, storage.device);
-        result.narrow(2, 0, length).copy_(chosen);
+        var result = storage.index_select(0, rows.to(storage.device));
         result.DetachFromDisposeScope();
         storage.Dispose();
         return result;

@@ -43,16 +43,11 @@ internal sealed class OptAttention : nn.Module
         return _outProj.Apply(Attention.MergeHeads(context)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Whether <see cref="DecodeStep"/> takes this step whole (checked before the cache is touched): the attention
-    /// kernel is on, one new position per row over at most <see cref="DecodeAttention.MaxKeys"/> positions, and a float32
-    /// (B or 1, 1, 1, T) mask.</summary>
-    public bool TakesDecodeStep(Tensor hidden, Tensor mask, KvCache cache)
-    {
-        long keys = cache.LengthOf(_layerIndex) + 1, d = hidden.size(-1) / _heads;
-        return DecodeAttention.Available && keys <= DecodeAttention.MaxKeys && d <= DecodeAttention.MaxHeadDim
-               && mask.dtype == ScalarType.Float32 && mask.device_type == DeviceType.CPU && mask.dim() == 4
-               && (mask.size(0) == 1 || mask.size(0) == hidden.size(0)) && mask.size(1) == 1 && mask.size(2) == 1 && mask.size(3) == keys;
-    }
+    /// <summary>Whether <see cref="DecodeStep"/> takes this step whole, checked before the cache is touched: the attention
+    /// kernel takes these rows over the cached positions and the new one (<see cref="DecodeAttention.TakesRows"/>).</summary>
+    public bool TakesDecodeStep(Tensor hidden, Tensor mask, KvCache cache) =>
+        hidden.size(-1) % _heads == 0
+        && DecodeAttention.TakesRows(hidden.size(0), _heads, hidden.size(-1) / _heads, cache.LengthOf(_layerIndex) + 1, mask);
 
     /// <summary><see cref="Forward"/> for a step <see cref="TakesDecodeStep"/> takes: the new keys and values go into the
     /// cache's storage as rows and the attention reads it there, the heads never split or merged.</summary>
